@@ -1,0 +1,64 @@
+"""``open_slide``: pick the backend for a path, or explain in one line why nothing can read it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import openslide
+import tifffile
+from PIL import UnidentifiedImageError
+
+from urcdm.errors import SlideError
+from urcdm.slides.base import Slide
+from urcdm.slides.image_slide import PillowSlide, TiffSlide
+from urcdm.slides.openslide_slide import OpenSlideSlide
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def open_slide(path: str | os.PathLike) -> Slide:
+    """Open a slide or image with the best reader: OpenSlide first, then tifffile, then Pillow.
+
+    Raises ``SlideError`` (a ``UserError``) with a one-line reason for a missing path, a directory,
+    an empty file or a file none of the readers understand.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SlideError(f"{path}: no such file")
+    if path.is_dir():
+        raise SlideError(f"{path}: is a directory, not a slide")
+    if path.stat().st_size == 0:
+        raise SlideError(f"{path}: empty file (0 bytes)")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+
+    openslide_reason = "not a format OpenSlide recognises"
+    if openslide.OpenSlide.detect_format(str(path)) is not None:
+        try:
+            return OpenSlideSlide(path)
+        except openslide.OpenSlideError as exc:
+            openslide_reason = f"OpenSlide: {exc}"
+
+    if magic in _TIFF_MAGIC:
+        try:
+            return TiffSlide(path)
+        except SlideError:
+            raise
+        except Exception as exc:  # tifffile raises many types for damaged files
+            raise SlideError(f"{path}: damaged or unsupported TIFF ({openslide_reason}; tifffile: {exc})") from exc
+    try:
+        return PillowSlide(path)
+    except SlideError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SlideError(f"{path}: not a readable slide or image ({openslide_reason}; Pillow: {_first_line(exc)})") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# tifffile logs warnings for odd-but-readable files; the user sees our messages instead.
+tifffile.logger().setLevel("ERROR")
