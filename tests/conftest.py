@@ -1,0 +1,51 @@
+"""Shared fixtures: real data from ../shared/data (skipped with a reason when absent) and synthetic
+slides made on the fly from scikit-image's bundled IHC micrograph (real tissue texture, so JPEG
+quality figures mean something)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data as skimage_data
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_data_dir() -> Path:
+    return Path(os.environ.get("URCDM_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    root = test_data_dir()
+    if not (root / "slides").is_dir() or not (root / "tiles").is_dir():
+        pytest.skip(f"real test data not found at {root} (set URCDM_TEST_DATA)")
+    return root
+
+
+def tissue_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """An RGB uint8 image of real-looking tissue texture: IHC tiles mirrored and shifted at random."""
+    base = skimage_data.immunohistochemistry()
+    rng = np.random.default_rng(seed)
+    tile = base.shape[0]
+    rows = []
+    for _ in range(-(-height // tile)):
+        row = []
+        for _ in range(-(-width // tile)):
+            block = base[:, ::-1] if rng.random() < 0.5 else base
+            row.append(np.rot90(block, k=int(rng.integers(4))))
+        rows.append(np.concatenate(row, axis=1))
+    return np.ascontiguousarray(np.concatenate(rows, axis=0)[:height, :width])
+
+
+@pytest.fixture(scope="session")
+def tissue_rgb() -> np.ndarray:
+    return tissue_image(1900, 1500)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))

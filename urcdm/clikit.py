@@ -1,0 +1,64 @@
+"""What every urcdm command line shares: ``--debug``, ``--json``, and the error contract.
+
+A ``UserError`` (or an OS error that is the environment's fault: no space, no permission) becomes one
+``error:`` line on stderr and exit status 2, never a traceback; ``--debug`` shows the traceback.
+Results go to stdout (JSON with ``--json``); progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from typing import Callable, Sequence
+
+from urcdm.errors import UserError
+
+EXIT_USER_ERROR = 2
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT, errno.EISDIR}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but usage mistakes follow the same one-line ``error:`` contract as everything else."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def add_output_options(parser: argparse.ArgumentParser, json_output: bool = True) -> None:
+    if json_output:
+        parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def print_json(payload) -> None:
+    json.dump(payload, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(rows: Sequence[tuple[str, object]]) -> None:
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler: Callable[[argparse.Namespace], int | None]) -> int:
+    """Parse, dispatch, and turn user errors into the ``error:`` contract."""
+    args = parser.parse_args(argv)
+    try:
+        return handler(args) or 0
+    except UserError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if getattr(args, "debug", False) or exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,199 @@
+"""Stream an image of any size into a pyramidal BigTIFF that OpenSlide opens with every level.
+
+Layout (what OpenSlide's generic-tiff reader needs): each level is a top-level tiled page, every
+page after the first is marked reduced-resolution, tiles are square, JPEG or deflate, and the
+resolution tags carry the mpp. SubIFD pyramids are invisible to OpenSlide.
+
+Each level is written tile by tile in row-major order; while a tile goes out, its 2 x 2 reduction
+goes into a disk canvas that becomes the next level. Memory is a few tiles, whatever the size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+import tifffile
+from tqdm import tqdm
+
+from urcdm import __version__
+from urcdm.errors import OutputExistsError, UserError
+from urcdm.pyramid.canvas import DiskCanvas
+from urcdm.pyramid.levels import halve, level_sizes
+
+TILE_SIZES = (256, 512)
+
+
+class PixelSource(Protocol):
+    """Anything the writer can pull level-0 pixels from: a DiskCanvas, a slide, an array."""
+
+    width: int
+    height: int
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray: ...
+
+
+class ArraySource:
+    """An in-memory image as a PixelSource (small images and tests)."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+        self.height, self.width = pixels.shape[:2]
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return self.pixels[y : y + h, x : x + w]
+
+
+class SlideSource:
+    """Level 0 of a Slide as a PixelSource."""
+
+    def __init__(self, slide):
+        self.slide = slide
+        self.width, self.height = slide.dimensions
+
+    def read(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return self.slide.read_level_window(0, x, y, w, h)
+
+
+@dataclass(frozen=True)
+class PyramidInfo:
+    path: str
+    width: int
+    height: int
+    tile: int
+    compression: str
+    quality: int | None
+    mpp: float | None
+    level_dimensions: list[tuple[int, int]]
+    file_bytes: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextmanager
+def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary path beside ``out_path``; rename it into place only if the block succeeds.
+
+    An interrupted or failed write leaves nothing behind, and an existing file is never touched
+    unless ``overwrite`` is set.
+    """
+    if out_path.exists() and not overwrite:
+        raise OutputExistsError(f"{out_path}: already exists (use --overwrite to replace it)")
+    if out_path.is_dir():
+        raise UserError(f"{out_path}: is a directory")
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path.parent}: no such directory")
+    fd, temp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".partial")
+    os.close(fd)
+    temp_path = Path(temp)
+    try:
+        yield temp_path
+        os.replace(temp_path, out_path)
+    finally:
+        temp_path.unlink(missing_ok=True)
+
+
+def _check_disk_space(directory: Path, width: int, height: int, lossless: bool) -> None:
+    raw = width * height * 3
+    # Level canvases (a quarter of level 0, then a sixteenth...) plus a pessimistic output size.
+    needed = raw * 0.34 + raw * (0.6 if lossless else 0.15)
+    free = shutil.disk_usage(directory).free
+    if needed > free:
+        raise UserError(f"{directory}: not enough disk space to write a {width} x {height} pyramid "
+                        f"(needs about {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free)")
+
+
+def _tiles(source: PixelSource, tile: int, next_level: DiskCanvas | None, progress) -> Iterator[np.ndarray]:
+    """Tiles of one level in row-major order, feeding the next level's canvas on the way."""
+    for y in range(0, source.height, tile):
+        for x in range(0, source.width, tile):
+            pixels = source.read(x, y, min(tile, source.width - x), min(tile, source.height - y))
+            if next_level is not None:
+                next_level.write(x // 2, y // 2, halve(pixels))
+            h, w = pixels.shape[:2]
+            if (h, w) != (tile, tile):
+                # Edge tiles are padded by replication: flat padding would ring in JPEG.
+                pixels = np.pad(pixels, ((0, tile - h), (0, tile - w), (0, 0)), mode="edge")
+            progress.update(1)
+            yield pixels
+
+
+def write_pyramid(
+    source: PixelSource,
+    out_path: str | os.PathLike,
+    *,
+    tile: int = 512,
+    quality: int | None = 90,
+    mpp: float | None = None,
+    chroma_subsampling: bool = True,
+    overwrite: bool = False,
+    workdir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> PyramidInfo:
+    """Write ``source`` as an OpenSlide-readable pyramid; ``quality=None`` means lossless deflate.
+
+    ``chroma_subsampling`` stores JPEG colour at half resolution (4:2:0, as scanners do); turn it
+    off for full-resolution colour (4:4:4).
+
+    The file appears at ``out_path`` only when complete. Temporary level canvases go to ``workdir``
+    (default: beside the output, where the space was checked).
+    """
+    if tile not in TILE_SIZES:
+        raise UserError(f"tile size must be one of {TILE_SIZES}, got {tile}")
+    if quality is not None and not 1 <= quality <= 100:
+        raise UserError(f"JPEG quality must be between 1 and 100, got {quality}")
+    out_path = Path(out_path)
+    sizes = level_sizes(source.width, source.height, tile)
+    lossless = quality is None
+    if lossless:
+        codec = {"compression": "zlib", "predictor": True, "photometric": "rgb"}
+    else:
+        # We hand tifffile RGB; it converts to YCbCr (declaring YCbCr would mislabel RGB samples).
+        # 4:2:0 by default, as scanners write real slides; 4:4:4 gains ~1 dB for ~20 % more bytes.
+        codec = {"compression": "jpeg", "compressionargs": {"level": quality}, "photometric": "rgb",
+                 "subsampling": (2, 2) if chroma_subsampling else (1, 1)}
+
+    with atomic_output(out_path, overwrite) as temp_path, tempfile.TemporaryDirectory(
+        dir=workdir or out_path.parent, prefix=".urcdm-levels-"
+    ) as level_dir:
+        _check_disk_space(Path(level_dir), source.width, source.height, lossless)
+        total_tiles = sum(-(-w // tile) * -(-h // tile) for w, h in sizes)
+        with tifffile.TiffWriter(temp_path, bigtiff=True) as tiff, tqdm(
+            total=total_tiles, desc=f"pyramid {out_path.name}", unit="tile", disable=not progress, leave=False
+        ) as bar:
+            level_source: PixelSource = source
+            for level, (width, height) in enumerate(sizes):
+                next_canvas = None
+                if level + 1 < len(sizes):
+                    next_w, next_h = sizes[level + 1]
+                    next_canvas = DiskCanvas.create(Path(level_dir) / f"level{level + 1}.raw", next_w, next_h, chunk=tile)
+                downsample = source.width / width
+                tiff.write(
+                    _tiles(level_source, tile, next_canvas, bar),
+                    shape=(height, width, 3),
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    subfiletype=1 if level else 0,
+                    resolution=(1e4 / (mpp * downsample), 1e4 / (mpp * downsample)) if mpp else None,
+                    resolutionunit="CENTIMETER" if mpp else None,
+                    description=f"URCDM {__version__} pyramid level {level}" if level == 0 else None,
+                    software=f"urcdm {__version__}",
+                    metadata=None,
+                    **codec,
+                )
+                if level > 0:
+                    level_source.delete()  # our own level canvas, now in the file: free the disk early
+                level_source = next_canvas
+        file_bytes = temp_path.stat().st_size
+    return PyramidInfo(
+        path=str(out_path), width=source.width, height=source.height, tile=tile,
+        compression="deflate" if lossless else "jpeg", quality=quality, mpp=mpp,
+        level_dimensions=sizes, file_bytes=file_bytes,
+    )
