@@ -1,6 +1,6 @@
 import pytest
 
-from urcdm.slides.regions import best_level, clip_window, fit_within, plan_blocks
+from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,10 @@ def test_clip_window_and_fit_within():
     assert clip_window(100, 0, 10, 10, 100, 100) is None
     assert fit_within(4000, 2000, 1000) == (1000, 500)
     assert fit_within(300, 200, 1000) == (300, 200)
+
+
+def test_infer_downsample_recovers_integer_factors_from_rounded_sizes():
+    assert infer_downsample((4443, 3567), (2221, 1783)) == 2.0  # floor, as Aperio writes
+    assert infer_downsample((1500, 1900), (188, 238)) == 8.0  # ceil, as our writer does
+    assert infer_downsample((1000, 1000), (1000, 1000)) == 1.0
+    assert infer_downsample((1000, 900), (300, 300)) == (1000 / 300 + 3) / 2  # no integer explains it

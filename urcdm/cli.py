@@ -60,7 +60,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     with open_slide(source) as slide:
         mpp = args.mpp if args.mpp is not None else (sum(slide.mpp) / 2 if slide.mpp else None)
         info = write_pyramid(
-            SlideSource(slide), target, tile=args.tile, quality=None if args.lossless else args.quality,
+            SlideSource(slide), target, tile=args.tile, quality=None if args.lossless else (90 if args.quality is None else args.quality),
             mpp=mpp, chroma_subsampling=not args.full_chroma, overwrite=args.overwrite, progress=not args.json,
         )
     result = {**info.as_dict(), "seconds": round(time.perf_counter() - started, 3)}
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("output", help="pyramidal BigTIFF to write (written atomically)")
     convert.add_argument("--tile", type=int, default=512, choices=(256, 512), help="tile size (default 512)")
     compression = convert.add_mutually_exclusive_group()
-    compression.add_argument("--quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
+    # default None, not 90: argparse cannot tell an explicit "--quality 90" from its default.
+    compression.add_argument("--quality", type=int, help="JPEG quality 1-100 (default 90)")
     compression.add_argument("--lossless", action="store_true", help="deflate instead of JPEG: pixel-exact")
     convert.add_argument("--full-chroma", action="store_true",
                          help="JPEG colour at full resolution (4:4:4); default 4:2:0 as scanners write")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from urcdm.slides.regions import best_level, clip_window, fit_within, plan_blocks
+from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks
 
 # The colour of empty glass in the authors' data; used wherever a read leaves the slide.
 FILL_RGB = (242, 243, 242)
@@ -79,8 +79,7 @@ class Slide(ABC):
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
-        width, height = self.dimensions
-        return tuple((width / w + height / h) / 2 for w, h in self.level_dimensions)
+        return tuple(infer_downsample(self.dimensions, dims) for dims in self.level_dimensions)
 
     def best_level_for_downsample(self, downsample: float) -> int:
         return best_level(self.level_downsamples, downsample)
@@ -110,11 +109,10 @@ class Slide(ABC):
         if out_w <= 0 or out_h <= 0:
             raise ValueError(f"out_size must be positive, got {out_w} x {out_h}")
 
-        level = self.best_level_for_downsample(min(w / out_w, h / out_h))
-        width0, height0 = self.dimensions
-        level_w, level_h = self.level_dimensions[level]
-        scale_x, scale_y = width0 / level_w, height0 / level_h
-        src = (x / scale_x, y / scale_y, (x + w) / scale_x, (y + h) / scale_y)
+        downsamples = self.level_downsamples
+        level = best_level(downsamples, min(w / out_w, h / out_h))
+        scale = downsamples[level]
+        src = (x / scale, y / scale, (x + w) / scale, (y + h) / scale)
 
         if _is_identity(src, out_w, out_h):
             return self.read_level_window(level, int(src[0]), int(src[1]), out_w, out_h)

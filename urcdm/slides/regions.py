@@ -25,6 +25,20 @@ def best_level(level_downsamples: Sequence[float], downsample: float) -> int:
     return best
 
 
+def infer_downsample(base: tuple[int, int], level: tuple[int, int]) -> float:
+    """The downsample of a level from its size.
+
+    Pyramids are built with integer factors and rounded sizes (floor for most scanners, ceil for
+    ours), so ``base / level`` is slightly off (4443 / 2221 = 2.0005) and would misplace reads by
+    up to a pixel. When an integer factor explains both sizes, it is the true one.
+    """
+    (width, height), (level_w, level_h) = base, level
+    factor = round(width / level_w)
+    if factor >= 1 and all(size // factor <= size_k <= -(-size // factor) for size, size_k in ((width, level_w), (height, level_h))):
+        return float(factor)
+    return (width / level_w + height / level_h) / 2
+
+
 @dataclass(frozen=True)
 class Block:
     """One output block and the integer source window (level coordinates) that covers it.
