@@ -60,9 +60,20 @@ def test_glass_stain_ink_and_fat():
     green_ink = np.full((256, 256, 3), (40, 160, 60), np.uint8)
     red_ink = np.full((256, 256, 3), (210, 20, 40), np.uint8)
     assert tissue_fraction(green_ink) < 0.01 and tissue_fraction(red_ink) < 0.01
+    rng = np.random.default_rng(2)
+    dab_brown = np.clip(rng.normal((150, 100, 60), 12, (256, 256, 3)), 0, 255).astype(np.uint8)
+    assert tissue_fraction(dab_brown) > 0.99, "IHC (DAB) tissue is tissue too"
+    black_ink = np.clip(rng.normal((30, 30, 35), 8, (256, 256, 3)), 0, 255).astype(np.uint8)
+    assert tissue_fraction(black_ink) < 0.01
     fat = synthetic_fat()
     membranes_only = ndimage.binary_dilation(fat.mean(axis=2) < 235).mean()
     assert membranes_only < 0.3 and tissue_fraction(fat) > 0.9, "fat cell interiors count as tissue"
+
+
+def test_real_ihc_micrograph_is_tissue():
+    from skimage import data as skimage_data
+
+    assert tissue_fraction(skimage_data.immunohistochemistry()) > 0.6
 
 
 def test_a_strip_of_tissue_on_glass_is_background():

@@ -4,9 +4,10 @@ The authors thresholded HSV. Here a pixel is tissue when it carries stain: haema
 both absorb green more than red and blue, so ``(R + B) / 2 - G`` is positive on any H&E tissue,
 however pale, and near zero on glass, dust and grey debris whatever their brightness. Some scanners
 tint the glass faintly pink, so a weak stain signal also needs texture (tinted glass is flat, pale
-tissue is not). Marker ink is far more saturated than stain and is removed. Morphology then repairs what colour alone gets wrong:
-specks are dropped, and holes enclosed by tissue (the clear interiors of fat cells, small lumens)
-count as tissue, while large open glass does not.
+tissue is not). Other stains (DAB brown) are chromatic or dark rather than pink and count when
+textured. Marker ink, far more saturated than stain or neutral and near-black, is removed.
+Morphology then repairs what colour alone gets wrong: specks are dropped, and holes enclosed by
+tissue (the clear interiors of fat cells, small lumens) count as tissue, while open glass does not.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ class TissueParams:
     strong_stain_excess: float = 12.0  # above this, stain alone makes tissue; below, texture is needed
     min_texture: float = 2.0  # local standard deviation of brightness (8-bit units) of weak stain
     texture_sigma: float = 3.0  # pixels; the window of that standard deviation
+    min_chroma: float = 20.0  # max - min of RGB: colour of a non-H&E stain, with texture
+    max_glass_brightness: float = 200.0  # darker textured pixels are tissue whatever their colour
     ink_saturation: float = 0.6  # HSV saturation above which a pixel is marker ink, not stain
+    ink_darkness: float = 80.0  # neutral pixels darker than this are black ink, not stain
     smoothing_sigma: float = 1.5  # pixels; suppresses sensor and JPEG noise before thresholding
     closing_iterations: int = 2  # joins thin membranes into closed rings
     min_object_fraction: float = 0.002  # tissue pieces smaller than this share of the image are specks
@@ -63,8 +67,13 @@ def tissue_mask(rgb: np.ndarray, params: TissueParams = PATCH_PARAMS) -> np.ndar
     local_mean = ndimage.gaussian_filter(brightness, params.texture_sigma)
     local_var = ndimage.gaussian_filter(brightness * brightness, params.texture_sigma) - local_mean * local_mean
     textured = local_var > params.min_texture**2
-    stained = (excess > params.strong_stain_excess) | ((excess > params.stain_excess) & textured)
-    mask = stained & (saturation <= params.ink_saturation)
+    # Other stains (DAB brown, counterstains) are chromatic or dark rather than pink: with texture
+    # they are tissue too. Flat, neutral, bright pixels are glass whatever their exact white.
+    chroma = brightest - pixels.min(axis=2)
+    other_stain = textured & ((chroma > params.min_chroma) | (brightness < params.max_glass_brightness))
+    stained = (excess > params.strong_stain_excess) | ((excess > params.stain_excess) & textured) | other_stain
+    ink = (saturation > params.ink_saturation) | ((brightest < params.ink_darkness) & (chroma < params.min_chroma))
+    mask = stained & ~ink
 
     if params.closing_iterations:
         mask = ndimage.binary_closing(mask, iterations=params.closing_iterations, border_value=1)
