@@ -108,13 +108,15 @@ def test_plain_images_go_through_the_fallback(tmp_path):
     image = tissue_image(300, 400, seed=5)
     tifffile.imwrite(tmp_path / "plain.tif", image, resolution=(1e4 / 0.25, 1e4 / 0.25), resolutionunit="CENTIMETER")
     tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(image, -1, 0), photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "deflate.tif", image, compression="zlib", rowsperstrip=32)  # zarr path
     Image.fromarray(image).save(tmp_path / "plain.png")
     rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=2)
     rgba[:50, :50, 3] = 0
     Image.fromarray(rgba).save(tmp_path / "alpha.png")
     Image.fromarray(image).save(tmp_path / "plain.jpg", quality=95)
 
-    for name, reader in [("plain.tif", TiffSlide), ("planar.tif", TiffSlide), ("plain.png", PillowSlide)]:
+    for name, reader in [("plain.tif", TiffSlide), ("planar.tif", TiffSlide), ("deflate.tif", TiffSlide),
+                         ("plain.png", PillowSlide)]:
         with open_slide(tmp_path / name) as slide:
             assert isinstance(slide, reader), name
             assert slide.dimensions == (400, 300)

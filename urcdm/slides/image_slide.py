@@ -53,9 +53,16 @@ class TiffSlide(Slide):
         if axes not in ("YX", "YXS", "SYX"):
             raise SlideError(f"{path}: unsupported TIFF layout (axes {axes!r}); expected a 2-D RGB or grey image")
         self._planar = axes == "SYX"
-        self._levels = [zarr.open(self._tiff.series[0].aszarr(level=i), mode="r") for i in range(len(series.levels))]
+        self._levels = [self._level_array(series, i) for i in range(len(series.levels))]
         self._level_dimensions = tuple(self._xy_size(level) for level in self._levels)
         self._mpp = _tiff_mpp(series.levels[0].keyframe)
+
+    def _level_array(self, series, level: int):
+        """A lazily read array of one level: memory-mapped when the pixels are stored raw and
+        contiguous (a zarr chunk would be a whole strip, often the whole image), else zarr."""
+        if series.levels[level].keyframe.is_memmappable:
+            return tifffile.memmap(str(self.path), series=0, level=level, mode="r")
+        return zarr.open(series.aszarr(level=level), mode="r")
 
     def _xy_size(self, array) -> tuple[int, int]:
         height, width = (array.shape[1:3] if self._planar else array.shape[:2])
