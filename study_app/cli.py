@@ -3,26 +3,14 @@
 The app lands with the reader-study issue; until then the command only describes itself.
 """
 
-from __future__ import annotations
-
 import sys
-from typing import Sequence
 
-from urcdm.clikit import ArgumentParser, run_cli
+from urcdm.clikit import describe_only_main
 
-
-def build_parser() -> ArgumentParser:
-    return ArgumentParser(
-        prog="urcdm-study",
-        description="Real-vs-synthetic reader study for pathologists (Streamlit), scored as the paper's Table 1. "
-        "(Not implemented yet.)",
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    return run_cli(parser, argv, lambda args: parser.print_help() or 0)
-
+main = describe_only_main(
+    "urcdm-study",
+    "Real-vs-synthetic reader study for pathologists (Streamlit), scored as the paper's Table 1. (Not implemented yet.)",
+)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -62,3 +62,13 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def describe_only_main(prog: str, description: str) -> Callable[[Sequence[str] | None], int]:
+    """A ``main`` for a command whose functionality has not landed yet: it prints its help."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        parser = ArgumentParser(prog=prog, description=description)
+        return run_cli(parser, argv, lambda args: parser.print_help() or 0)
+
+    return main
