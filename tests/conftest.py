@@ -5,6 +5,7 @@ quality figures mean something)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,10 @@ import pytest
 from skimage import data as skimage_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = Path(__file__).resolve().parent / "plugins"  # tiny feature extractors, as module:factory plug-ins
+TINY_EXTRACTOR = "tiny_extractors:colour_texture"
+if str(PLUGINS) not in sys.path:
+    sys.path.insert(0, str(PLUGINS))
 
 
 def test_data_dir() -> Path:
@@ -49,3 +54,14 @@ def tissue_rgb() -> np.ndarray:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def tile_lists(real_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """List files of the labelled real tiles: (tissue tiles, background tiles)."""
+    rows = [line.split(",") for line in (real_data / "tiles" / "labels.csv").read_text().split()[1:]]
+    lists = []
+    for label in ("tissue", "background"):
+        listing = tmp_path / f"{label}.txt"
+        listing.write_text("".join(f"{real_data / 'tiles' / name}\n" for name, tag in rows if tag == label))
+        lists.append(listing)
+    return lists[0], lists[1]

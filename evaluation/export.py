@@ -1,0 +1,60 @@
+"""Crop sets on disk: PNGs plus a manifest CSV (the reader-study app reads these).
+
+The directory appears only when complete: crops are written to a hidden sibling and renamed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from evaluation.pipeline import CropPlan
+from evaluation.crops import CropProtocol
+from evaluation.reading import CropDataset
+from urcdm.errors import OutputExistsError, SlideError, UserError
+
+MANIFEST = "manifest.csv"
+MANIFEST_COLUMNS = ("file", "source", "image", "x", "y", "size", "pixels", "mode", "level", "mpp", "seed")
+
+
+def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrite: bool = False, workers: int = 2) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir}: already exists (use --overwrite to replace it)")
+    if not out_dir.parent.is_dir():
+        raise UserError(f"{out_dir.parent}: no such directory")
+    # Crops are saved at the protocol's read size: the study shows the crop itself, not the
+    # extractor's resized input.
+    native = replace(protocol, image_size=protocol.read_size)
+    dataset = CropDataset([image.path for image in plan.images], plan.crops, native)
+    temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
+    try:
+        width = len(str(len(plan.crops)))
+        with open(temp / MANIFEST, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(MANIFEST_COLUMNS)
+            loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+            for index, pixels, message in tqdm(loader, total=len(dataset), desc="exporting crops", unit="crop", leave=False):
+                if message:
+                    raise SlideError(message)
+                image, x, y, size = (int(v) for v in plan.crops[index])
+                name = f"crop-{index:0{width}d}.png"
+                Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(temp / name)
+                writer.writerow((name, plan.images[image].path, image, x, y, size, native.read_size, protocol.mode,
+                                 "" if protocol.level is None else protocol.level,
+                                 "" if protocol.mpp is None else protocol.mpp, plan.seed))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(temp, out_dir)
+    finally:
+        dataset.close()
+        shutil.rmtree(temp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,1 @@
+"""Built-in feature extractors, one module each (see :mod:`evaluation.features` for the registry)."""

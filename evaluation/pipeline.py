@@ -1,0 +1,89 @@
+"""One side of a comparison, end to end: INPUT -> images -> crops -> features -> statistics.
+
+INPUT is a directory, glob, list file or image (features computed now) or a ``.npz`` (statistics
+loaded, and refused unless they were made under this run's protocol and extractor).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.crops import CropProtocol, derive_seed, sample_crops
+from evaluation.distributed import Ranks
+from evaluation.extraction import extract_features
+from evaluation.features import Extractor
+from evaluation.inputs import ImageInfo, fingerprint, is_stats_spec, list_images, open_images
+from evaluation.stats import FeatureStats
+from urcdm.errors import UserError
+from urcdm.slides import SlideTissueMask, open_slide
+
+
+@dataclass
+class CropPlan:
+    images: list[ImageInfo]
+    crops: np.ndarray
+    seed: int
+    fingerprint: str
+    skipped: list[str]
+
+
+@dataclass
+class RunOptions:
+    protocol: CropProtocol
+    n: int
+    seed: int = 0
+    skip_bad: bool = False
+    allow_fewer: bool = False
+    batch_size: int = 64
+    workers: int = 4
+    ranks: Ranks = Ranks()
+
+
+def plan_crops(spec: str, side: str, options: RunOptions) -> CropPlan:
+    """Open the images and draw this side's seeded crops (identically on every rank)."""
+    images, bad = open_images(list_images(spec), options.skip_bad, label=side)
+    if bad and options.ranks.is_main:
+        print(f"{side}: skipped {len(bad)} unreadable file(s) (--skip-bad)", file=sys.stderr)
+    protocol = options.protocol
+    if protocol.mode == "whole" and len(images) < options.n:
+        if not options.allow_fewer:
+            raise UserError(f"{spec}: {len(images)} images for a whole-image FID over --n {options.n}; "
+                            f"add images, lower --n, or pass --allow-fewer")
+        if options.ranks.is_main:
+            print(f"{side}: using all {len(images)} images (fewer than --n {options.n}, --allow-fewer)", file=sys.stderr)
+    accept = _tissue_filter(images, protocol.min_tissue) if protocol.min_tissue > 0 else None
+    # Seeded by the inputs' content as well as --seed: the same images get the same crops whether
+    # compared directly or through a saved .npz, and a set compared with itself gives exactly 0.
+    inputs = fingerprint(image.path for image in images)
+    seed = derive_seed(options.seed, inputs)
+    crops = sample_crops(images, protocol, options.n, seed, accept)
+    return CropPlan(images, crops, seed, inputs, [path for path, _ in bad])
+
+
+def side_statistics(spec: str, side: str, extractor: Extractor, options: RunOptions) -> FeatureStats:
+    if is_stats_spec(spec):
+        stats = FeatureStats.load(spec)
+        stats.check_comparable(options.protocol, extractor.id)
+        return stats
+    plan = plan_crops(spec, side, options)
+    paths = [image.path for image in plan.images]
+    features = extract_features(paths, plan.crops, options.protocol, extractor, options.batch_size,
+                                options.workers, options.ranks, label=side)
+    return FeatureStats.from_features(features, protocol=options.protocol, extractor=extractor.id,
+                                      fingerprint=plan.fingerprint, seed=plan.seed, images=paths, crops=plan.crops,
+                                      skipped=plan.skipped, source=spec)
+
+
+def _tissue_filter(images: list[ImageInfo], min_tissue: float):
+    masks: dict[int, SlideTissueMask] = {}
+
+    def accept(index: int, x: int, y: int, size: int) -> bool:
+        if index not in masks:
+            with open_slide(images[index].path) as slide:
+                masks[index] = SlideTissueMask.from_slide(slide)
+        return masks[index].fraction_in(x, y, size, size) >= min_tissue
+
+    return accept

@@ -1,0 +1,143 @@
+"""``urcdm-eval`` on bad input: one ``error:`` line, exit 2, nothing half-written; and its outputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import PLUGINS, TINY_EXTRACTOR, tile_lists
+from evaluation.cli import main
+from evaluation.extractors.weights import FILE_NAMES, SHA256_PREFIX
+from evaluation.reading import read_crop
+from evaluation.crops import CropProtocol
+from urcdm.slides import open_slide
+
+TINY = ["--extractor", TINY_EXTRACTOR, "--workers", "0"]
+BIN = Path(sys.executable).parent
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in captured.err
+    assert captured.out == ""  # no result printed
+    return lines[-1]
+
+
+@pytest.fixture
+def tiles(real_data, tmp_path):
+    return tile_lists(real_data, tmp_path)
+
+
+def test_empty_folder(tmp_path, capsys, tiles):
+    (tmp_path / "empty").mkdir()
+    assert "no images found" in _error(capsys, ["pfid", str(tmp_path / "empty"), str(tiles[0]), *TINY])
+
+
+def test_corrupt_files_are_listed_or_skipped(real_data, capsys):
+    slides = str(real_data / "slides")
+    assert "broken.svs" in _error(capsys, ["pfid", slides, slides, "--n", "20", *TINY])
+    assert main(["pfid", slides, slides, "--n", "20", "--skip-bad", "--json", *TINY]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["real"]["skipped"] == 1 and result["real"]["images"] == 3
+
+
+def test_whole_image_fid_needs_enough_images(tiles, capsys):
+    tissue, background = tiles
+    assert "--allow-fewer" in _error(capsys, ["fid", str(tissue), str(background), *TINY])
+    assert main(["fid", str(tissue), str(background), "--allow-fewer", "--json", *TINY]) == 0
+    result = json.loads(capsys.readouterr().out)
+    listed = [len(listing.read_text().split()) for listing in tiles]
+    assert [result["n_real"], result["n_fake"]] == listed and "fid" in result
+
+
+def test_non_finite_features(tiles, capsys):
+    assert "NaN" in _error(capsys, ["pfid", str(tiles[0]), str(tiles[1]), "--n", "8", "--workers", "0",
+                                    "--extractor", "tiny_extractors:nan_features"])
+
+
+def test_mismatched_and_mean_only_statistics(tiles, tmp_path, capsys):
+    stats = tmp_path / "real.npz"
+    assert main(["stats", str(tiles[0]), "-o", str(stats), "--n", "40", "--no-features", *TINY]) == 0
+    capsys.readouterr()
+    assert "patch_size 256 vs 128" in _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", "--patch-size", "128", *TINY])
+    assert "extractor" in _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", "--image-size", "64",
+                                          "--extractor", "tiny_extractors:nan_features", "--workers", "0"])
+    assert "needs the features" in _error(capsys, ["kid", str(stats), str(tiles[1]), "--n", "40", *TINY])
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert "not a urcdm-eval statistics file" in _error(capsys, ["pfid", str(tmp_path / "junk.npz"), str(stats), *TINY])
+
+
+def test_existing_output_is_never_overwritten(tiles, tmp_path, capsys):
+    target = tmp_path / "real.npz"
+    target.write_bytes(b"precious")
+    assert "already exists" in _error(capsys, ["stats", str(tiles[0]), "-o", str(target), "--n", "10", *TINY])
+    assert target.read_bytes() == b"precious"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_missing_inception_weights_offline(tiles, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("URCDM_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("URCDM_INCEPTION_WEIGHTS", raising=False)
+    message = _error(capsys, ["pfid", str(tiles[0]), str(tiles[1])])
+    assert FILE_NAMES[0] in message and SHA256_PREFIX in message and "https://" in message
+    impostor = tmp_path / FILE_NAMES[0]
+    impostor.write_bytes(b"not inception")
+    assert "is not the FID Inception weights" in _error(capsys, ["pfid", str(tiles[0]), str(tiles[1]), "--weights", str(impostor)])
+    monkeypatch.setenv("URCDM_INCEPTION_WEIGHTS", str(tmp_path / "nowhere.pth"))
+    assert "URCDM_INCEPTION_WEIGHTS" in _error(capsys, ["pfid", str(tiles[0]), str(tiles[1])])
+
+
+def test_crops_export_png_and_manifest(real_data, tmp_path, capsys):
+    slide = real_data / "slides" / "cmu-1-small-region.svs"
+    out = tmp_path / "crops"
+    assert main(["crops", str(slide), "-o", str(out), "--n", "6", "--patch-size", "128", "--workers", "0"]) == 0
+    rows = [line.split(",") for line in (out / "manifest.csv").read_text().split()]
+    assert rows[0][:6] == ["file", "source", "image", "x", "y", "size"] and len(rows) == 7
+    with open_slide(slide) as opened:
+        for row in rows[1:]:
+            pixels = np.asarray(Image.open(out / row[0]))
+            assert pixels.shape == (128, 128, 3)
+            crop = (0, int(row[3]), int(row[4]), int(row[5]))
+            assert np.array_equal(pixels, read_crop(opened, crop, CropProtocol(patch_size=128, image_size=128)))
+    capsys.readouterr()
+    assert "already exists" in _error(capsys, ["crops", str(slide), "-o", str(out), "--n", "6"])
+
+
+def test_random_inception_runs_end_to_end(tiles, capsys):
+    assert main(["pfid", str(tiles[0]), str(tiles[1]), "--n", "3", "--workers", "0", "--batch-size", "3",
+                 "--extractor", "inception-v3-random", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["extractor"].startswith("inception-v3-random") and result["protocol"]["image_size"] == 299
+    assert result["pfid"] > 0 and "not with published FIDs" in captured.err
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1"}
+
+
+def test_console_script_has_no_traceback(real_data):
+    done = subprocess.run([BIN / "urcdm-eval", "pfid", str(real_data / "slides" / "broken.svs"), str(real_data / "slides")],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_torchrun_two_ranks_equal_one_process(tiles, tmp_path):
+    argv = ["stats", str(tiles[0]), "--n", "50", "--batch-size", "8", *TINY]
+    single, double = tmp_path / "one.npz", tmp_path / "two.npz"
+    subprocess.run([sys.executable, "-m", "evaluation.cli", *argv, "-o", str(single)], check=True, env=_env(), timeout=300)
+    subprocess.run([BIN / "torchrun", "--standalone", "--nproc-per-node", "2", "-m", "evaluation.cli", "--", *argv, "-o", str(double)],
+                   check=True, env=_env(), timeout=300, capture_output=True)
+    with np.load(single) as one, np.load(double) as two:
+        assert np.array_equal(one["crops"], two["crops"])
+        np.testing.assert_allclose(two["features"], one["features"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(two["cov"], one["cov"], rtol=1e-6, atol=1e-10)
