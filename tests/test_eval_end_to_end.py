@@ -64,10 +64,10 @@ def test_pfid_on_real_tiles_matches_a_scipy_reference(real_data, tmp_path, capsy
     assert 0 < other_crops["pfid"] < result["pfid"] / 3
 
 
-def test_all_metrics_on_real_slides(real_data, capsys):
-    slides = real_data / "slides"
-    result = _run_json(capsys, "all", str(slides / "cmu-1-small-region.svs"), str(slides / "tcga-cr-7395-01a-01-ts1.svs"),
-                       "--n", "200", "--extractor", TINY_EXTRACTOR, "--workers", "2", "--min-tissue", "0.5")
+def test_all_metrics_on_real_slides_and_tiles(real_data, tmp_path, capsys):
+    tissue, _ = tile_lists(real_data, tmp_path)
+    result = _run_json(capsys, "all", str(real_data / "slides" / "cmu-1-small-region.svs"), str(tissue),
+                       "--n", "150", "--extractor", TINY_EXTRACTOR, "--workers", "2", "--min-tissue", "0.5")
     for key in ("pfid", "kid", "kid_std", "precision", "recall", "n_real", "n_fake"):
         assert key in result
     assert result["pfid"] > 0 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
