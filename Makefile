@@ -42,6 +42,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/bench_pyramid.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_store.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

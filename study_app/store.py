@@ -1,0 +1,128 @@
+"""Answers on disk: SQLite in WAL mode, one row per answer, committed when the button is pressed.
+
+UNIQUE(reader, case) makes a double click or a resubmitted form record one answer, never two, and
+an answered case can't be silently overwritten: ``record`` reports the answer already stored.
+Each thread gets its own connection (sqlite3 connections must not be shared across threads);
+WAL plus a busy timeout lets many readers write at once, and ``synchronous=FULL`` means an
+acknowledged answer survives the server being killed.
+"""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from urcdm import __version__
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    reader      TEXT NOT NULL,
+    case_id     TEXT NOT NULL,
+    arm         TEXT NOT NULL,
+    truth       TEXT NOT NULL CHECK (truth IN ('real', 'synthetic')),
+    answer      TEXT NOT NULL CHECK (answer IN ('real', 'synthetic')),
+    confidence  INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
+    shown_at    REAL NOT NULL,
+    answered_at REAL NOT NULL,
+    image_id    TEXT NOT NULL,
+    app_version TEXT NOT NULL,
+    UNIQUE (reader, case_id)
+);
+CREATE INDEX IF NOT EXISTS answers_by_reader ON answers (reader);
+"""
+EXPORT_COLUMNS = ("reader", "case", "arm", "truth", "answer", "confidence", "shown_at", "answered_at",
+                  "seconds", "image_id", "app_version")
+BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    reader: str
+    case: str
+    arm: str
+    truth: str
+    answer: str
+    confidence: int | None
+    shown_at: float
+    answered_at: float
+    image_id: str
+    app_version: str
+
+    @property
+    def seconds(self) -> float:
+        return self.answered_at - self.shown_at
+
+
+class AnswerStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        with self._connection() as db:
+            db.executescript(SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._local.db = db
+        return db
+
+    def record(self, reader: str, case: str, arm: str, truth: str, answer: str, confidence: int | None,
+               shown_at: float, answered_at: float, image_id: str) -> tuple[bool, StoredAnswer]:
+        """Store one answer; returns (newly stored?, the stored answer: this one or the earlier one)."""
+        db = self._connection()
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO answers (reader, case_id, arm, truth, answer, confidence, shown_at, answered_at,"
+            " image_id, app_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (reader, case, arm, truth, answer, confidence, shown_at, answered_at, image_id, __version__))
+        return cursor.rowcount == 1, self.get(reader, case)
+
+    def get(self, reader: str, case: str) -> StoredAnswer | None:
+        row = self._connection().execute(
+            "SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version"
+            " FROM answers WHERE reader = ? AND case_id = ?", (reader, case)).fetchone()
+        return StoredAnswer(*row) if row else None
+
+    def answered_cases(self, reader: str) -> set[str]:
+        rows = self._connection().execute("SELECT case_id FROM answers WHERE reader = ?", (reader,))
+        return {case for (case,) in rows}
+
+    def first_unanswered(self, reader: str, cases: Iterable[str]) -> int | None:
+        """Index of the first case in the reader's order without an answer (None: all done)."""
+        done = self.answered_cases(reader)
+        return next((i for i, case in enumerate(cases) if case not in done), None)
+
+    def all_answers(self) -> list[StoredAnswer]:
+        rows = self._connection().execute(
+            "SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version"
+            " FROM answers ORDER BY id")
+        return [StoredAnswer(*row) for row in rows]
+
+    def progress(self) -> dict[str, int]:
+        return dict(self._connection().execute("SELECT reader, COUNT(*) FROM answers GROUP BY reader ORDER BY reader"))
+
+    def export_csv(self, out: str | Path) -> int:
+        answers = self.all_answers()
+        with open(out, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(EXPORT_COLUMNS)
+            for a in answers:
+                row = asdict(a)
+                writer.writerow([row["reader"], row["case"], row["arm"], row["truth"], row["answer"],
+                                 "" if row["confidence"] is None else row["confidence"], f"{a.shown_at:.3f}",
+                                 f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version])
+        return len(answers)
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
