@@ -29,6 +29,8 @@ def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrit
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(f"{out_dir}: already exists (use --overwrite to replace it)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory; crops are written to a new directory")
     if not out_dir.parent.is_dir():
         raise UserError(f"{out_dir.parent}: no such directory")
     # Crops are saved at the protocol's read size: the study shows the crop itself, not the
