@@ -48,9 +48,11 @@ def gather_in_order(local: np.ndarray, ranks: Ranks, n: int) -> np.ndarray:
         return local
     pieces: list = [None] * ranks.world_size
     dist.all_gather_object(pieces, local)
-    full = np.empty((n, local.shape[1]), dtype=local.dtype)
+    # A rank left without crops (n < world size) sends an empty (0, 0) piece; take D from the others.
+    full = np.empty((n, max(piece.shape[1] for piece in pieces)), dtype=local.dtype)
     for rank, piece in enumerate(pieces):
-        full[rank::ranks.world_size] = piece
+        if len(piece):
+            full[rank::ranks.world_size] = piece
     return full
 
 

@@ -9,7 +9,6 @@ import csv
 import os
 import shutil
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from PIL import Image
@@ -35,7 +34,7 @@ def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrit
         raise UserError(f"{out_dir.parent}: no such directory")
     # Crops are saved at the protocol's read size: the study shows the crop itself, not the
     # extractor's resized input.
-    native = replace(protocol, image_size=protocol.read_size)
+    native = protocol.with_image_size(protocol.read_size)
     dataset = CropDataset([image.path for image in plan.images], plan.crops, native)
     temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import sqlite3
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -115,10 +115,8 @@ class AnswerStore:
             writer = csv.writer(handle)
             writer.writerow(EXPORT_COLUMNS)
             for a in answers:
-                row = asdict(a)
-                writer.writerow([row["reader"], row["case"], row["arm"], row["truth"], row["answer"],
-                                 "" if row["confidence"] is None else row["confidence"], f"{a.shown_at:.3f}",
-                                 f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version])
+                writer.writerow([a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
+                                 f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version])
         return len(answers)
 
     def close(self) -> None:
