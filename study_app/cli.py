@@ -1,20 +1,31 @@
-"""``urcdm-study``: score a real-vs-synthetic reader study as the paper's Table 1.
+"""``urcdm-study``: a real-vs-synthetic reader study for pathologists, scored as the paper's Table 1.
 
+    urcdm-study prepare STUDY.yaml [--json]        render the cases (parity-encoded) into the study folder
+    urcdm-study run STUDY.yaml [--port 8501]       prepare, then serve the reader app (Streamlit)
+    urcdm-study demo [--out build/study-demo]      a small demo study from embedded data, served
+    urcdm-study export STUDY.yaml -o ANSWERS.csv   the raw answers, as the app's organiser view exports them
     urcdm-study score ANSWERS.csv [--by arm|all] [--positive synthetic|real] [--json]
+    urcdm-study hash-secret                        hash an access code or organiser secret for the study file
 
 ANSWERS.csv needs the columns reader,case,arm,truth,answer (truth/answer: real or synthetic) and may
-carry confidence (1-5). The Streamlit reader app (``urcdm-study run``) lands with its issue.
+carry confidence (1-5). The study file format is documented in study_app/study.py and the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
+from pathlib import Path
 from typing import Sequence
 
+from study_app.access import hash_secret
 from study_app.answers import read_answers
 from study_app.scoring import score
-from urcdm.clikit import ArgumentParser, add_output_options, print_json, run_cli
+from urcdm.clikit import ArgumentParser, add_output_options, print_json, print_table, run_cli
+from urcdm.errors import OutputExistsError, UserError
+
+DEFAULT_PORT = 8501
 
 
 def build_parser() -> ArgumentParser:
@@ -26,7 +37,38 @@ def build_parser() -> ArgumentParser:
     scorer.add_argument("--positive", choices=("synthetic", "real"), default="synthetic",
                         help="the answer counted as positive (default: synthetic, as in the paper)")
     add_output_options(scorer)
+
+    preparer = commands.add_parser("prepare", help="render the study's cases into its folder",
+                                   description="Render every case (same format, size, quality; no metadata) into the study folder.")
+    preparer.add_argument("study", type=Path, help="the study YAML")
+    add_output_options(preparer)
+
+    runner = commands.add_parser("run", help="prepare, then serve the reader app", description="Prepare, then serve the reader app.")
+    runner.add_argument("study", type=Path, help="the study YAML")
+    _add_server_options(runner)
+
+    demo = commands.add_parser("demo", help="build and serve a small demo study", description="Build and serve a small demo study.")
+    demo.add_argument("--out", type=Path, default=Path("build/study-demo"), help="demo folder (default build/study-demo)")
+    demo.add_argument("--fresh", action="store_true", help="delete an earlier demo (and its answers) first")
+    demo.add_argument("--no-run", action="store_true", help="build and prepare only")
+    _add_server_options(demo)
+
+    exporter = commands.add_parser("export", help="write the raw answers as CSV", description="Write the raw answers as CSV.")
+    exporter.add_argument("study", type=Path, help="the study YAML")
+    exporter.add_argument("-o", "--out", type=Path, required=True, help="CSV to write (never overwritten without --overwrite)")
+    exporter.add_argument("--overwrite", action="store_true")
+    add_output_options(exporter, json_output=False)
+
+    hasher = commands.add_parser("hash-secret", help="hash a code or secret for the study file",
+                                 description="Read a secret (prompted, or one line on stdin) and print its scrypt hash.")
+    add_output_options(hasher, json_output=False)
     return parser
+
+
+def _add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for a network)")
+    add_output_options(parser, json_output=False)
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -60,8 +102,69 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from study_app.prepare import prepare
+    from study_app.study import load_study
+
+    summary = prepare(load_study(args.study)).summary()
+    if args.json:
+        print_json(summary)
+    else:
+        print_table([(key, value) for key, value in summary.items()])
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from study_app.prepare import prepare
+    from study_app.server import serve
+    from study_app.study import load_study
+
+    return serve(prepare(load_study(args.study)), args.port, args.address)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from study_app.demo import DEMO_READERS, build_demo
+    from study_app.prepare import prepare
+    from study_app.server import serve
+    from study_app.study import load_study
+
+    study_file, secret = build_demo(args.out, fresh=args.fresh)
+    prepared = prepare(load_study(study_file))
+    readers = ", ".join(f"{reader} / code {code}" for reader, code in DEMO_READERS.items())
+    print(f"demo study: {study_file} ({len(prepared.cases)} cases)\nreaders: {readers}\norganiser secret: {secret}",
+          file=sys.stderr)
+    return 0 if args.no_run else serve(prepared, args.port, args.address)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from study_app.prepare import open_prepared
+    from study_app.store import AnswerStore
+    from study_app.study import load_study
+
+    if args.out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{args.out}: already exists (use --overwrite to replace it)")
+    prepared = open_prepared(load_study(args.study).workdir)
+    temp = args.out.with_name(f".{args.out.name}.partial")
+    count = AnswerStore(prepared.store_path).export_csv(temp)
+    temp.replace(args.out)
+    print(f"{count} answers written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_hash_secret(args: argparse.Namespace) -> int:
+    secret = getpass.getpass("secret: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not secret:
+        raise UserError("empty secret")
+    print(hash_secret(secret))
+    return 0
+
+
+COMMANDS = {"score": cmd_score, "prepare": cmd_prepare, "run": cmd_run, "demo": cmd_demo, "export": cmd_export,
+            "hash-secret": cmd_hash_secret}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv, cmd_score)
+    return run_cli(build_parser(), argv, lambda args: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

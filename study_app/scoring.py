@@ -149,12 +149,14 @@ def score_group(answers: Sequence[Answer], positive: str = "synthetic") -> dict:
         counts = confusion(by_reader[reader], positive)
         per_reader.append(counts)
         readers.append({"reader": reader, **asdict(counts), "n": counts.n, "p": counts.p,
+                        "p_interval": asdict(clopper_pearson(counts.fp, counts.tp + counts.fp)),
                         "abs_p_minus_half": counts.abs_p_minus_half, **_rates(counts),
                         "roc_auc": roc_auc(by_reader[reader], positive)})
     total = confusion(answers, positive)
     return {
         "readers": readers,
-        "total": {**asdict(total), "n": total.n, "p": total.p, "abs_p_minus_half": total.abs_p_minus_half,
+        "total": {**asdict(total), "n": total.n, "p": total.p,
+                  "p_interval": asdict(clopper_pearson(total.fp, total.tp + total.fp)), "abs_p_minus_half": total.abs_p_minus_half,
                   "w_mae": weighted_mae(per_reader), **_rates(total), "fleiss_kappa": shared_case_kappa(answers),
                   "n_readers": len(readers)},
     }

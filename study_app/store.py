@@ -10,6 +10,7 @@ acknowledged answer survives the server being killed.
 from __future__ import annotations
 
 import csv
+import io
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -110,13 +111,21 @@ class AnswerStore:
         return dict(self._connection().execute("SELECT reader, COUNT(*) FROM answers GROUP BY reader ORDER BY reader"))
 
     def export_csv(self, out: str | Path) -> int:
-        answers = self.all_answers()
         with open(out, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(EXPORT_COLUMNS)
-            for a in answers:
-                writer.writerow([a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
-                                 f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version])
+            return self.write_csv(handle)
+
+    def csv_text(self) -> str:
+        buffer = io.StringIO()
+        self.write_csv(buffer)
+        return buffer.getvalue()
+
+    def write_csv(self, handle) -> int:
+        answers = self.all_answers()
+        writer = csv.writer(handle)
+        writer.writerow(EXPORT_COLUMNS)
+        for a in answers:
+            writer.writerow([a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
+                             f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version])
         return len(answers)
 
     def close(self) -> None:

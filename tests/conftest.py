@@ -65,3 +65,26 @@ def tile_lists(real_data: Path, tmp_path: Path) -> tuple[Path, Path]:
         listing.write_text("".join(f"{real_data / 'tiles' / name}\n" for name, tag in rows if tag == label))
         lists.append(listing)
     return lists[0], lists[1]
+
+
+@pytest.fixture(scope="session")
+def demo_study_template(tmp_path_factory) -> tuple[Path, str]:
+    """The embedded demo study, built and prepared once: (its folder, the organiser secret)."""
+    from study_app.demo import build_demo
+    from study_app.prepare import prepare
+    from study_app.study import load_study
+
+    out = tmp_path_factory.mktemp("study-demo")
+    study_file, secret = build_demo(out, repeat=2, crops=6)
+    prepare(load_study(study_file), progress=False)
+    return out, secret
+
+
+@pytest.fixture
+def study_workdir(demo_study_template, tmp_path) -> Path:
+    """A private copy of the prepared demo study's folder (its own answers database)."""
+    import shutil
+
+    workdir = tmp_path / "study-run"
+    shutil.copytree(demo_study_template[0] / "study-run", workdir)
+    return workdir

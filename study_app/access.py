@@ -1,0 +1,86 @@
+"""Secrets: hashed access codes, the admin gate, and resumable reader sessions.
+
+Hashes are ``scrypt:N:r:p:SALT:HASH`` (hex), the standard library's memory-hard KDF, so a leaked study
+file does not give away short codes; ``sha256:HEX`` is accepted for codes made with ``sha256sum``.
+A reader's session token goes in the page URL so a refresh resumes without logging in again: it is the
+reader id signed with the study's private key (HMAC), never anything about the cases.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+
+_SCRYPT = (2**14, 8, 1)
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    n, r, p = _SCRYPT
+    salt = salt if salt is not None else os.urandom(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt:{n}:{r}:{p}:{salt.hex()}:{digest.hex()}"
+
+
+def is_hashed_secret(value: str) -> bool:
+    parts = value.split(":")
+    if parts[0] == "sha256":
+        return len(parts) == 2 and len(parts[1]) == 64 and _is_hex(parts[1])
+    return (parts[0] == "scrypt" and len(parts) == 6 and all(x.isdigit() for x in parts[1:4])
+            and _is_hex(parts[4]) and _is_hex(parts[5]))
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+        return bool(text)
+    except ValueError:
+        return False
+
+
+def verify_secret(given: str, expected: str) -> bool:
+    """``expected`` is a hash from ``hash_secret``/sha256, or a plain code (reader codes only)."""
+    if not given:
+        return False
+    if is_hashed_secret(expected):
+        kind, *fields = expected.split(":")
+        if kind == "sha256":
+            return hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), fields[0].lower())
+        n, r, p, salt, digest = fields
+        computed = hashlib.scrypt(given.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+                                  dklen=len(digest) // 2)
+        return hmac.compare_digest(computed.hex(), digest.lower())
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def admin_secret_ok(given: str, secret_env: str | None, secret_hash: str | None) -> bool:
+    """The admin gate is closed (never open) when the environment variable it names is unset."""
+    if secret_hash is not None:
+        return verify_secret(given, secret_hash)
+    expected = os.environ.get(secret_env or "", "")
+    return bool(expected) and verify_secret(given, expected)
+
+
+def session_token(key: bytes, reader: str) -> str:
+    encoded = base64.urlsafe_b64encode(reader.encode()).decode().rstrip("=")
+    return f"{encoded}.{_sign(key, reader)}"
+
+
+def reader_from_token(key: bytes, token: str) -> str | None:
+    encoded, _, signature = token.partition(".")
+    try:
+        reader = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return reader if hmac.compare_digest(signature, _sign(key, reader)) else None
+
+
+def _sign(key: bytes, reader: str) -> str:
+    return hmac.new(key, f"session\0{reader}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def opaque_id(key: bytes, *parts: object) -> str:
+    """A stable id that reveals nothing without the study's key (case ids, image names)."""
+    message = "\0".join(str(part) for part in parts).encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()[:20]

@@ -1,0 +1,99 @@
+"""Cases and who sees which, in what order (pure: no I/O).
+
+A case is one image shown to readers, known to the server by its arm, truth and source, and to the
+browser only by an opaque id. Every reader gets a deterministic shuffle of a balanced list: the same
+reader id always gets the same cases in the same order, so a resumed session continues where it
+stopped, and two readers get different orders (no order effects shared across readers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from urcdm.errors import UserError
+
+TRUTHS = ("real", "synthetic")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    arm: str
+    truth: str
+    source: str
+    crop: tuple[int, int, int] | None   # (x, y, size) in level-0 px of the source; None: the whole image
+    image_id: str = ""                  # sha256 prefix of the bytes served, filled in when rendered
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Case":
+        crop = values.get("crop")
+        return cls(**{**values, "crop": tuple(crop) if crop is not None else None})
+
+
+def _rng(*seeds: int | str) -> np.random.Generator:
+    words = [s if isinstance(s, int) else int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little")
+             for s in seeds]
+    return np.random.default_rng(words)
+
+
+def balance_pool(cases: Sequence[Case], seed: int) -> tuple[list[Case], dict[str, int]]:
+    """Per arm, as many real as synthetic cases: the larger side is subsampled (seeded).
+
+    Returns the kept cases and, per arm, how many were left out.
+    """
+    kept, dropped = [], {}
+    for arm in dict.fromkeys(case.arm for case in cases):
+        sides = {truth: [c for c in cases if c.arm == arm and c.truth == truth] for truth in TRUTHS}
+        k = min(len(side) for side in sides.values())
+        dropped[arm] = sum(len(side) for side in sides.values()) - 2 * k
+        for truth, side in sides.items():
+            chosen = np.sort(_rng(seed, arm, truth).choice(len(side), k, replace=False)) if len(side) > k else range(k)
+            kept.extend(side[i] for i in chosen)
+    return kept, dropped
+
+
+def check_assignable(cases: Sequence[Case], cases_per_reader: int | None, balance: str) -> None:
+    """Fail before the study starts, not when the first reader logs in."""
+    for arm in dict.fromkeys(case.arm for case in cases):
+        counts = {truth: sum(1 for c in cases if c.arm == arm and c.truth == truth) for truth in TRUTHS}
+        if not all(counts.values()):
+            raise UserError(f"arm {arm!r}: needs both real and synthetic cases, has {counts}")
+        if cases_per_reader is None:
+            continue
+        if balance == "equal" and cases_per_reader // 2 > min(counts.values()):
+            raise UserError(f"cases_per_reader: {cases_per_reader} needs {cases_per_reader // 2} real and "
+                            f"{cases_per_reader // 2} synthetic cases in arm {arm!r}, which has {counts}")
+        if balance == "none" and cases_per_reader > sum(counts.values()):
+            raise UserError(f"cases_per_reader: {cases_per_reader} exceeds the {sum(counts.values())} cases of arm {arm!r}")
+
+
+def assign_cases(cases: Sequence[Case], reader: str, seed: int, cases_per_reader: int | None = None,
+                 balance: str = "equal", shared_cases: bool = True) -> list[Case]:
+    """The reader's cases in the order they are shown.
+
+    ``cases_per_reader`` is per arm (None: all). With ``shared_cases`` the subset is the same for
+    every reader (so agreement can be measured on it) and only the order is the reader's own.
+    """
+    chosen: list[Case] = []
+    subset_rng_seed = (seed,) if shared_cases else (seed, reader)
+    for arm in dict.fromkeys(case.arm for case in cases):
+        in_arm = [c for c in cases if c.arm == arm]
+        if cases_per_reader is None or cases_per_reader >= len(in_arm):
+            chosen.extend(in_arm)
+        elif balance == "equal":
+            for truth in TRUTHS:
+                side = [c for c in in_arm if c.truth == truth]
+                picks = _rng(*subset_rng_seed, arm, truth).choice(len(side), cases_per_reader // 2, replace=False)
+                chosen.extend(side[i] for i in np.sort(picks))
+        else:
+            picks = _rng(*subset_rng_seed, arm).choice(len(in_arm), cases_per_reader, replace=False)
+            chosen.extend(in_arm[i] for i in np.sort(picks))
+    order = _rng(seed, "order", reader).permutation(len(chosen))
+    return [chosen[i] for i in order]

@@ -1,0 +1,67 @@
+"""``urcdm-study demo``: a small study built from embedded data, so a newcomer sees the app working.
+
+Real: crops of scikit-image's IHC micrograph (human colon) as a pyramid. "Synthetic": crops of the same
+tissue degraded two ways, blurred and stain-shifted, one arm each. Two demo readers and a fresh
+organiser secret are printed; the study file holds only hashes (the demo keeps its secret beside it,
+in ``organiser-secret.txt``, so running the demo again restarts the same study with its answers).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import yaml
+
+from evaluation.demo_data import degraded_versions
+from study_app.access import hash_secret
+from urcdm.errors import OutputExistsError
+from urcdm.pyramid import ArraySource, write_pyramid
+from urcdm.sample_data import immunohistochemistry_mosaic
+
+DEMO_READERS = {"reader-1": "demo", "reader-2": "demo"}
+_ARMS = {"BLURRED-ARM": "blurred", "STAIN-ARM": "stain-shift"}
+
+
+def build_demo(out: Path, fresh: bool = False, repeat: int = 4, crops: int = 8) -> tuple[Path, str]:
+    """Write the demo slides and ``study.yaml`` under ``out``; returns (study file, organiser secret).
+
+    An existing demo is reused (answers and all) unless ``fresh``, which deletes ``out`` first.
+    """
+    study_file, secret_file = out / "study.yaml", out / "organiser-secret.txt"
+    if study_file.exists() and secret_file.exists() and not fresh:
+        return study_file, secret_file.read_text().strip()
+    if out.exists() and any(out.iterdir()):
+        if not fresh and not (out / "slides").is_dir():
+            raise OutputExistsError(f"{out}: exists and is not a demo study; choose another --out")
+        shutil.rmtree(out)
+    real = immunohistochemistry_mosaic(repeat)
+    degraded = degraded_versions(real)
+    slides = out / "slides"
+    slides.mkdir(parents=True, exist_ok=True)
+    write_pyramid(ArraySource(real), slides / "real.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
+    for name in _ARMS.values():
+        write_pyramid(ArraySource(degraded[name]), slides / f"{name}.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
+    secret = secrets.token_urlsafe(12)
+    crop_spec = {"n": crops, "mode": "pfid", "size": 512, "min": 512, "max": 1024}
+    study = {
+        "title": "Real or synthetic? (demo)",
+        "instructions": "Each image is a crop of an immunohistochemistry micrograph. Zoom in with the mouse wheel, "
+                        "drag to pan, then decide whether the image is **real** or **synthetic**.",
+        "seed": 1,
+        "cases_per_reader": 6,
+        "display": {"size": 512, "format": "jpeg", "quality": 92},
+        "answers": {"confidence": True},
+        "arms": [{"name": arm, "real": {"slides": "slides/real.tiff", "crops": crop_spec},
+                  "synthetic": {"slides": f"slides/{name}.tiff", "crops": crop_spec}} for arm, name in _ARMS.items()],
+        "access": {"readers": [{"id": reader, "code": hash_secret(code)} for reader, code in DEMO_READERS.items()]},
+        "admin": {"secret_hash": hash_secret(secret)},
+        "workdir": "study-run",
+    }
+    study_file.write_text(yaml.safe_dump(study, sort_keys=False))
+    fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return study_file, secret

@@ -1,0 +1,196 @@
+"""A study's working folder: the rendered case images, their manifest, the answers and the app entry.
+
+    WORKDIR/
+      cases.json       server side only: case id -> arm, truth, source, crop, image id
+      static/          the only folder the web server exposes: <case id>.jpg, nothing else
+      answers.sqlite   every answer (study_app.store)
+      study.key        random key behind the opaque ids and session tokens (mode 0600)
+      reader_app.py    the Streamlit entry (Streamlit serves static/ beside its entry script)
+
+Preparing again is cheap and safe: cases are rendered once; if the study file changes what readers see
+after answers were recorded, preparing refuses instead of silently changing the cases under them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from evaluation.inputs import list_images, open_images
+from evaluation.pipeline import RunOptions, plan_crops
+from study_app.access import opaque_id
+from study_app.cases import TRUTHS, Case, assign_cases, balance_pool, check_assignable
+from study_app.rendering import render_case
+from study_app.store import AnswerStore
+from study_app.study import Source, Study, load_study
+from urcdm.errors import UserError
+
+MANIFEST, STATIC, ANSWERS, KEY, ENTRY = "cases.json", "static", "answers.sqlite", "study.key", "reader_app.py"
+_ENTRY_SCRIPT = '''"""Streamlit entry of one reader study, written by `urcdm-study prepare`; its static/ folder holds the case images."""
+from pathlib import Path
+
+from study_app.app import main
+
+main(Path(__file__).resolve().parent)
+'''
+
+
+@dataclass
+class PreparedStudy:
+    study: Study
+    workdir: Path
+    key: bytes
+    cases: list[Case]
+    dropped: dict[str, int]
+
+    @property
+    def store_path(self) -> Path:
+        return self.workdir / ANSWERS
+
+    @property
+    def entry(self) -> Path:
+        return self.workdir / ENTRY
+
+    def case(self, case_id: str) -> Case:
+        return self._by_id[case_id]
+
+    def __post_init__(self):
+        self._by_id = {case.id: case for case in self.cases}
+
+    def reader_cases(self, reader: str) -> list[Case]:
+        s = self.study
+        return assign_cases(self.cases, reader, s.seed, s.cases_per_reader, s.balance, s.shared_cases)
+
+    def image_url_path(self, case: Case) -> str:
+        return f"app/static/{case.id}{self.study.display.suffix}"
+
+    def summary(self) -> dict:
+        arms = {arm.name: {t: sum(1 for c in self.cases if c.arm == arm.name and c.truth == t) for t in TRUTHS}
+                for arm in self.study.arms}
+        return {"workdir": str(self.workdir), "cases": len(self.cases), "arms": arms, "left_out_for_balance": self.dropped,
+                "readers": "open enrolment" if self.study.open_enrolment else sorted(self.study.readers),
+                "cases_per_reader": len(self.reader_cases("any reader")), "display": vars(self.study.display)}
+
+
+def settings_digest(study: Study) -> str:
+    return hashlib.sha256(json.dumps(study.case_settings(), sort_keys=True).encode()).hexdigest()
+
+
+def _load_key(workdir: Path) -> bytes:
+    path = workdir / KEY
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(os.urandom(32))
+    return path.read_bytes()
+
+
+def _read_manifest(workdir: Path) -> dict | None:
+    path = workdir / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable case manifest ({exc}); move the study folder aside and prepare again") from None
+
+
+def open_prepared(workdir: Path) -> PreparedStudy:
+    """Load a prepared study as the app does: the study file named in the manifest must still match."""
+    manifest = _read_manifest(workdir)
+    if manifest is None:
+        raise UserError(f"{workdir}: not a prepared study (run `urcdm-study prepare STUDY.yaml`)")
+    study = load_study(manifest["study_file"])
+    if settings_digest(study) != manifest["settings"]:
+        raise UserError(f"{manifest['study_file']}: changed since its cases were prepared; run `urcdm-study prepare` again")
+    return PreparedStudy(study, workdir, _load_key(workdir), [Case.from_dict(c) for c in manifest["cases"]],
+                         manifest.get("left_out_for_balance", {}))
+
+
+def prepare(study: Study, progress: bool = True) -> PreparedStudy:
+    workdir = study.workdir
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"{workdir}: exists and is not a folder (set `workdir` in the study file)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = _load_key(workdir)
+    digest = settings_digest(study)
+    manifest = _read_manifest(workdir)
+    if manifest is not None and manifest["settings"] == digest and _images_present(workdir, manifest, study):
+        _write_entry(workdir, study)
+        return open_prepared(workdir)
+    if manifest is not None and AnswerStore(workdir / ANSWERS).all_answers():
+        raise UserError(f"{study.path}: the cases changed (arms, sources, seed or display) after readers answered; "
+                        f"restore the study file, or give the new study its own `workdir`")
+
+    cases: list[Case] = []
+    for arm in study.arms:
+        for truth in TRUTHS:
+            for path, crop in _source_items(arm.source(truth), f"{arm.name}/{truth}", study.seed):
+                cases.append(Case(opaque_id(key, "case", arm.name, truth, path, crop), arm.name, truth, path, crop))
+    dropped = {}
+    if study.balance == "equal":
+        cases, dropped = balance_pool(cases, study.seed)
+        for arm, count in dropped.items():
+            if count:
+                print(f"{arm}: {count} case(s) left out so that real and synthetic are equal", file=sys.stderr)
+    check_assignable(cases, study.cases_per_reader, study.balance)
+    rendered = _render_all(cases, study, workdir, progress)
+    _write_json(workdir / MANIFEST, {"study_file": str(study.path.resolve()) if study.path else None, "settings": digest,
+                                     "left_out_for_balance": dropped, "cases": [c.as_dict() for c in rendered]})
+    _write_entry(workdir, study)
+    return PreparedStudy(study, workdir, key, rendered, dropped)
+
+
+def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tuple[int, int, int] | None]]:
+    """(file, crop) pairs: every image of an image source, or the seeded crops of a slide source."""
+    if source.crops is None:
+        images, _ = open_images(list_images(source.spec), label=label)
+        return [(str(Path(image.path).resolve()), None) for image in images]
+    plan = plan_crops(source.spec, label, RunOptions(protocol=source.crops, n=source.n, seed=seed))
+    return [(str(Path(plan.images[i].path).resolve()), (int(x), int(y), int(size))) for i, x, y, size in plan.crops]
+
+
+def _images_present(workdir: Path, manifest: dict, study: Study) -> bool:
+    return all((workdir / STATIC / f"{c['id']}{study.display.suffix}").is_file() for c in manifest["cases"])
+
+
+def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool) -> list[Case]:
+    # Rendered beside the final folder and swapped in whole, so a crash never leaves a half-rendered set.
+    temp = Path(tempfile.mkdtemp(dir=workdir, prefix=".static.", suffix=".partial"))
+    try:
+        rendered = []
+        for case in tqdm(cases, desc="rendering cases", unit="image", disable=not progress):
+            try:
+                image_id = render_case(case, study.display, temp)
+            except UserError:
+                raise
+            except Exception as exc:  # a reader failure is the file's, reported by name
+                raise UserError(f"{case.source}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            rendered.append(Case(**{**case.as_dict(), "crop": case.crop, "image_id": image_id}))
+        old = workdir / STATIC
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(temp, old)
+        return rendered
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    temp = path.with_name(f".{path.name}.partial")
+    temp.write_text(json.dumps(payload, indent=1))
+    os.replace(temp, path)
+
+
+def _write_entry(workdir: Path, study: Study) -> None:
+    entry = workdir / ENTRY
+    if not entry.exists() or entry.read_text() != _ENTRY_SCRIPT:
+        entry.write_text(_ENTRY_SCRIPT)

@@ -1,0 +1,51 @@
+"""Starting the Streamlit server for a prepared study, with the settings a reader study needs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from study_app.prepare import PreparedStudy
+from urcdm.errors import UserError
+
+
+def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(entry),
+        "--server.port", str(port), "--server.address", address, "--server.headless", "true",
+        "--server.enableStaticServing", "true",      # static/ beside the entry holds the case images
+        "--server.fileWatcherType", "none",
+        "--client.showErrorDetails", "none",         # a traceback would show server paths to readers
+        "--client.toolbarMode", "minimal",
+        "--global.developmentMode", "false",
+        "--browser.gatherUsageStats", "false",        # hospital networks: no calls home
+    ]
+
+
+def check_port_free(port: int, address: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); choose another --port") from None
+
+
+def serve(prepared: PreparedStudy, port: int, address: str) -> int:
+    """Run the app in the foreground until interrupted; returns Streamlit's exit status."""
+    check_port_free(port, address)
+    study = prepared.study
+    if study.admin_secret_env and not os.environ.get(study.admin_secret_env):
+        print(f"note: {study.admin_secret_env} is not set, so the organiser view stays closed", file=sys.stderr)
+    print(f"reader study: http://{address}:{port}/  ({len(prepared.cases)} cases; answers in {prepared.store_path})",
+          file=sys.stderr)
+    process = subprocess.Popen(streamlit_command(prepared.entry, port, address), cwd=prepared.workdir)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=30)
+        return 0

@@ -1,0 +1,295 @@
+"""A reader study, defined in YAML and validated field by field (pure: reads only the YAML).
+
+    title: Real or synthetic?
+    instructions: |
+      Each image is a crop of an H&E slide. Decide whether it is real or generated.
+    seed: 7
+    cases_per_reader: 20          # per arm; default: every case the balance allows
+    balance: equal                # equal (as many real as synthetic) | none
+    shared_cases: true            # every reader sees the same cases, each in their own order
+    show_magnification: true      # then each arm needs `magnification`
+    display: {size: 1024, format: jpeg, quality: 92}
+    answers: {confidence: true}   # real / synthetic, plus confidence 1-5
+    arms:
+      - name: URCDM
+        magnification: 20x
+        real: {images: real-crops/}                 # folder, glob, list file or one image
+        synthetic:                                  # or slides plus a crop spec (evaluation crops)
+          slides: samples/*.tiff
+          crops: {n: 40, level: 2, size: 1024, min_tissue: 0.5}
+    access:
+      readers:                                      # or `open: true` (any reader id)
+        - {id: path-01, code: "scrypt:..."}         # `urcdm-study hash-secret`; plain codes also work
+    admin: {secret_env: URCDM_STUDY_ADMIN}          # or {secret_hash: "scrypt:..."}; never plain text
+    workdir: study-run/                             # default: <study file stem>.study/ beside it
+
+Any mistake is one ``UserError`` naming the field, e.g. ``arms[1].synthetic.crops.level``.
+Relative paths are resolved against the study file's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from evaluation.crops import CropProtocol
+from study_app.access import is_hashed_secret
+from urcdm.errors import UserError
+
+TRUTHS = ("real", "synthetic")
+FORMATS = {"jpeg": "JPEG", "png": "PNG"}
+MAX_DISPLAY = 8192
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one side of an arm comes from: image files as they are, or crops drawn from slides."""
+
+    spec: str
+    crops: CropProtocol | None = None
+    n: int | None = None
+
+    def describe(self) -> str:
+        return self.spec if self.crops is None else f"{self.n} crops ({self.crops.describe()}) of {self.spec}"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    real: Source
+    synthetic: Source
+    magnification: str | None = None
+
+    def source(self, truth: str) -> Source:
+        return self.real if truth == "real" else self.synthetic
+
+
+@dataclass(frozen=True)
+class Display:
+    size: int = 1024
+    format: str = "jpeg"
+    quality: int = 92
+
+    @property
+    def suffix(self) -> str:
+        return ".jpg" if self.format == "jpeg" else ".png"
+
+
+@dataclass(frozen=True)
+class Study:
+    title: str
+    instructions: str
+    arms: tuple[Arm, ...]
+    readers: dict[str, str]          # reader id -> access code (hashed or plain); empty when open
+    open_enrolment: bool
+    admin_secret_env: str | None
+    admin_secret_hash: str | None
+    workdir: Path
+    seed: int = 0
+    cases_per_reader: int | None = None
+    balance: str = "equal"
+    shared_cases: bool = True
+    show_magnification: bool = False
+    confidence: bool = False
+    display: Display = field(default_factory=Display)
+    path: Path | None = None
+
+    def arm(self, name: str) -> Arm:
+        return next(arm for arm in self.arms if arm.name == name)
+
+    def case_settings(self) -> dict:
+        """Everything that decides which images are shown and how: a change here invalidates the cases."""
+        return {"seed": self.seed, "display": vars(self.display),
+                "arms": [{"name": a.name, **{t: _source_settings(a.source(t)) for t in TRUTHS}} for a in self.arms]}
+
+
+def _source_settings(source: Source) -> dict:
+    return {"spec": source.spec, "n": source.n, "crops": source.crops.as_dict() if source.crops else None}
+
+
+class _Fields:
+    """Typed access to one mapping of the YAML, with errors that name the full field path."""
+
+    def __init__(self, values, where: str):
+        if not isinstance(values, dict):
+            raise UserError(f"{where or 'study file'}: expected a mapping, got {type(values).__name__}")
+        self.values, self.where = values, where
+
+    def name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def reject_unknown(self, known: set[str]) -> None:
+        unknown = sorted(set(self.values) - known)
+        if unknown:
+            raise UserError(f"{self.name(unknown[0])}: unknown field (known: {', '.join(sorted(known))})")
+
+    def get(self, key: str, kind, default=None, required: bool = False):
+        if key not in self.values or self.values[key] is None:
+            if required:
+                raise UserError(f"{self.name(key)}: required")
+            return default
+        value = self.values[key]
+        # bool is an int in Python, but `cases_per_reader: true` is a mistake, not 1.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise UserError(f"{self.name(key)}: expected {expected}, got {value!r}")
+        return value
+
+    def sub(self, key: str, required: bool = False) -> "_Fields":
+        value = self.get(key, dict, required=required)
+        return _Fields(value if value is not None else {}, self.name(key))
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such study file")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return parse_study(values, base=path.parent, default_workdir=path.with_suffix(".study"), path=path)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def parse_study(values, base: Path, default_workdir: Path, path: Path | None = None) -> Study:
+    top = _Fields(values, "")
+    top.reject_unknown({"title", "instructions", "seed", "cases_per_reader", "balance", "shared_cases",
+                        "show_magnification", "display", "answers", "arms", "access", "admin", "workdir"})
+    arms_list = top.get("arms", list, required=True)
+    if not arms_list:
+        raise UserError("arms: at least one arm is needed")
+    arms = tuple(_parse_arm(item, f"arms[{i}]", base) for i, item in enumerate(arms_list))
+    names = [arm.name for arm in arms]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise UserError(f"arms: the name {duplicate!r} is used twice")
+
+    show_magnification = top.get("show_magnification", bool, False)
+    if show_magnification:
+        missing = next((i for i, arm in enumerate(arms) if not arm.magnification), None)
+        if missing is not None:
+            raise UserError(f"arms[{missing}].magnification: required when show_magnification is true")
+
+    title = top.get("title", str, "Real or synthetic?")
+    instructions = top.get("instructions", str, "Decide for each image whether it is a real slide or a synthetic one.")
+    for key, text in (("title", title), ("instructions", instructions)):
+        leaked = next((n for n in names if n.lower() in text.lower()), None)
+        if leaked:
+            raise UserError(f"{key}: mentions the arm name {leaked!r}, which readers must not see")
+
+    balance = top.get("balance", str, "equal")
+    if balance not in ("equal", "none"):
+        raise UserError(f"balance: expected equal or none, got {balance!r}")
+    cases_per_reader = top.get("cases_per_reader", int)
+    if cases_per_reader is not None and cases_per_reader < 1:
+        raise UserError("cases_per_reader: must be at least 1")
+    if cases_per_reader is not None and balance == "equal" and cases_per_reader % 2:
+        raise UserError(f"cases_per_reader: {cases_per_reader} cannot be split equally into real and synthetic")
+
+    answers = top.sub("answers")
+    answers.reject_unknown({"confidence"})
+    readers, open_enrolment = _parse_access(top.sub("access", required=True))
+    secret_env, secret_hash = _parse_admin(top.sub("admin", required=True))
+    workdir = top.get("workdir", str)
+    return Study(
+        title=title, instructions=instructions, arms=arms, readers=readers, open_enrolment=open_enrolment,
+        admin_secret_env=secret_env, admin_secret_hash=secret_hash,
+        workdir=_resolve(workdir, base) if workdir else default_workdir,
+        seed=top.get("seed", int, 0), cases_per_reader=cases_per_reader, balance=balance,
+        shared_cases=top.get("shared_cases", bool, True), show_magnification=show_magnification,
+        confidence=answers.get("confidence", bool, False), display=_parse_display(top.sub("display")), path=path)
+
+
+def _resolve(spec: str, base: Path) -> Path:
+    path = Path(spec).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _parse_arm(values, where: str, base: Path) -> Arm:
+    arm = _Fields(values, where)
+    arm.reject_unknown({"name", "real", "synthetic", "magnification"})
+    name = arm.get("name", str, required=True).strip()
+    if not name:
+        raise UserError(f"{arm.name('name')}: empty")
+    magnification = arm.get("magnification", (str, int, float))
+    return Arm(name=name, real=_parse_source(arm, "real", base), synthetic=_parse_source(arm, "synthetic", base),
+               magnification=None if magnification is None else str(magnification))
+
+
+def _parse_source(arm: _Fields, truth: str, base: Path) -> Source:
+    source = arm.sub(truth, required=True)
+    source.reject_unknown({"images", "slides", "crops"})
+    images, slides = source.get("images", str), source.get("slides", str)
+    if (images is None) == (slides is None):
+        raise UserError(f"{source.where}: give exactly one of `images` (used as they are) or `slides` (with `crops`)")
+    if images is not None:
+        if "crops" in source.values:
+            raise UserError(f"{source.name('crops')}: crops are drawn from `slides`, not from `images`")
+        return Source(str(_resolve(images, base)))
+    crops = source.sub("crops", required=True)
+    crops.reject_unknown({"n", "mode", "size", "level", "mpp", "min", "max", "min_tissue"})
+    n = crops.get("n", int, required=True)
+    if n < 1:
+        raise UserError(f"{crops.name('n')}: must be at least 1")
+    level, mpp = crops.get("level", int), crops.get("mpp", (int, float))
+    mode = crops.get("mode", str, "fixed" if level is not None or mpp is not None else "pfid")
+    size = crops.get("size", int, 1024)
+    try:
+        protocol = CropProtocol(mode=mode, patch_size=size, image_size=size, min_size=crops.get("min", int),
+                                max_size=crops.get("max", int), level=level, mpp=mpp,
+                                min_tissue=float(crops.get("min_tissue", (int, float), 0.0)))
+    except UserError as exc:
+        raise UserError(f"{crops.where}: {exc}") from None
+    return Source(str(_resolve(slides, base)), protocol, n)
+
+
+def _parse_access(access: _Fields) -> tuple[dict[str, str], bool]:
+    access.reject_unknown({"readers", "open"})
+    open_enrolment = access.get("open", bool, False)
+    entries = access.get("readers", list, [])
+    if open_enrolment == bool(entries):
+        raise UserError(f"{access.where}: give either a `readers` list (id + code) or `open: true`")
+    readers: dict[str, str] = {}
+    for i, item in enumerate(entries):
+        reader = _Fields(item, f"{access.name('readers')}[{i}]")
+        reader.reject_unknown({"id", "code"})
+        reader_id = str(reader.get("id", (str, int), required=True)).strip()
+        code = str(reader.get("code", (str, int), required=True))
+        if not reader_id or not code:
+            raise UserError(f"{reader.where}: empty id or code")
+        if reader_id in readers:
+            raise UserError(f"{reader.name('id')}: reader {reader_id!r} is listed twice")
+        readers[reader_id] = code
+    return readers, open_enrolment
+
+
+def _parse_admin(admin: _Fields) -> tuple[str | None, str | None]:
+    if "secret" in admin.values:
+        raise UserError(f"{admin.name('secret')}: a plain-text admin secret is not allowed in the study file; use "
+                        "secret_env (an environment variable) or secret_hash (`urcdm-study hash-secret`)")
+    admin.reject_unknown({"secret_env", "secret_hash"})
+    env, hashed = admin.get("secret_env", str), admin.get("secret_hash", str)
+    if (env is None) == (hashed is None):
+        raise UserError(f"{admin.where}: give exactly one of secret_env or secret_hash")
+    if hashed is not None and not is_hashed_secret(hashed):
+        raise UserError(f"{admin.name('secret_hash')}: not a hash made by `urcdm-study hash-secret`")
+    return env, hashed
+
+
+def _parse_display(display: _Fields) -> Display:
+    display.reject_unknown({"size", "format", "quality"})
+    size = display.get("size", int, 1024)
+    if not 64 <= size <= MAX_DISPLAY:
+        raise UserError(f"{display.name('size')}: must be between 64 and {MAX_DISPLAY} px, got {size}")
+    image_format = display.get("format", str, "jpeg").lower()
+    if image_format not in FORMATS:
+        raise UserError(f"{display.name('format')}: expected one of {', '.join(FORMATS)}, got {image_format!r}")
+    quality = display.get("quality", int, 92)
+    if not 1 <= quality <= 100:
+        raise UserError(f"{display.name('quality')}: must be between 1 and 100")
+    return Display(size, image_format, quality)
