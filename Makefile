@@ -43,6 +43,7 @@ bench: setup
 	$(PY) benchmarks/bench_pyramid.py
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_study.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -29,6 +29,7 @@ Relative paths are resolved against the study file's folder.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +179,7 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
     title = top.get("title", str, "Real or synthetic?")
     instructions = top.get("instructions", str, "Decide for each image whether it is a real slide or a synthetic one.")
     for key, text in (("title", title), ("instructions", instructions)):
-        leaked = next((n for n in names if n.lower() in text.lower()), None)
+        leaked = next((n for n in names if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", text)), None)
         if leaked:
             raise UserError(f"{key}: mentions the arm name {leaked!r}, which readers must not see")
 
