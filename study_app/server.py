@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,17 +34,15 @@ def check_port_free(port: int, address: str) -> None:
 
 
 def serve(prepared: PreparedStudy, port: int, address: str) -> int:
-    """Run the app in the foreground until interrupted; returns Streamlit's exit status."""
+    """Replace this process with the Streamlit server, so signals (Ctrl-C, SIGTERM) reach it directly."""
     check_port_free(port, address)
     study = prepared.study
     if study.admin_secret_env and not os.environ.get(study.admin_secret_env):
         print(f"note: {study.admin_secret_env} is not set, so the organiser view stays closed", file=sys.stderr)
     print(f"reader study: http://{address}:{port}/  ({len(prepared.cases)} cases; answers in {prepared.store_path})",
-          file=sys.stderr)
-    process = subprocess.Popen(streamlit_command(prepared.entry, port, address), cwd=prepared.workdir)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(timeout=30)
-        return 0
+          file=sys.stderr, flush=True)
+    command = streamlit_command(prepared.entry, port, address)
+    os.chdir(prepared.workdir)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+    return 0  # not reached

@@ -11,8 +11,10 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 from study_app.demo import DEMO_READERS  # noqa: E402
 from study_app.prepare import open_prepared  # noqa: E402
-from study_app.server import streamlit_command  # noqa: E402
+from study_app.study import load_study  # noqa: E402
 from study_app.store import AnswerStore  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -40,30 +42,48 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def running_app(study_workdir):
-    port = free_port()
-    process = subprocess.Popen(streamlit_command(study_workdir / "reader_app.py", port, "127.0.0.1"), cwd=study_workdir,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + WAIT_S
-    while True:
+class StudyServer:
+    """``urcdm-study run STUDY.yaml --port P`` as a user starts it; can be stopped and started again."""
+
+    def __init__(self, study_file: Path, port: int):
+        self.study_file, self.port = study_file, port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "study_app.cli", "run", str(self.study_file), "--port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"urcdm-study run did not start: {self.process.stdout.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.process.terminate()
         try:
-            with urllib.request.urlopen(url + "_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"streamlit did not start: {process.stdout.read().decode(errors='replace')[-2000:]}")
-        time.sleep(0.3)
-    yield url, study_workdir
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture
+def running_app(tmp_path):
+    from study_app.demo import build_demo
+
+    study_file, _ = build_demo(tmp_path / "demo", repeat=2, crops=6)
+    server = StudyServer(study_file, free_port())
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -106,19 +126,31 @@ def normalised(text: str, case_id: str) -> str:
     return re.sub(r"Case \d+ of \d+", "Case # of #", text.replace(case_id, "CASE"))
 
 
+def zoom_in_once(driver) -> tuple[float, float]:
+    """Press the viewer's + button; returns the image's on-screen scale before and after."""
+    driver.switch_to.frame(driver.find_element(By.TAG_NAME, "iframe"))
+    try:
+        scale = "return new DOMMatrix(getComputedStyle(document.getElementById('case-image')).transform).a"
+        before = driver.execute_script(scale)
+        driver.find_element(By.ID, "zoom-in").click()
+        return before, driver.execute_script(scale)
+    finally:
+        driver.switch_to.default_content()
+
+
 def test_a_reader_answers_three_cases_reloads_and_continues_at_four(running_app, browser):
-    url, workdir = running_app
-    prepared = open_prepared(workdir)
+    study = load_study(running_app.study_file)
+    prepared = open_prepared(study.workdir)
     order = prepared.reader_cases(READER)
     total = len(order)
-    forbidden = {arm.name.lower() for arm in prepared.study.arms} | {"truth", "real.tiff", "blurred.tiff", "stain-shift",
-                                                                    "slides/", str(workdir).lower()}
+    forbidden = {arm.name.lower() for arm in study.arms} | {"truth", "real.tiff", "blurred.tiff", "stain-shift",
+                                                            "slides/", str(study.workdir).lower()}
 
     def check_no_leak():
         source = browser.page_source.lower()
         assert not [word for word in forbidden if word in source]
 
-    browser.get(url)
+    browser.get(running_app.url)
     wait_for(browser, "//input[@aria-label='Reader ID']").send_keys(READER)
     wait_for(browser, "//input[@aria-label='Access code']").send_keys(DEMO_READERS[READER])
     click_button(browser, "Start")
@@ -129,12 +161,15 @@ def test_a_reader_answers_three_cases_reloads_and_continues_at_four(running_app,
         wait_for_case(browser, number, total)
         src, viewer, width = viewer_state(browser)
         case = order[number - 1]
-        assert src.endswith(f"/app/static/{case.id}{prepared.study.display.suffix}")
-        assert width == prepared.study.display.size
+        assert src.endswith(f"/app/static/{case.id}{study.display.suffix}")
+        assert width == study.display.size
         check_no_leak()
         assert not [word for word in forbidden if word in viewer.lower()]
         seen[case.truth] = (normalised(browser.find_element(By.TAG_NAME, "body").text, case.id),
                             normalised(viewer, case.id))
+        if number == 1:
+            before, after = zoom_in_once(browser)
+            assert after == pytest.approx(before * 1.5, rel=1e-3)
         wait_for(browser, "//div[@role='radiogroup']//label[normalize-space(.)='3']").click()
         click_button(browser, answer)
     wait_for_case(browser, 4, total)
@@ -142,13 +177,22 @@ def test_a_reader_answers_three_cases_reloads_and_continues_at_four(running_app,
     assert seen["real"] == seen["synthetic"]  # same page, same viewer, whatever the truth
 
     browser.refresh()  # the session token in the URL brings the reader back without logging in
+    resume_at_case_four(browser, order, study, total)
+    check_no_leak()
+
+    running_app.stop()  # a server restart loses nothing either
+    running_app.start()
+    browser.refresh()
+    resume_at_case_four(browser, order, study, total)
+
+    stored = AnswerStore(prepared.store_path).all_answers()
+    assert [(a.case, a.answer) for a in stored] == [(c.id, a) for c, a in zip(order, ("real", "synthetic", "real"))]
+
+
+def resume_at_case_four(browser, order, study, total) -> None:
     WebDriverWait(browser, WAIT_S).until(
         EC.presence_of_element_located((By.XPATH, "//*[contains(text(), 'continue with case 4')]")))
     click_button(browser, "Continue")
     wait_for_case(browser, 4, total)
     src, _, _ = viewer_state(browser)
-    assert src.endswith(f"{order[3].id}{prepared.study.display.suffix}")
-    check_no_leak()
-
-    stored = AnswerStore(prepared.store_path).all_answers()
-    assert [(a.case, a.answer) for a in stored] == [(c.id, a) for c, a in zip(order, ("real", "synthetic", "real"))]
+    assert src.endswith(f"{order[3].id}{study.display.suffix}")

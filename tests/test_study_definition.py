@@ -162,3 +162,30 @@ def test_an_impossible_assignment_fails_before_the_study_starts():
     with pytest.raises(UserError, match="needs both real and synthetic"):
         check_assignable(pool(real=5, synthetic=0), cases_per_reader=None, balance="equal")
     check_assignable(pool(), cases_per_reader=20, balance="equal")
+
+
+def test_run_refuses_a_port_in_use_with_one_error_line(demo_study_template, capsys):
+    import socket
+
+    from study_app.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["run", str(demo_study_template[0] / "study.yaml"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and err.count("\n") == 1
+
+
+def test_hash_secret_reads_stdin_and_prints_a_verifiable_hash(monkeypatch, capsys):
+    import io
+
+    from study_app.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("organiser pass\n"))
+    assert main(["hash-secret"]) == 0
+    hashed = capsys.readouterr().out.strip()
+    assert verify_secret("organiser pass", hashed) and not verify_secret("organiser", hashed)
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["hash-secret"]) == 2
