@@ -88,3 +88,11 @@ def study_workdir(demo_study_template, tmp_path) -> Path:
     workdir = tmp_path / "study-run"
     shutil.copytree(demo_study_template[0] / "study-run", workdir)
     return workdir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_index_cache(tmp_path_factory):
+    """Training-position indexes go to a per-run cache, never the user's ~/.cache."""
+    import os
+
+    os.environ["URCDM_CACHE"] = str(tmp_path_factory.mktemp("urcdm-cache"))

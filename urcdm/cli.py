@@ -1,5 +1,5 @@
-"""``urcdm``: the model-side command line (slide inspection and conversion; training and sampling
-arrive with their issues)."""
+"""``urcdm``: the model-side command line: slide inspection and conversion, configs and training
+(sampling arrives with its issue)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from urcdm import __version__
+from urcdm import __version__, train_cli
 from urcdm.clikit import ArgumentParser, add_output_options, print_json, print_table, run_cli
 from urcdm.errors import UserError
 from urcdm.pyramid import SlideSource, write_pyramid
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     add_output_options(convert)
     convert.set_defaults(handler=cmd_convert)
+    train_cli.add_commands(commands)
     return parser
 
 

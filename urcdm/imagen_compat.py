@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from types import ModuleType
 
 # Architecture of google/t5-v1_1-base (the only field imagen-pytorch reads is d_model).
@@ -47,6 +48,9 @@ def import_imagen() -> ModuleType:
     """The ``imagen_pytorch`` package, imported so that it works with no network and an empty hub cache."""
     if "imagen_pytorch" not in sys.modules:
         _preload_t5_module()
-    imagen_pytorch = importlib.import_module("imagen_pytorch")
+    with warnings.catch_warnings():
+        # A dependency scripts a function at import; torch's deprecation notice is not ours to act on.
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+        imagen_pytorch = importlib.import_module("imagen_pytorch")
     imagen_pytorch.t5 = sys.modules["imagen_pytorch.t5"]
     return imagen_pytorch

@@ -1,0 +1,107 @@
+"""Each level's cascade as an imagen-pytorch ``Imagen``, and checkpoints that remember their geometry.
+
+No text conditioning anywhere. Levels >= 1 see the previous level's context window through
+``cond_images`` (concatenated channels, resized by imagen-pytorch to each unet's size). A training job
+builds its level's Imagen with only its own unet real and ``NullUnet`` placeholders elsewhere, so
+training the 1024-px unet never allocates the 64-px one. imagen-pytorch's noise schedules are
+continuous in time, so a unet trained with any ``timesteps`` samples with fewer steps by building the
+Imagen with ``timesteps = sample_steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import torch
+
+from urcdm.config import URCDMConfig, from_dict
+from urcdm.errors import UserError
+from urcdm.imagen_compat import import_imagen
+
+CHECKPOINT_FORMAT = "urcdm-unet-checkpoint/1"
+# Unused without text, but imagen-pytorch otherwise asks the T5 config for it (see imagen_compat).
+TEXT_EMBED_DIM = 768
+
+
+def build_unet(config: URCDMConfig, level: int, index: int):
+    spec = config.unets[index]
+    # imagen-pytorch prints advice about small widths on stdout, which would corrupt --json output.
+    with contextlib.redirect_stdout(sys.stderr):
+        return import_imagen().Unet(
+            dim=spec.dim, dim_mults=spec.dim_mults, num_resnet_blocks=spec.num_resnet_blocks,
+            layer_attns=spec.layer_attns, layer_cross_attns=False, cond_on_text=False, text_embed_dim=TEXT_EMBED_DIM,
+            attn_heads=spec.attn_heads, attn_dim_head=spec.attn_dim_head, ff_mult=spec.ff_mult,
+            memory_efficient=spec.memory_efficient, lowres_cond=index > 0, cond_images_channels=3 if level > 0 else 0,
+        )
+
+
+def _null_unet(index: int):
+    placeholder = import_imagen().NullUnet()
+    # Imagen checks that every unet after the first is low-res conditioned, placeholders included.
+    placeholder.lowres_cond = index > 0
+    return placeholder
+
+
+def build_imagen(config: URCDMConfig, level: int, only: int | None = None, sampling: bool = False):
+    """The level's cascade; ``only``: build just that unet (training), placeholders elsewhere."""
+    if not 0 <= level < len(config.levels):
+        raise UserError(f"level must be in 0..{len(config.levels) - 1}, got {level}")
+    if only is not None and not 0 <= only < len(config.unets):
+        raise UserError(f"unet must be in 0..{len(config.unets) - 1}, got {only}")
+    unets = [build_unet(config, level, i) if only in (None, i) else _null_unet(i) for i in range(len(config.unets))]
+    steps = [(u.sample_steps or u.timesteps) if sampling else u.timesteps for u in config.unets]
+    return import_imagen().Imagen(
+        unets=unets, image_sizes=[u.image_size for u in config.unets], timesteps=steps,
+        pred_objectives=[u.objective for u in config.unets], random_crop_sizes=[u.random_crop for u in config.unets],
+        condition_on_text=False, text_embed_dim=TEXT_EMBED_DIM, cond_drop_prob=config.train.cond_drop_prob,
+        lowres_sample_noise_level=config.train.lowres_sample_noise_level,
+    )
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unpickling failure means the file is not one of ours
+        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a URCDM unet checkpoint")
+    return checkpoint
+
+
+def check_checkpoint(checkpoint: Mapping, path: str | Path, config: URCDMConfig, level: int, index: int) -> None:
+    """Refuse a checkpoint made for other geometry, another level or another unet, naming the difference."""
+    saved = from_dict(checkpoint["config"])
+    if (checkpoint["level"], checkpoint["unet"]) != (level, index):
+        raise UserError(f"{path}: is level {checkpoint['level']} unet {checkpoint['unet']}, not level {level} unet {index}")
+    if saved.to_dict() != config.to_dict():
+        mine, theirs = config.to_dict(), saved.to_dict()
+        differing = [k for k in mine if mine[k] != theirs.get(k)]
+        raise UserError(f"{path}: was trained with config {saved.name!r}, which differs in {', '.join(differing)}")
+
+
+def load_cascade(config: URCDMConfig, level: int, checkpoints: Mapping[int, str | Path], use_ema: bool = True):
+    """A level's Imagen for sampling with every unet's (EMA) weights loaded from its checkpoint."""
+    missing = [i for i in range(len(config.unets)) if i not in checkpoints]
+    if missing:
+        raise UserError(f"level {level}: no checkpoint for unet(s) {', '.join(map(str, missing))}")
+    imagen = build_imagen(config, level, sampling=True)
+    for index, path in checkpoints.items():
+        checkpoint = read_checkpoint(path)
+        check_checkpoint(checkpoint, path, config, level, index)
+        imagen.unets[index].load_state_dict(checkpoint["ema_unet"] if use_ema else checkpoint["unet_state"])
+    return imagen.eval()
+
+
+@torch.no_grad()
+def sample(imagen, batch_size: int, cond_images: torch.Tensor | None = None, stop_at_unet: int | None = None,
+           inpaint_images: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Images in [0, 1], (B, 3, S, S), from the whole cascade (or up to ``stop_at_unet``, 1-based)."""
+    return imagen.sample(batch_size=batch_size, cond_images=cond_images, stop_at_unet_number=stop_at_unet,
+                         inpaint_images=inpaint_images, inpaint_masks=inpaint_masks, return_pil_images=False,
+                         use_tqdm=False)

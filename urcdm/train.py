@@ -1,0 +1,207 @@
+"""One (level, unet) training job on accelerate, resumable exactly.
+
+    urcdm train --config tiny --level 1 --unet 2 --data SLIDES/ --out runs/l1u2 --steps 2000
+
+One unet per process, so the nine models train at once on nine GPUs (as in the paper) or one after
+another; ``accelerate launch`` adds data parallelism across GPUs and nodes. Adam, gradient clipping,
+EMA, a held-out validation loss, a CSV log, and a checkpoint every K steps written atomically.
+
+Exact resume: the batch of step s is a function of (seed, rank, s) (``urcdm.data.batch_codes``), and
+torch's generators are re-seeded from (seed, rank, s) at the start of every step, so the noise, the
+timesteps and the random crops of a step do not depend on what ran before. The checkpoint holds the
+model, EMA, optimizer and scheduler; with the step, that is the entire state, and a run interrupted
+and resumed ends with the same weights as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from urcdm.config import URCDMConfig
+from urcdm.data import LevelWindows, StepBatches, TrainingPairs, batch_codes, build_index, list_slides, split_validation
+from urcdm.errors import UserError
+from urcdm.models import CHECKPOINT_FORMAT, build_imagen, check_checkpoint, read_checkpoint
+
+CHECKPOINT = "checkpoint.pt"
+LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "val_loss", "seconds")
+VALIDATION_STREAM = 1 << 20  # a "rank" no real process has: validation draws never collide with training
+
+
+@dataclass(frozen=True)
+class Job:
+    config: URCDMConfig
+    level: int
+    unet: int
+    data: Path
+    out: Path
+    steps: int
+    seed: int = 0
+    progress: bool = True
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, rank, step, 0x5EED]).generate_state(1)[0])
+
+
+def _data_digest(paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{Path(path).name}:{os.path.getsize(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _check_space(out: Path, parameters: int) -> None:
+    # model + EMA + two Adam moments in float32, twice over while the new file replaces the old
+    needed = parameters * 4 * 4 * 2
+    free = shutil.disk_usage(out).free
+    if free < needed:
+        raise UserError(f"{out}: {free / 1e9:.2f} GB free, a checkpoint needs about {needed / 1e9:.2f} GB")
+
+
+def save_checkpoint(path: Path, payload: dict) -> None:
+    """Written beside the target, flushed to disk, then renamed: a crash never leaves half a checkpoint."""
+    temp = path.with_name(f".{path.name}.partial")
+    try:
+        with open(temp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Steps after the checkpoint are replayed on resume, so their old rows go."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(job: Job) -> dict:
+    from accelerate import Accelerator
+    from ema_pytorch import EMA
+
+    config, spec = job.config, job.config.unets[job.unet]
+    windows = LevelWindows.of(config, job.level)
+    paths, positions = build_index(list_slides(job.data), windows.span, config.white_threshold)
+    held = split_validation(positions, windows.span, config.train.validation_fraction, job.seed)
+    train_pairs = TrainingPairs(paths, positions[~held], windows)
+    val_pairs = TrainingPairs(paths, positions[held], windows) if held.any() else None
+
+    accelerator = Accelerator()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    torch.manual_seed(job.seed)  # the same initial weights on every rank and in every rerun
+    imagen = build_imagen(config, job.level, only=job.unet).to(accelerator.device)
+    unet = imagen.unets[job.unet]
+    optimizer = torch.optim.Adam(unet.parameters(), lr=spec.lr, betas=(0.9, 0.99), eps=1e-8)
+    warmup = config.train.warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    ema = EMA(unet, beta=config.train.ema_beta, update_after_step=config.train.ema_update_after_step,
+              update_every=config.train.ema_update_every).to(accelerator.device)
+
+    job.out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, log_path = job.out / CHECKPOINT, job.out / "log.csv"
+    data_digest = _data_digest(paths)
+    start = 0
+    if checkpoint_path.exists():
+        state = read_checkpoint(checkpoint_path)
+        check_checkpoint(state, checkpoint_path, config, job.level, job.unet)
+        if state["data"] != data_digest or state["seed"] != job.seed:
+            raise UserError(f"{checkpoint_path}: was trained on other slides or with another --seed; "
+                            "resume with the same --data and --seed, or choose a new --out")
+        unet.load_state_dict(state["unet_state"])
+        ema.load_state_dict(state["ema_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["step"]
+        _truncate_log(log_path, start)
+    else:
+        _check_space(job.out, sum(p.numel() for p in unet.parameters()))
+        config.save(job.out / "config.yaml")
+    prepared_unet, optimizer = accelerator.prepare(unet, optimizer)
+
+    def checkpoint(step: int) -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(checkpoint_path, {
+                "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "level": job.level, "unet": job.unet,
+                "step": step, "seed": job.seed, "data": data_digest, "slides": [Path(p).name for p in paths],
+                "unet_state": accelerator.unwrap_model(prepared_unet).state_dict(),
+                "ema_state": ema.state_dict(), "ema_unet": ema.ema_model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
+        accelerator.wait_for_everyone()
+
+    def forward(model, target, context):
+        return imagen(target.to(accelerator.device), unet=model, unet_number=job.unet + 1,
+                      cond_images=context.to(accelerator.device) if job.level > 0 else None)
+
+    def validation_loss() -> float | None:
+        if val_pairs is None:
+            return None
+        losses = []
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            for i in range(config.train.validation_batches):
+                torch.manual_seed(step_seed(job.seed, VALIDATION_STREAM, i))
+                codes = batch_codes(job.seed, i, spec.batch_size, len(val_pairs.positions), VALIDATION_STREAM)
+                target, context = (torch.stack(t) for t in zip(*(val_pairs[c] for c in codes)))
+                losses.append(float(forward(ema.ema_model, target, context)))
+        return float(np.mean(losses))
+
+    loader = DataLoader(train_pairs, batch_sampler=StepBatches(job.seed, start, job.steps, spec.batch_size,
+                                                               len(train_pairs.positions), rank),
+                        num_workers=config.train.workers, persistent_workers=False)
+    bar = tqdm(total=job.steps, initial=start, desc=f"level {job.level} unet {job.unet}", unit="step",
+               disable=not (job.progress and accelerator.is_local_main_process))
+    losses, started, step = [], time.perf_counter(), start
+    new_log = not log_path.exists()
+    with open(log_path, "a", newline="") as log_handle:
+        log = csv.DictWriter(log_handle, fieldnames=LOG_COLUMNS)
+        if new_log and accelerator.is_main_process:
+            log.writeheader()
+        for step, (target, context) in enumerate(loader, start=start + 1):
+            torch.manual_seed(step_seed(job.seed, rank, step))
+            prepared_unet.train()
+            with accelerator.autocast():
+                loss = forward(prepared_unet, target, context)
+            accelerator.backward(loss)
+            grad_norm = accelerator.clip_grad_norm_(prepared_unet.parameters(), config.train.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.update()
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise UserError(f"the loss became {value} at step {step}; lower the learning rate (unets[{job.unet}].lr)")
+            losses.append(value)
+            val = validation_loss() if step % config.train.validate_every == 0 or step == job.steps else None
+            if accelerator.is_main_process:
+                log.writerow({"step": step, "loss": f"{value:.6f}", "lr": f"{scheduler.get_last_lr()[0]:.3g}",
+                              "grad_norm": f"{float(grad_norm):.4f}", "val_loss": "" if val is None else f"{val:.6f}",
+                              "seconds": f"{time.perf_counter() - started:.2f}"})
+                log_handle.flush()
+            bar.set_postfix(loss=f"{value:.4f}")
+            bar.update(1)
+            if step % config.train.checkpoint_every == 0 or step == job.steps:
+                checkpoint(step)
+    bar.close()
+    seconds = time.perf_counter() - started
+    return {"level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start, "trained_steps": step - start,
+            "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
+            "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(paths),
+            "world_size": world}

@@ -1,0 +1,104 @@
+"""``urcdm config|train|train-all``: the training side of the ``urcdm`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from urcdm.clikit import add_output_options, print_json
+from urcdm.config import PRESETS, load_config
+from urcdm.errors import OutputExistsError, UserError
+
+
+def add_commands(commands) -> None:
+    config = commands.add_parser("config", help="print a preset as YAML, to edit into your own config")
+    config.add_argument("preset", choices=sorted(PRESETS), help="which preset")
+    config.add_argument("-o", "--out", type=Path, help="write it to this file instead (never overwritten)")
+    add_output_options(config, json_output=False)
+    config.set_defaults(handler=cmd_config)
+
+    train = commands.add_parser("train", help="train one (level, unet) of the cascades",
+                                description="Train one (level, unet); resumes from OUT/checkpoint.pt when it exists.")
+    _add_job_options(train)
+    train.add_argument("--level", type=int, required=True, help="magnification level (0, 1, 2)")
+    train.add_argument("--unet", type=int, required=True, help="unet of the level's cascade (0, 1, 2)")
+    add_output_options(train)
+    train.set_defaults(handler=cmd_train)
+
+    train_all = commands.add_parser("train-all", help="the nine jobs: run them one after another, or print them",
+                                    description="Run the nine (level, unet) jobs one after another into OUT/l{L}u{U}, "
+                                                "or --print them as commands to run at once, one GPU each.")
+    _add_job_options(train_all)
+    train_all.add_argument("--print", action="store_true", help="print the nine commands (one GPU each) instead")
+    add_output_options(train_all)
+    train_all.set_defaults(handler=cmd_train_all)
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="paper, tiny, or a config YAML")
+    parser.add_argument("--data", type=Path, required=True, help="folder of training slides (searched recursively)")
+    parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, config.yaml, log.csv")
+    parser.add_argument("--steps", type=int, default=None, help="train until this step (default: 20 for tiny, 100000 otherwise)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _steps(args, config) -> int:
+    steps = args.steps if args.steps is not None else (20 if config.name == "tiny" else 100_000)
+    if steps < 1:
+        raise UserError("--steps must be at least 1")
+    return steps
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    text = PRESETS[args.preset]().to_yaml()
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    if args.out.exists():
+        raise OutputExistsError(f"{args.out}: already exists")
+    args.out.write_text(text)
+    return 0
+
+
+def _run_job(config, level: int, unet: int, args, out: Path) -> dict:
+    from urcdm.train import Job, train
+
+    result = train(Job(config, level, unet, args.data, out, _steps(args, config), args.seed, progress=not args.json))
+    losses = result.pop("losses")
+    result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
+    return result
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    result = _run_job(config, args.level, args.unet, args, args.out)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"level {args.level} unet {args.unet}: step {result['steps']} ({result['trained_steps']} trained now, "
+              f"resumed from {result['resumed_from']}) in {result['seconds']:.1f} s; checkpoint {result['checkpoint']}",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_train_all(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    jobs = [(level, unet) for level in range(len(config.levels)) for unet in range(len(config.unets))]
+    if args.print:
+        for gpu, (level, unet) in enumerate(jobs):
+            command = ["accelerate", "launch", "--num_processes", "1", "-m", "urcdm.cli", "train", "--config", args.config,
+                       "--level", str(level), "--unet", str(unet), "--data", str(args.data),
+                       "--out", str(args.out / f"l{level}u{unet}"), "--steps", str(_steps(args, config)), "--seed", str(args.seed)]
+            print(f"CUDA_VISIBLE_DEVICES={gpu} {shlex.join(command)} &")
+        print("wait")
+        return 0
+    results = [_run_job(config, level, unet, args, args.out / f"l{level}u{unet}") for level, unet in jobs]
+    if args.json:
+        print_json(results)
+    else:
+        for r in results:
+            print(f"level {r['level']} unet {r['unet']}: step {r['steps']}, last loss {r['last_loss']:.4f}, "
+                  f"{r['seconds']:.1f} s", file=sys.stderr)
+    return 0
