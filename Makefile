@@ -44,6 +44,7 @@ bench: setup
 	$(PY) benchmarks/bench_eval.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_study.py
+	$(PY) benchmarks/bench_train.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

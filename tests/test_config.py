@@ -64,3 +64,12 @@ def test_the_cli_prints_presets_and_rejects_bad_config_files(tmp_path, capsys):
     assert main(["train", "--config", "huge", "--level", "0", "--unet", "0", "--data", str(tmp_path),
                  "--out", str(tmp_path / "run")]) == 2
     assert "neither a preset" in capsys.readouterr().err
+
+
+def test_train_all_prints_nine_one_gpu_jobs(tmp_path, capsys):
+    assert main(["train-all", "--config", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "runs"), "--print"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "wait" and len(lines) == 10
+    jobs = {(line.split("--level ")[1].split()[0], line.split("--unet ")[1].split()[0]) for line in lines[:-1]}
+    assert jobs == {(str(level), str(unet)) for level in range(3) for unet in range(3)}
+    assert lines[4].startswith("CUDA_VISIBLE_DEVICES=4 accelerate launch") and f"{tmp_path}/runs/l1u1" in lines[4]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -133,6 +134,8 @@ def build_index(slides: Sequence[Path], span: int, white_threshold: float, use_c
         paths.append(str(path))
     if not paths:
         raise UserError(f"none of the {len(slides)} slide(s) could be read: {'; '.join(unreadable[:3])}")
+    if unreadable:
+        print(f"note: left out {len(unreadable)} unreadable slide(s): {'; '.join(unreadable[:3])}", file=sys.stderr)
     if not rows:
         raise UserError(f"no window of {span} px in {len(paths)} slide(s) has enough tissue "
                         f"(white_threshold {white_threshold}); check the slides or raise white_threshold")
