@@ -18,6 +18,7 @@ from tqdm import tqdm
 from evaluation.pipeline import CropPlan
 from evaluation.crops import CropProtocol
 from evaluation.reading import CropDataset
+from urcdm.pyramid.writer import umask_permissions
 from urcdm.errors import OutputExistsError, SlideError, UserError
 
 MANIFEST = "manifest.csv"
@@ -54,6 +55,7 @@ def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrit
                                  "" if protocol.mpp is None else protocol.mpp, plan.seed))
         if out_dir.exists():
             shutil.rmtree(out_dir)
+        umask_permissions(temp, directory=True)
         os.replace(temp, out_dir)
     finally:
         dataset.close()

@@ -162,3 +162,16 @@ def test_peak_memory_does_not_grow_with_image_size(tmp_path):
         peaks[size] = json.loads(result.stdout)["peak_rss_mb"]
     # 64x the pixels (192 MB of raw RGB at 8192^2) may cost at most a few tiles more.
     assert peaks[8192] - peaks[1024] < 60, peaks
+
+
+def test_published_pyramids_get_ordinary_permissions(tmp_path, tissue_rgb):
+    import os
+    import stat
+
+    from urcdm.pyramid import ArraySource, write_pyramid
+
+    out = tmp_path / "p.tiff"
+    write_pyramid(ArraySource(tissue_rgb[:256, :256]), out, tile=256, progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask

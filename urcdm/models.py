@@ -100,8 +100,13 @@ def load_cascade(config: URCDMConfig, level: int, checkpoints: Mapping[int, str 
 
 @torch.no_grad()
 def sample(imagen, batch_size: int, cond_images: torch.Tensor | None = None, stop_at_unet: int | None = None,
-           inpaint_images: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None) -> torch.Tensor:
-    """Images in [0, 1], (B, 3, S, S), from the whole cascade (or up to ``stop_at_unet``, 1-based)."""
+           inpaint_images: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None,
+           inpaint_resample_times: int = 1) -> torch.Tensor:
+    """Images in [0, 1], (B, 3, S, S), from the whole cascade (or up to ``stop_at_unet``, 1-based).
+
+    ``inpaint_resample_times`` defaults to 1, not imagen-pytorch's 5: RePaint-style resampling costs
+    that factor in unet calls, and seams with it are a known upstream complaint (imagen-pytorch #293).
+    """
     return imagen.sample(batch_size=batch_size, cond_images=cond_images, stop_at_unet_number=stop_at_unet,
-                         inpaint_images=inpaint_images, inpaint_masks=inpaint_masks, return_pil_images=False,
-                         use_tqdm=False)
+                         inpaint_images=inpaint_images, inpaint_masks=inpaint_masks,
+                         inpaint_resample_times=inpaint_resample_times, return_pil_images=False, use_tqdm=False)

@@ -95,9 +95,18 @@ def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
     temp_path = Path(temp)
     try:
         yield temp_path
+        umask_permissions(temp_path)
         os.replace(temp_path, out_path)
     finally:
         temp_path.unlink(missing_ok=True)
+
+
+def umask_permissions(path: Path, directory: bool = False) -> None:
+    """The mode a plain ``open``/``mkdir`` would have given: temporary files are created private
+    (0600 / 0700), which must not leak into the published output."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 def _check_disk_space(directory: Path, width: int, height: int, lossless: bool) -> None:

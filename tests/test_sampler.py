@@ -1,0 +1,130 @@
+"""The sampler on the tiny configuration: kept pixels, alignment across levels, pyramids OpenSlide reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import openslide
+import pytest
+import torch
+from PIL import Image
+
+from urcdm.backends import DiffusionBackend, UpsampleBackend
+from urcdm.cli import main
+from urcdm.config import tiny
+from urcdm.errors import UserError
+from urcdm.geometry import LevelGrid, known_mask
+from urcdm.models import build_imagen
+from urcdm.sampler import ArrayImage, blend_weights, sample_level, sample_slide
+from urcdm.schedule import finished_neighbours, waves
+
+
+class NoiseBackend:
+    """Returns random pixels everywhere, so anything the sampler keeps, it kept itself."""
+
+    name = "noise"
+
+    def generate(self, level, contexts, known, masks, seeds):
+        return np.stack([np.random.default_rng(s).integers(0, 256, known.shape[1:], dtype=np.uint8) for s in seeds])
+
+
+class WatchedImage(ArrayImage):
+    """Checks at every patch write that the pixels to be kept are unchanged."""
+
+    def __init__(self, pixels, fill, grid, schedule, blend):
+        super().__init__(pixels, fill)
+        self.grid, self.before, self.blend, self.writes = grid, finished_neighbours(grid, schedule), blend, 0
+        self.origins = {grid.box(p): p for p in grid.patches}
+
+    def write(self, x, y, pixels):
+        patch = self.origins[(x, y)]
+        keep, _ = blend_weights(known_mask(self.grid, patch, self.before[patch]), self.blend)
+        previous = self.read(x, y, pixels.shape[1], pixels.shape[0])
+        assert np.array_equal(pixels[keep], previous[keep])
+        super().write(x, y, pixels)
+        self.writes += 1
+
+
+@pytest.mark.parametrize("scheduler", ["raster", "wavefront", "checkerboard"])
+@pytest.mark.parametrize("blend", [0, 4])
+def test_outpainting_keeps_finished_pixels_exactly(scheduler, blend):
+    config = tiny()
+    grid = LevelGrid.of(config, 2)
+    previous = ArrayImage(np.full((LevelGrid.of(config, 1).size,) * 2 + (3,), 200, np.uint8), config.fill_rgb)
+    image = WatchedImage(np.zeros((grid.size, grid.size, 3), np.uint8), config.fill_rgb, grid, waves(grid, scheduler), blend)
+    sample_level(config, 2, previous, image, NoiseBackend(), seed=0, scheduler=scheduler, batch_size=3, blend=blend, progress=False)
+    assert image.writes == grid.grid ** 2
+
+
+def test_blend_weights_fade_from_the_neighbour_to_the_new_patch():
+    mask = np.zeros((16, 16), bool)
+    mask[:, :6] = True
+    keep, alpha = blend_weights(mask, 4)
+    assert keep[:, :2].all() and not keep[:, 2:].any()
+    assert (alpha[:, 6:] == 1).all() and (alpha[:, :2] == 0).all()
+    assert np.all(np.diff(alpha[0, :7]) >= 0)
+    keep0, alpha0 = blend_weights(mask, 0)
+    assert np.array_equal(keep0, mask) and np.array_equal(alpha0, (~mask).astype(np.float32))
+
+
+def test_every_level_lines_up_with_the_one_below(tmp_path):
+    """With upsampling, level 2 reduced to level 1's scale is level 1 again: contexts are read where the
+    geometry says the patch lies."""
+    config = tiny()
+    sample_slide(config, UpsampleBackend(config), tmp_path / "s.tiff", seed=3, progress=False)
+    level1 = np.asarray(Image.open(tmp_path / "s.level1.png")).astype(float)
+    with openslide.OpenSlide(str(tmp_path / "s.tiff")) as slide:
+        level2 = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
+    g1, g2 = LevelGrid.of(config, 1), LevelGrid.of(config, 2)
+    ratio = g1.scale / g2.scale
+    # level-2 pixels [0, 512) cover slide [origin2, ...); the same slide span in level-1 pixels:
+    left = (g2.origin - g1.origin) / g1.scale
+    box = (left, left, left + g2.size / ratio, left + g2.size / ratio)
+    reduced = np.asarray(Image.fromarray(level2).resize((int(g2.size / ratio),) * 2, Image.Resampling.BOX)).astype(float)
+    expected = np.asarray(Image.fromarray(level1.astype(np.uint8)).resize(reduced.shape[:2][::-1], Image.Resampling.BILINEAR,
+                                                                          box=box)).astype(float)
+    assert np.abs(reduced - expected)[4:-4, 4:-4].mean() < 6
+    shifted = np.abs(reduced[:, 3:] - expected[:, :-3])[4:-4, 4:-4].mean()
+    assert shifted > np.abs(reduced - expected)[4:-4, 4:-4].mean() * 1.5  # the match is specific to this alignment
+
+
+def test_a_tiny_diffusion_sample_is_a_pyramid_openslide_reads(tmp_path):
+    config = tiny()
+    config = replace(config, unets=tuple(replace(u, sample_steps=2) for u in config.unets))
+    torch.manual_seed(0)
+    backend = DiffusionBackend([build_imagen(config, level, sampling=True) for level in range(3)])
+    out = tmp_path / "slide.tiff"
+    manifest = sample_slide(config, backend, out, seed=5, batch_size=32, progress=False)
+    with openslide.OpenSlide(str(out)) as slide:
+        assert slide.dimensions == (512, 512)
+        region = np.asarray(slide.read_region((0, 0), 0, (512, 512)).convert("RGB"))
+    assert region.std() > 0
+    assert Image.open(tmp_path / "slide.level0.png").size == (64, 64)
+    assert Image.open(tmp_path / "slide.level1.png").size == (176, 176)
+    saved = json.loads((tmp_path / "slide.json").read_text())
+    assert saved["levels"][2]["waves"] == 4 and saved["levels"][2]["patches"] == 81
+    assert saved["model_calls"] == manifest["model_calls"] == 1 + 4 + 4 and saved["backend"] == "diffusion"
+
+
+def test_the_same_seed_makes_the_same_slide(tmp_path):
+    config = tiny()
+    for name in ("a", "b"):
+        sample_slide(config, UpsampleBackend(config), tmp_path / f"{name}.tiff", seed=9, progress=False)
+    assert (tmp_path / "a.level1.png").read_bytes() == (tmp_path / "b.level1.png").read_bytes()
+    sample_slide(config, UpsampleBackend(config), tmp_path / "c.tiff", seed=10, progress=False)
+    assert (tmp_path / "a.level0.png").read_bytes() != (tmp_path / "c.level0.png").read_bytes()
+
+
+def test_bad_sampling_requests_are_one_error_line(tmp_path, capsys):
+    out = tmp_path / "s.tiff"
+    out.write_bytes(b"keep me")
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert main(["sample", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.tiff")]) == 2
+    assert "no such models folder" in capsys.readouterr().err
+    assert main(["sample", "--config", "tiny", "--steps", "1,2", "--out", str(tmp_path / "t.tiff")]) == 2
+    assert "3 unets" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--blend"):
+        sample_slide(tiny(), UpsampleBackend(tiny()), tmp_path / "u.tiff", blend=50, progress=False)

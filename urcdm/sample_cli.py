@@ -1,0 +1,95 @@
+"""``urcdm sample``: one synthetic slide, from noise to an OpenSlide-readable pyramid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from urcdm.clikit import add_output_options, print_json
+from urcdm.config import URCDMConfig, load_config
+from urcdm.errors import UserError
+from urcdm.schedule import SCHEDULERS
+
+
+def add_commands(commands) -> None:
+    sample = commands.add_parser("sample", help="sample one synthetic slide into a pyramid",
+                                 description="Sample a slide: level 0, then every level's patches wave by wave.")
+    source = sample.add_mutually_exclusive_group(required=True)
+    source.add_argument("--models", type=Path, help="a train-all folder: MODELS/l{L}u{U}/checkpoint.pt (their config is used)")
+    source.add_argument("--config", help="paper, tiny or a config YAML: freshly initialised models (a smoke test)")
+    sample.add_argument("--out", type=Path, required=True, help="the pyramid to write (.tiff)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--scheduler", choices=SCHEDULERS, default="checkerboard")
+    sample.add_argument("--backend", choices=("diffusion", "upsample"), default="diffusion")
+    sample.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
+    sample.add_argument("--blend", type=int, help="px of cross-fade into finished neighbours (default half the overlap)")
+    sample.add_argument("--steps", help="sampling steps per unet, e.g. 256,64,64 (default: the config's)")
+    sample.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    sample.add_argument("--overwrite", action="store_true")
+    add_output_options(sample)
+    sample.set_defaults(handler=cmd_sample)
+
+
+def _with_steps(config: URCDMConfig, steps: str | None) -> URCDMConfig:
+    if steps is None:
+        return config
+    try:
+        values = [int(v) for v in steps.split(",")]
+    except ValueError:
+        raise UserError(f"--steps: expected comma-separated integers, got {steps!r}") from None
+    if len(values) != len(config.unets):
+        raise UserError(f"--steps: the cascade has {len(config.unets)} unets, got {len(values)} values")
+    return replace(config, unets=tuple(replace(u, sample_steps=v) for u, v in zip(config.unets, values)))
+
+
+def _checkpoints(models: Path, config_levels: int, unets: int) -> dict[int, dict[int, Path]]:
+    found = {level: {unet: models / f"l{level}u{unet}" / "checkpoint.pt" for unet in range(unets)} for level in range(config_levels)}
+    missing = [str(path) for per_level in found.values() for path in per_level.values() if not path.is_file()]
+    if missing:
+        raise UserError(f"{models}: {len(missing)} checkpoint(s) missing, e.g. {missing[0]} (train them with `urcdm train-all`)")
+    return found
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from urcdm.backends import DiffusionBackend, UpsampleBackend
+    from urcdm.config import from_dict
+    from urcdm.models import build_imagen, load_cascade, read_checkpoint
+    from urcdm.sampler import sample_slide
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.out.exists() and not args.overwrite:  # before minutes of model loading, not after
+        raise UserError(f"{args.out}: already exists (use --overwrite to replace it)")
+    if args.models is not None:
+        if not args.models.is_dir():
+            raise UserError(f"{args.models}: no such models folder")
+        first = args.models / "l0u0" / "checkpoint.pt"
+        config = from_dict(read_checkpoint(first)["config"]) if first.is_file() else None
+        if config is None:
+            raise UserError(f"{first}: missing (train the models with `urcdm train-all`)")
+    else:
+        config = load_config(args.config)
+    config = _with_steps(config, args.steps)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.backend == "upsample":
+        backend = UpsampleBackend(config)
+    elif args.models is not None:
+        checkpoints = _checkpoints(args.models, len(config.levels), len(config.unets))
+        backend = DiffusionBackend([load_cascade(config, level, checkpoints[level]) for level in range(len(config.levels))], device)
+    else:
+        print(f"note: no --models, so the {config.name} cascades are freshly initialised (a smoke test of the "
+              "diffusion path: the pixels are noise)", file=sys.stderr)
+        torch.manual_seed(args.seed)
+        backend = DiffusionBackend([build_imagen(config, level, sampling=True) for level in range(len(config.levels))], device)
+    manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler, batch_size=args.batch_size,
+                            blend=args.blend, overwrite=args.overwrite, progress=not args.json)
+    if args.json:
+        print_json({k: v for k, v in manifest.items() if k != "config"})
+    else:
+        print(f"wrote {args.out}: {manifest['pyramid']['width']} x {manifest['pyramid']['height']}, "
+              f"{manifest['model_calls']} model calls in {manifest['seconds']:.1f} s", file=sys.stderr)
+    return 0
