@@ -3,43 +3,12 @@ of the crops, and the features are gathered back into crop order, so results equ
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import numpy as np
-import torch
 import torch.distributed as dist
 
+from urcdm.distributed import Ranks, all_errors, destroy_process_group, init_process_group, launched_ranks
 
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, n: int) -> np.ndarray:
-        return np.arange(self.rank, n, self.world_size)
-
-
-def launched_ranks() -> Ranks:
-    """The ranks torchrun set in the environment (one process when not launched by it)."""
-    return Ranks(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def init_process_group(ranks: Ranks, device: torch.device) -> None:
-    if ranks.world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-
-
-def destroy_process_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+__all__ = ["Ranks", "all_errors", "destroy_process_group", "gather_in_order", "init_process_group", "launched_ranks"]
 
 
 def gather_in_order(local: np.ndarray, ranks: Ranks, n: int) -> np.ndarray:
@@ -54,12 +23,3 @@ def gather_in_order(local: np.ndarray, ranks: Ranks, n: int) -> np.ndarray:
         if len(piece):
             full[rank::ranks.world_size] = piece
     return full
-
-
-def all_errors(message: str, ranks: Ranks) -> list[str]:
-    """Every rank's error message (empty when fine), so all ranks fail together and rank 0 reports."""
-    if ranks.world_size == 1:
-        return [message] if message else []
-    messages: list = [None] * ranks.world_size
-    dist.all_gather_object(messages, message)
-    return [m for m in messages if m]

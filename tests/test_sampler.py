@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -17,8 +22,8 @@ from urcdm.config import tiny
 from urcdm.errors import UserError
 from urcdm.geometry import LevelGrid, known_mask
 from urcdm.models import build_imagen
-from urcdm.sampler import ArrayImage, blend_weights, sample_level, sample_slide
-from urcdm.schedule import finished_neighbours, waves
+from urcdm.sampler import ArrayImage, LevelSampler, blend_weights, sample_slide
+from urcdm.schedule import batches, finished_neighbours, waves
 
 
 class NoiseBackend:
@@ -54,7 +59,11 @@ def test_outpainting_keeps_finished_pixels_exactly(scheduler, blend):
     grid = LevelGrid.of(config, 2)
     previous = ArrayImage(np.full((LevelGrid.of(config, 1).size,) * 2 + (3,), 200, np.uint8), config.fill_rgb)
     image = WatchedImage(np.zeros((grid.size, grid.size, 3), np.uint8), config.fill_rgb, grid, waves(grid, scheduler), blend)
-    sample_level(config, 2, previous, image, NoiseBackend(), seed=0, scheduler=scheduler, batch_size=3, blend=blend, progress=False)
+    sampler = LevelSampler(config, 2, NoiseBackend(), seed=0, scheduler=scheduler, batch_size=3, blend=blend)
+    for wave in sampler.schedule:
+        for batch in batches(wave, 3):
+            for patch, block in zip(batch, sampler.make_batch(batch, previous, image)):
+                image.write(*grid.box(patch), block)
     assert image.writes == grid.grid ** 2
 
 
@@ -128,3 +137,63 @@ def test_bad_sampling_requests_are_one_error_line(tmp_path, capsys):
     assert "3 unets" in capsys.readouterr().err
     with pytest.raises(UserError, match="--blend"):
         sample_slide(tiny(), UpsampleBackend(tiny()), tmp_path / "u.tiff", blend=50, progress=False)
+
+
+def _sample_command(out, *extra):
+    return [sys.executable, "-m", "urcdm.cli", "sample", "--config", "tiny", "--out", str(out), "--steps", "2,2,2",
+            "--batch-size", "4", "--seed", "3", "--json", *extra]
+
+
+def _pixels(path) -> np.ndarray:
+    with openslide.OpenSlide(str(path)) as slide:
+        return np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted tiny diffusion sample (one thread, as each torchrun rank has)."""
+    out = tmp_path_factory.mktemp("straight") / "slide.tiff"
+    subprocess.run(_sample_command(out), check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return out
+
+
+def test_a_sample_killed_with_sigkill_and_rerun_is_pixel_identical(straight_run, tmp_path):
+    out = tmp_path / "slide.tiff"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(_sample_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    journal = tmp_path / ".slide.tiff.work" / "journal"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        # killed inside level 2's second wave, whose patches keep and blend strips of the first
+        if journal.exists() and sum(line.startswith("2 1 ") for line in journal.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the sample finished before it could be killed"
+    assert not out.exists()
+    finished = json.loads(subprocess.run(_sample_command(out), check=True, capture_output=True, env=env).stdout)
+    straight = json.loads(straight_run.with_suffix(".json").read_text())
+    assert finished["resumed"] is True
+    assert finished["levels"][1]["model_calls"] == 0  # level 1 was finished: nothing redone
+    assert 0 < finished["levels"][2]["model_calls"] < straight["levels"][2]["model_calls"]
+    assert np.array_equal(_pixels(out), _pixels(straight_run))
+    assert (tmp_path / "slide.level1.png").read_bytes() == straight_run.with_suffix(".level1.png").read_bytes()
+    assert not (tmp_path / ".slide.tiff.work").exists()
+
+
+def test_a_rerun_with_other_settings_does_not_mix_into_an_interrupted_slide(tmp_path, capsys):
+    out = tmp_path / "s.tiff"
+    from urcdm.sample_state import SampleState
+
+    SampleState.open(out, {"seed": 1})
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out), "--seed", "2"]) == 2
+    assert "interrupted run with other settings" in capsys.readouterr().err
+
+
+def test_torchrun_with_two_ranks_equals_one_process(straight_run, tmp_path):
+    out = tmp_path / "slide.tiff"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "urcdm.cli", "--", *_sample_command(out)[3:]]
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert np.array_equal(_pixels(out), _pixels(straight_run))
+    assert json.loads(out.with_suffix(".json").read_text())["world_size"] == 2

@@ -26,7 +26,9 @@ def add_commands(commands) -> None:
     sample.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
     sample.add_argument("--blend", type=int, help="px of cross-fade into finished neighbours (default half the overlap)")
     sample.add_argument("--steps", help="sampling steps per unet, e.g. 256,64,64 (default: the config's)")
-    sample.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
+    sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
+    sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     sample.add_argument("--overwrite", action="store_true")
     add_output_options(sample)
     sample.set_defaults(handler=cmd_sample)
@@ -74,7 +76,15 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config)
     config = _with_steps(config, args.steps)
+    from urcdm.distributed import destroy_process_group, init_process_group, launched_ranks
+    from urcdm.sampler import level0_from_slide
+
+    ranks = launched_ranks()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and ranks.world_size > 1:
+        device = f"cuda:{ranks.local_rank}"
+    init_process_group(ranks, torch.device(device))
+    level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:
@@ -85,11 +95,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
               "diffusion path: the pixels are noise)", file=sys.stderr)
         torch.manual_seed(args.seed)
         backend = DiffusionBackend([build_imagen(config, level, sampling=True) for level in range(len(config.levels))], device)
-    manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler, batch_size=args.batch_size,
-                            blend=args.blend, overwrite=args.overwrite, progress=not args.json)
+    try:
+        manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
+                                batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite, progress=not args.json,
+                                white_skip=not args.no_white_skip, level0=level0, ranks=ranks)
+    finally:
+        destroy_process_group()
+    if not ranks.is_main:
+        return 0
     if args.json:
         print_json({k: v for k, v in manifest.items() if k != "config"})
     else:
+        skipped = manifest["levels"][-1].get("patches_skipped", 0)
         print(f"wrote {args.out}: {manifest['pyramid']['width']} x {manifest['pyramid']['height']}, "
-              f"{manifest['model_calls']} model calls in {manifest['seconds']:.1f} s", file=sys.stderr)
+              f"{manifest['model_calls']} model calls, {skipped} glass patches skipped, in {manifest['seconds']:.1f} s"
+              + (" (resumed)" if manifest["resumed"] else ""), file=sys.stderr)
     return 0

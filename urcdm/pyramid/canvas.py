@@ -84,6 +84,10 @@ class DiskCanvas:
             os.close(self._fd)
             self._fd = -1
 
+    def flush(self) -> None:
+        """Make every write so far durable (the sampler journals a patch only after this)."""
+        os.fsync(self._fd)
+
     def delete(self) -> None:
         self.close()
         self.path.unlink(missing_ok=True)
