@@ -9,6 +9,7 @@ the opaque case id and its image URL: arm, truth and source stay on the server.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -36,14 +37,22 @@ def _store(path: str) -> AnswerStore:
     return AnswerStore(path)
 
 
+@st.cache_data(show_spinner=False)
+def _study_file(manifest: str, manifest_mtime: float) -> str | None:
+    return json.loads(Path(manifest).read_text()).get("study_file")
+
+
+def _mtime(path: Path | str | None) -> float:
+    return Path(path).stat().st_mtime if path and Path(path).exists() else 0.0
+
+
 def _load(workdir: Path) -> PreparedStudy:
+    """Reloaded when the cases or the study file change, so edited codes or instructions take effect."""
     manifest = workdir / MANIFEST
-    prepared = _prepared(str(workdir), manifest.stat().st_mtime if manifest.exists() else 0.0, 0.0)
-    study_file = prepared.study.path
-    if study_file is not None and study_file.exists():
-        # Edited access codes or instructions take effect without a restart.
-        prepared = _prepared(str(workdir), manifest.stat().st_mtime, study_file.stat().st_mtime)
-    return prepared
+    if not manifest.exists():
+        return open_prepared(workdir)  # raises the "not a prepared study" error
+    study_file = _study_file(str(manifest), _mtime(manifest))
+    return _prepared(str(workdir), _mtime(manifest), _mtime(study_file))
 
 
 def main(workdir: Path) -> None:

@@ -69,10 +69,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.models is not None:
         if not args.models.is_dir():
             raise UserError(f"{args.models}: no such models folder")
-        first = args.models / "l0u0" / "checkpoint.pt"
-        config = from_dict(read_checkpoint(first)["config"]) if first.is_file() else None
-        if config is None:
-            raise UserError(f"{first}: missing (train the models with `urcdm train-all`)")
+        # The checkpoints carry their config; load_cascade checks every one against it.
+        config = from_dict(read_checkpoint(args.models / "l0u0" / "checkpoint.pt")["config"])
     else:
         config = load_config(args.config)
     config = _with_steps(config, args.steps)

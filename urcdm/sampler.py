@@ -65,8 +65,8 @@ class ArrayImage:
         self.pixels[y:y + pixels.shape[0], x:x + pixels.shape[1]] = pixels
 
 
-class CanvasImage(ArrayImage):
-    """A level on a disk canvas, read with fill outside its bounds."""
+class CanvasImage:
+    """A level on a disk canvas, read with fill outside its bounds (written through ``apply_blocks``)."""
 
     def __init__(self, canvas: DiskCanvas):
         self.canvas, self.fill = canvas, canvas.fill
@@ -84,9 +84,6 @@ class CanvasImage(ArrayImage):
         if x1 > x0 and y1 > y0:
             out[y0 - y:y1 - y, x0 - x:x1 - x] = self.canvas.read(x0, y0, x1 - x0, y1 - y0)
         return out
-
-    def write(self, x: int, y: int, pixels: np.ndarray) -> None:
-        self.canvas.write(x, y, pixels)
 
 
 def blend_weights(mask: np.ndarray, blend: int) -> tuple[np.ndarray, np.ndarray]:
