@@ -31,6 +31,15 @@ def real_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def training_slides(real_data, tmp_path_factory) -> Path:
+    """A folder linking two real slides (an Aperio region and a TCGA tissue section) to train on."""
+    folder = tmp_path_factory.mktemp("train-slides")
+    for name in ("cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs"):
+        os.symlink(real_data / "slides" / name, folder / name)
+    return folder
+
+
 def tissue_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """An RGB uint8 image of real-looking tissue texture: IHC tiles mirrored and shifted at random."""
     base = skimage_data.immunohistochemistry()

@@ -54,10 +54,13 @@ class WatchedImage(ArrayImage):
 
 @pytest.mark.parametrize("scheduler", ["raster", "wavefront", "checkerboard"])
 @pytest.mark.parametrize("blend", [0, 4])
-def test_outpainting_keeps_finished_pixels_exactly(scheduler, blend):
+@pytest.mark.parametrize("method", ["urcdm", "outpaint"])
+def test_outpainting_keeps_finished_pixels_exactly(scheduler, blend, method):
     config = tiny()
     grid = LevelGrid.of(config, 2)
-    previous = ArrayImage(np.full((LevelGrid.of(config, 1).size,) * 2 + (3,), 200, np.uint8), config.fill_rgb)
+    # the outpainting baseline has no previous level to read contexts from
+    previous = ArrayImage(np.full((LevelGrid.of(config, 1).size,) * 2 + (3,), 200, np.uint8), config.fill_rgb) \
+        if method == "urcdm" else None
     image = WatchedImage(np.zeros((grid.size, grid.size, 3), np.uint8), config.fill_rgb, grid, waves(grid, scheduler), blend)
     sampler = LevelSampler(config, 2, NoiseBackend(), seed=0, scheduler=scheduler, batch_size=3, blend=blend)
     for wave in sampler.schedule:

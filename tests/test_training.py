@@ -27,11 +27,8 @@ JOBS = [(level, unet) for level in range(3) for unet in range(3)]
 
 
 @pytest.fixture(scope="module")
-def slides(real_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("train-slides")
-    for name in ("cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs"):
-        os.symlink(real_data / "slides" / name, folder / name)
-    return folder
+def slides(training_slides):
+    return training_slides
 
 
 @pytest.fixture(scope="module")

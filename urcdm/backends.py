@@ -8,7 +8,7 @@ masked pixels exactly whatever the backend returns.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,8 @@ class UpsampleBackend:
 
 class DiffusionBackend:
     """The level's imagen-pytorch cascade, with the context as ``cond_images`` and the finished strips
-    kept through ``inpaint_images``/``inpaint_masks`` at every stage of the cascade.
+    kept through ``inpaint_images``/``inpaint_masks`` at every stage of the cascade. ``imagens``: one
+    per level, or ``{level: imagen}`` (the outpainting baseline has only the last level's).
 
     A batch is seeded from the seed of its first patch, so a rerun with the same ``--batch-size`` makes
     the same pixels; imagen-pytorch draws its noise for the whole batch at once.
@@ -64,9 +65,10 @@ class DiffusionBackend:
 
     name = "diffusion"
 
-    def __init__(self, imagens: Sequence, device: torch.device | str = "cpu"):
+    def __init__(self, imagens: Sequence | Mapping[int, object], device: torch.device | str = "cpu"):
         self.device = torch.device(device)
-        self.imagens = [imagen.to(self.device).eval() for imagen in imagens]
+        by_level = imagens if isinstance(imagens, Mapping) else dict(enumerate(imagens))
+        self.imagens = {level: imagen.to(self.device).eval() for level, imagen in by_level.items()}
 
     @staticmethod
     def _tensor(images: np.ndarray, device) -> torch.Tensor:

@@ -28,6 +28,27 @@ import yaml
 from urcdm.errors import UserError
 
 OBJECTIVES = ("noise", "v", "x_start")
+# urcdm: three cascades, each level >= 1 conditioned on the previous level's context. outpaint: the
+# paper's baseline, one cascade at the last level's magnification with no context, outpainting the
+# whole slide from its own finished neighbours.
+METHODS = ("urcdm", "outpaint")
+
+
+def method_levels(config: "URCDMConfig", method: str) -> list[int]:
+    """The levels a method has a cascade for."""
+    if method not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    last = len(config.levels) - 1
+    return list(range(last + 1)) if method == "urcdm" else [last]
+
+
+def has_context(method: str, level: int) -> bool:
+    return method == "urcdm" and level > 0
+
+
+def run_folder(method: str, level: int, unet: int) -> str:
+    """Where ``train-all`` puts a job inside its models folder, and where ``sample --models`` looks."""
+    return f"l{level}u{unet}" if method == "urcdm" else f"{method}-u{unet}"
 
 
 @dataclass(frozen=True)

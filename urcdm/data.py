@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from urcdm.config import URCDMConfig
+from urcdm.config import URCDMConfig, has_context, method_levels
 from urcdm.errors import UserError
 from urcdm.slides import Slide, SlideTissueMask, open_slide
 
@@ -152,10 +152,11 @@ class LevelWindows:
     fill_rgb: tuple[int, ...]
 
     @classmethod
-    def of(cls, config: URCDMConfig, level: int) -> "LevelWindows":
-        if not 0 <= level < len(config.levels):
-            raise UserError(f"--level must be in 0..{len(config.levels) - 1}, got {level}")
-        context = config.levels[level - 1].span if level > 0 else None
+    def of(cls, config: URCDMConfig, level: int, method: str = "urcdm") -> "LevelWindows":
+        levels = method_levels(config, method)
+        if level not in levels:
+            raise UserError(f"--level must be in {', '.join(map(str, levels))} for method {method}, got {level}")
+        context = config.levels[level - 1].span if has_context(method, level) else None
         return cls(config.patch_px, config.levels[level].span, context, tuple(config.fill_rgb))
 
 

@@ -1,7 +1,8 @@
 """Each level's cascade as an imagen-pytorch ``Imagen``, and checkpoints that remember their geometry.
 
-No text conditioning anywhere. Levels >= 1 see the previous level's context window through
-``cond_images`` (concatenated channels, resized by imagen-pytorch to each unet's size). A training job
+No text conditioning anywhere. Under the ``urcdm`` method levels >= 1 see the previous level's context
+window through ``cond_images`` (concatenated channels, resized by imagen-pytorch to each unet's size);
+the ``outpaint`` baseline's single cascade, at the last level, sees none. A training job
 builds its level's Imagen with only its own unet real and ``NullUnet`` placeholders elsewhere, so
 training the 1024-px unet never allocates the 64-px one. imagen-pytorch's noise schedules are
 continuous in time, so a unet trained with any ``timesteps`` samples with fewer steps by building the
@@ -12,12 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from urcdm.config import URCDMConfig, from_dict
+from urcdm.config import URCDMConfig, from_dict, has_context, method_levels
 from urcdm.errors import UserError
 from urcdm.imagen_compat import import_imagen
 
@@ -26,7 +28,7 @@ CHECKPOINT_FORMAT = "urcdm-unet-checkpoint/1"
 TEXT_EMBED_DIM = 768
 
 
-def build_unet(config: URCDMConfig, level: int, index: int):
+def build_unet(config: URCDMConfig, level: int, index: int, method: str = "urcdm"):
     spec = config.unets[index]
     # imagen-pytorch prints advice about small widths on stdout, which would corrupt --json output.
     with contextlib.redirect_stdout(sys.stderr):
@@ -34,7 +36,7 @@ def build_unet(config: URCDMConfig, level: int, index: int):
             dim=spec.dim, dim_mults=spec.dim_mults, num_resnet_blocks=spec.num_resnet_blocks,
             layer_attns=spec.layer_attns, layer_cross_attns=False, cond_on_text=False, text_embed_dim=TEXT_EMBED_DIM,
             attn_heads=spec.attn_heads, attn_dim_head=spec.attn_dim_head, ff_mult=spec.ff_mult,
-            memory_efficient=spec.memory_efficient, lowres_cond=index > 0, cond_images_channels=3 if level > 0 else 0,
+            memory_efficient=spec.memory_efficient, lowres_cond=index > 0, cond_images_channels=3 if has_context(method, level) else 0,
         )
 
 
@@ -45,13 +47,15 @@ def _null_unet(index: int):
     return placeholder
 
 
-def build_imagen(config: URCDMConfig, level: int, only: int | None = None, sampling: bool = False):
+def build_imagen(config: URCDMConfig, level: int, only: int | None = None, sampling: bool = False,
+                 method: str = "urcdm"):
     """The level's cascade; ``only``: build just that unet (training), placeholders elsewhere."""
-    if not 0 <= level < len(config.levels):
-        raise UserError(f"level must be in 0..{len(config.levels) - 1}, got {level}")
+    levels = method_levels(config, method)
+    if level not in levels:
+        raise UserError(f"level must be in {', '.join(map(str, levels))} for method {method}, got {level}")
     if only is not None and not 0 <= only < len(config.unets):
         raise UserError(f"unet must be in 0..{len(config.unets) - 1}, got {only}")
-    unets = [build_unet(config, level, i) if only in (None, i) else _null_unet(i) for i in range(len(config.unets))]
+    unets = [build_unet(config, level, i, method) if only in (None, i) else _null_unet(i) for i in range(len(config.unets))]
     steps = [(u.sample_steps or u.timesteps) if sampling else u.timesteps for u in config.unets]
     return import_imagen().Imagen(
         unets=unets, image_sizes=[u.image_size for u in config.unets], timesteps=steps,
@@ -74,26 +78,35 @@ def read_checkpoint(path: str | Path) -> dict:
     return checkpoint
 
 
-def check_checkpoint(checkpoint: Mapping, path: str | Path, config: URCDMConfig, level: int, index: int) -> None:
-    """Refuse a checkpoint made for other geometry, another level or another unet, naming the difference."""
+def check_checkpoint(checkpoint: Mapping, path: str | Path, config: URCDMConfig, level: int, index: int,
+                     method: str = "urcdm") -> None:
+    """Refuse a checkpoint made for other geometry, another method, level or unet, naming the difference."""
     saved = from_dict(checkpoint["config"])
+    if checkpoint.get("method", "urcdm") != method:
+        raise UserError(f"{path}: was trained for method {checkpoint.get('method', 'urcdm')}, not {method}")
     if (checkpoint["level"], checkpoint["unet"]) != (level, index):
         raise UserError(f"{path}: is level {checkpoint['level']} unet {checkpoint['unet']}, not level {level} unet {index}")
-    if saved.to_dict() != config.to_dict():
-        mine, theirs = config.to_dict(), saved.to_dict()
+    mine, theirs = _as_trained(config), _as_trained(saved)
+    if mine != theirs:
         differing = [k for k in mine if mine[k] != theirs.get(k)]
         raise UserError(f"{path}: was trained with config {saved.name!r}, which differs in {', '.join(differing)}")
 
 
-def load_cascade(config: URCDMConfig, level: int, checkpoints: Mapping[int, str | Path], use_ema: bool = True):
+def _as_trained(config: URCDMConfig) -> dict:
+    # Sampling steps are chosen at sampling time (``urcdm sample --steps``); they are not the model's.
+    return replace(config, unets=tuple(replace(u, sample_steps=None) for u in config.unets)).to_dict()
+
+
+def load_cascade(config: URCDMConfig, level: int, checkpoints: Mapping[int, str | Path], use_ema: bool = True,
+                 method: str = "urcdm"):
     """A level's Imagen for sampling with every unet's (EMA) weights loaded from its checkpoint."""
     missing = [i for i in range(len(config.unets)) if i not in checkpoints]
     if missing:
         raise UserError(f"level {level}: no checkpoint for unet(s) {', '.join(map(str, missing))}")
-    imagen = build_imagen(config, level, sampling=True)
+    imagen = build_imagen(config, level, sampling=True, method=method)
     for index, path in checkpoints.items():
         checkpoint = read_checkpoint(path)
-        check_checkpoint(checkpoint, path, config, level, index)
+        check_checkpoint(checkpoint, path, config, level, index, method)
         imagen.unets[index].load_state_dict(checkpoint["ema_unet"] if use_ema else checkpoint["unet_state"])
     return imagen.eval()
 

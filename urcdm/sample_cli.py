@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from urcdm.clikit import add_output_options, print_json
-from urcdm.config import URCDMConfig, load_config
+from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
 from urcdm.schedule import SCHEDULERS
 
@@ -17,11 +17,14 @@ def add_commands(commands) -> None:
     sample = commands.add_parser("sample", help="sample one synthetic slide into a pyramid",
                                  description="Sample a slide: level 0, then every level's patches wave by wave.")
     source = sample.add_mutually_exclusive_group(required=True)
-    source.add_argument("--models", type=Path, help="a train-all folder: MODELS/l{L}u{U}/checkpoint.pt (their config is used)")
+    source.add_argument("--models", type=Path, help="a train-all folder: MODELS/l{L}u{U}/checkpoint.pt, or "
+                                                     "MODELS/outpaint-u{U}/checkpoint.pt for --method outpaint (their config is used)")
     source.add_argument("--config", help="paper, tiny or a config YAML: freshly initialised models (a smoke test)")
     sample.add_argument("--out", type=Path, required=True, help="the pyramid to write (.tiff)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--scheduler", choices=SCHEDULERS, default="checkerboard")
+    sample.add_argument("--method", choices=METHODS, default="urcdm",
+                        help="urcdm (default), or outpaint: the paper's baseline, the last level alone with no context")
+    sample.add_argument("--scheduler", choices=SCHEDULERS, help="default: checkerboard (urcdm), raster (outpaint)")
     sample.add_argument("--backend", choices=("diffusion", "upsample"), default="diffusion")
     sample.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
     sample.add_argument("--blend", type=int, help="px of cross-fade into finished neighbours (default half the overlap)")
@@ -46,11 +49,13 @@ def _with_steps(config: URCDMConfig, steps: str | None) -> URCDMConfig:
     return replace(config, unets=tuple(replace(u, sample_steps=v) for u, v in zip(config.unets, values)))
 
 
-def _checkpoints(models: Path, config_levels: int, unets: int) -> dict[int, dict[int, Path]]:
-    found = {level: {unet: models / f"l{level}u{unet}" / "checkpoint.pt" for unet in range(unets)} for level in range(config_levels)}
+def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, dict[int, Path]]:
+    found = {level: {unet: models / run_folder(method, level, unet) / "checkpoint.pt" for unet in range(len(config.unets))}
+             for level in method_levels(config, method)}
     missing = [str(path) for per_level in found.values() for path in per_level.values() if not path.is_file()]
     if missing:
-        raise UserError(f"{models}: {len(missing)} checkpoint(s) missing, e.g. {missing[0]} (train them with `urcdm train-all`)")
+        raise UserError(f"{models}: {len(missing)} checkpoint(s) missing, e.g. {missing[0]} "
+                        f"(train them with `urcdm train-all --method {method}`)")
     return found
 
 
@@ -70,7 +75,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not args.models.is_dir():
             raise UserError(f"{args.models}: no such models folder")
         # The checkpoints carry their config; load_cascade checks every one against it.
-        config = from_dict(read_checkpoint(args.models / "l0u0" / "checkpoint.pt")["config"])
+        config = from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
     else:
         config = load_config(args.config)
     config = _with_steps(config, args.steps)
@@ -86,17 +91,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:
-        checkpoints = _checkpoints(args.models, len(config.levels), len(config.unets))
-        backend = DiffusionBackend([load_cascade(config, level, checkpoints[level]) for level in range(len(config.levels))], device)
+        checkpoints = _checkpoints(args.models, config, args.method)
+        backend = DiffusionBackend({level: load_cascade(config, level, paths, method=args.method)
+                                    for level, paths in checkpoints.items()}, device)
     else:
         print(f"note: no --models, so the {config.name} cascades are freshly initialised (a smoke test of the "
               "diffusion path: the pixels are noise)", file=sys.stderr)
         torch.manual_seed(args.seed)
-        backend = DiffusionBackend([build_imagen(config, level, sampling=True) for level in range(len(config.levels))], device)
+        backend = DiffusionBackend({level: build_imagen(config, level, sampling=True, method=args.method)
+                                    for level in method_levels(config, args.method)}, device)
     try:
         manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                 batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite, progress=not args.json,
-                                white_skip=not args.no_white_skip, level0=level0, ranks=ranks)
+                                white_skip=not args.no_white_skip, level0=level0, ranks=ranks, method=args.method)
     finally:
         destroy_process_group()
     if not ranks.is_main:

@@ -8,6 +8,9 @@ band, regenerates the band, and the result is blended linearly from the neighbou
 patch's, so a seam has room to fade. Every level >= 1 lives on a disk canvas (bounded memory); the
 last is written into an OpenSlide-readable pyramid.
 
+``method="outpaint"`` is the paper's baseline: only the last level, its patches made with no context
+from any lower magnification, each outpainted from its finished neighbours (raster order by default).
+
 White skip: a last-level patch whose context is mostly glass (tissue detector) is not diffused but
 upsampled from its context. Every patch's seed derives from the slide seed, the level and the patch
 index, never from the order of execution. Finished batches are journaled (``sample_state``), so a
@@ -29,7 +32,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from urcdm.backends import Backend, UpsampleBackend
-from urcdm.config import URCDMConfig
+from urcdm.config import URCDMConfig, method_levels
 from urcdm.distributed import Ranks
 from urcdm.errors import OutputExistsError, UserError
 from urcdm.geometry import LevelGrid, known_mask, patch_context
@@ -129,17 +132,20 @@ class LevelSampler:
     def make_batch(self, batch: list, previous, image) -> np.ndarray:
         """The composited (B, P, P, 3) blocks of one batch; reads only, writes nothing."""
         grid = self.grid
-        contexts = np.stack([previous.read(*_rounded_context(self.config, self.level, p)) for p in batch])
+        contexts = None if previous is None else np.stack(
+            [previous.read(*_rounded_context(self.config, self.level, p)) for p in batch])
         known = np.stack([image.read(*grid.box(p), grid.patch, grid.patch) for p in batch])
         weights = [blend_weights(known_mask(grid, p, self.before[p]), self.blend) for p in batch]
         keep = np.stack([k for k, _ in weights])
         seeds = [patch_seed(self.seed, self.level, grid.index(p)) for p in batch]
-        skip = np.array([self.white_skip and is_mostly_glass(c, self.config.white_threshold) for c in contexts])
+        skip = np.array([self.white_skip and contexts is not None and is_mostly_glass(contexts[i], self.config.white_threshold)
+                         for i in range(len(batch))])
         new = np.empty_like(known)
         for chosen, backend in ((~skip, self.backend), (skip, self.fill_backend)):
             if chosen.any():
                 idx = np.flatnonzero(chosen)
-                new[idx] = backend.generate(self.level, contexts[idx], known[idx], keep[idx], [seeds[i] for i in idx])
+                new[idx] = backend.generate(self.level, None if contexts is None else contexts[idx], known[idx], keep[idx],
+                                            [seeds[i] for i in idx])
         self.counts["model_calls"] += int((~skip).any())
         self.counts["patches_diffused"] += int((~skip).sum())
         self.counts["patches_skipped"] += int(skip.sum())
@@ -241,13 +247,20 @@ def _level0(config: URCDMConfig, backend: Backend, seed: int, state: SampleState
     return level0
 
 
-def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0, scheduler: str = "checkerboard",
+def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0, scheduler: str | None = None,
                  batch_size: int = 4, blend: int | None = None, overwrite: bool = False, progress: bool = True,
                  quality: int | None = 90, white_skip: bool = True, level0: np.ndarray | None = None,
-                 ranks: Ranks = Ranks()) -> dict:
+                 ranks: Ranks = Ranks(), method: str = "urcdm") -> dict:
     """Sample one slide into ``out`` (a pyramid), with ``.level{L}.png`` intermediates and a ``.json``
-    manifest beside it. Rerunning after an interruption, with the same settings, resumes."""
+    manifest beside it. Rerunning after an interruption, with the same settings, resumes.
+    ``scheduler`` defaults to checkerboard (urcdm) or raster (outpaint, as in the paper)."""
     out = Path(out)
+    method_levels(config, method)  # refuses an unknown method
+    outpaint = method == "outpaint"
+    scheduler = scheduler or ("raster" if outpaint else "checkerboard")
+    if outpaint and level0 is not None:
+        raise UserError("--level0 needs the urcdm method: outpainting has no low-magnification levels")
+    white_skip = white_skip and not outpaint  # glass is judged on the context, which outpainting lacks
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: already exists (use --overwrite to replace it)")
     if not out.parent.is_dir():
@@ -256,7 +269,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     blend = overlap // 2 if blend is None else blend
     if not 0 <= blend <= overlap:
         raise UserError(f"--blend must be between 0 and the overlap ({overlap} px), got {blend}")
-    settings = {"config": config.digest(), "seed": seed, "scheduler": scheduler, "backend": backend.name,
+    settings = {"config": config.digest(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
                 "batch_size": batch_size, "blend": blend, "white_skip": white_skip,
                 "level0": None if level0 is None else hashlib.sha256(level0.tobytes()).hexdigest()[:16]}
     state = SampleState.open(out, settings) if ranks.is_main else None
@@ -264,15 +277,18 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     if state is None:
         state = SampleState(out.with_name(f".{out.name}.work"))
     resumed, started = state.resumed, time.perf_counter()
-    level0_made_now = level0 is None and not state.level0_path().exists()
-    image0 = _level0(config, backend, seed, state, level0) if ranks.is_main else None
-    _barrier(ranks)
-    previous = ArrayImage(image0 if image0 is not None else np.asarray(Image.open(state.level0_path()).convert("RGB")),
-                          tuple(config.fill_rgb))
-    levels = [{"level": 0, "grid": 1, "size": config.patch_px, "patches": 1, "waves": 1, "model_calls": int(level0_made_now)}]
-    pending = state.pending() if ranks.is_main else None
     last = len(config.levels) - 1
-    for level in range(1, last + 1):
+    image0, previous, levels = None, None, []
+    if not outpaint:
+        level0_made_now = level0 is None and not state.level0_path().exists()
+        image0 = _level0(config, backend, seed, state, level0) if ranks.is_main else None
+        _barrier(ranks)
+        previous = ArrayImage(image0 if image0 is not None else np.asarray(Image.open(state.level0_path()).convert("RGB")),
+                              tuple(config.fill_rgb))
+        levels.append({"level": 0, "grid": 1, "size": config.patch_px, "patches": 1, "waves": 1,
+                       "model_calls": int(level0_made_now)})
+    pending = state.pending() if ranks.is_main else None
+    for level in ([last] if outpaint else range(1, last + 1)):
         canvas = _canvas(state, config, level, ranks)
         if pending is not None and pending[0][0] == level:  # a batch that was being written when the run died
             apply_blocks(canvas, pending[1], pending[2])
@@ -285,13 +301,14 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     if not ranks.is_main:
         _barrier(ranks)
         return {}
-    Image.fromarray(image0).save(out.with_suffix(".level0.png"))
-    for level in range(1, last):
+    if not outpaint:
+        Image.fromarray(image0).save(out.with_suffix(".level0.png"))
+    for level in ([] if outpaint else range(1, last)):
         with DiskCanvas.open(state.canvas_path(level)) as canvas:
             Image.fromarray(canvas.read(0, 0, canvas.width, canvas.height)).save(out.with_suffix(f".level{level}.png"))
     with DiskCanvas.open(state.canvas_path(last)) as canvas:
         info = write_pyramid(canvas, out, quality=quality, overwrite=overwrite, progress=progress)
-    manifest = {"out": str(out), "config": config.to_dict(), "seed": seed, "scheduler": scheduler, "backend": backend.name,
+    manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
                 "batch_size": batch_size, "blend_px": blend, "white_skip": white_skip, "resumed": resumed,
                 "world_size": ranks.world_size, "levels": levels,
                 "model_calls": sum(entry["model_calls"] for entry in levels),

@@ -48,6 +48,7 @@ class Job:
     steps: int
     seed: int = 0
     progress: bool = True
+    method: str = "urcdm"    # or "outpaint": the baseline's context-free cascade at the last level
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -99,7 +100,7 @@ def train(job: Job) -> dict:
     from ema_pytorch import EMA
 
     config, spec = job.config, job.config.unets[job.unet]
-    windows = LevelWindows.of(config, job.level)
+    windows = LevelWindows.of(config, job.level, job.method)
     paths, positions = build_index(list_slides(job.data), windows.span, config.white_threshold)
     held = split_validation(positions, windows.span, config.train.validation_fraction, job.seed)
     train_pairs = TrainingPairs(paths, positions[~held], windows)
@@ -108,7 +109,7 @@ def train(job: Job) -> dict:
     accelerator = Accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(job.seed)  # the same initial weights on every rank and in every rerun
-    imagen = build_imagen(config, job.level, only=job.unet).to(accelerator.device)
+    imagen = build_imagen(config, job.level, only=job.unet, method=job.method).to(accelerator.device)
     unet = imagen.unets[job.unet]
     optimizer = torch.optim.Adam(unet.parameters(), lr=spec.lr, betas=(0.9, 0.99), eps=1e-8)
     warmup = config.train.warmup_steps
@@ -122,7 +123,7 @@ def train(job: Job) -> dict:
     start = 0
     if checkpoint_path.exists():
         state = read_checkpoint(checkpoint_path)
-        check_checkpoint(state, checkpoint_path, config, job.level, job.unet)
+        check_checkpoint(state, checkpoint_path, config, job.level, job.unet, job.method)
         if state["data"] != data_digest or state["seed"] != job.seed:
             raise UserError(f"{checkpoint_path}: was trained on other slides or with another --seed; "
                             "resume with the same --data and --seed, or choose a new --out")
@@ -140,7 +141,7 @@ def train(job: Job) -> dict:
     def checkpoint(step: int) -> None:
         if accelerator.is_main_process:
             save_checkpoint(checkpoint_path, {
-                "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "level": job.level, "unet": job.unet,
+                "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "method": job.method, "level": job.level, "unet": job.unet,
                 "step": step, "seed": job.seed, "data": data_digest, "slides": [Path(p).name for p in paths],
                 "unet_state": accelerator.unwrap_model(prepared_unet).state_dict(),
                 "ema_state": ema.state_dict(), "ema_unet": ema.ema_model.state_dict(),
@@ -149,7 +150,7 @@ def train(job: Job) -> dict:
 
     def forward(model, target, context):
         return imagen(target.to(accelerator.device), unet=model, unet_number=job.unet + 1,
-                      cond_images=context.to(accelerator.device) if job.level > 0 else None)
+                      cond_images=context.to(accelerator.device) if windows.context_span is not None else None)
 
     def validation_loss() -> float | None:
         if val_pairs is None:
@@ -166,7 +167,7 @@ def train(job: Job) -> dict:
     loader = DataLoader(train_pairs, batch_sampler=StepBatches(job.seed, start, job.steps, spec.batch_size,
                                                                len(train_pairs.positions), rank),
                         num_workers=config.train.workers, persistent_workers=False)
-    bar = tqdm(total=job.steps, initial=start, desc=f"level {job.level} unet {job.unet}", unit="step",
+    bar = tqdm(total=job.steps, initial=start, desc=f"{'outpaint ' if job.method == 'outpaint' else ''}level {job.level} unet {job.unet}", unit="step",
                disable=not (job.progress and accelerator.is_local_main_process))
     losses, started, step = [], time.perf_counter(), start
     new_log = not log_path.exists()
@@ -201,7 +202,7 @@ def train(job: Job) -> dict:
                 checkpoint(step)
     bar.close()
     seconds = time.perf_counter() - started
-    return {"level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start, "trained_steps": step - start,
+    return {"method": job.method, "level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start, "trained_steps": step - start,
             "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
             "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(paths),
             "world_size": world}

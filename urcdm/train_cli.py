@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from urcdm.clikit import add_output_options, print_json
-from urcdm.config import PRESETS, load_config
+from urcdm.config import METHODS, PRESETS, load_config, method_levels, run_folder
 from urcdm.errors import OutputExistsError, UserError
 
 
@@ -22,13 +22,14 @@ def add_commands(commands) -> None:
     train = commands.add_parser("train", help="train one (level, unet) of the cascades",
                                 description="Train one (level, unet); resumes from OUT/checkpoint.pt when it exists.")
     _add_job_options(train)
-    train.add_argument("--level", type=int, required=True, help="magnification level (0, 1, 2)")
+    train.add_argument("--level", type=int, help="magnification level (0, 1, 2); --method outpaint: the last (default)")
     train.add_argument("--unet", type=int, required=True, help="unet of the level's cascade (0, 1, 2)")
     add_output_options(train)
     train.set_defaults(handler=cmd_train)
 
     train_all = commands.add_parser("train-all", help="the nine jobs: run them one after another, or print them",
-                                    description="Run the nine (level, unet) jobs one after another into OUT/l{L}u{U}, "
+                                    description="Run the nine (level, unet) jobs one after another into OUT/l{L}u{U} "
+                                                "(--method outpaint: the baseline's three into OUT/outpaint-u{U}), "
                                                 "or --print them as commands to run at once, one GPU each.")
     _add_job_options(train_all)
     train_all.add_argument("--print", action="store_true", help="print the nine commands (one GPU each) instead")
@@ -42,6 +43,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, config.yaml, log.csv")
     parser.add_argument("--steps", type=int, default=None, help="train until this step (default: 20 for tiny, 100000 otherwise)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=METHODS, default="urcdm",
+                        help="urcdm (default), or outpaint: the baseline's context-free cascade at the last level")
 
 
 def _steps(args, config) -> int:
@@ -65,7 +68,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def _run_job(config, level: int, unet: int, args, out: Path) -> dict:
     from urcdm.train import Job, train
 
-    result = train(Job(config, level, unet, args.data, out, _steps(args, config), args.seed, progress=not args.json))
+    result = train(Job(config, level, unet, args.data, out, _steps(args, config), args.seed, progress=not args.json,
+                       method=args.method))
     losses = result.pop("losses")
     result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
     return result
@@ -73,11 +77,16 @@ def _run_job(config, level: int, unet: int, args, out: Path) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    result = _run_job(config, args.level, args.unet, args, args.out)
+    level = args.level
+    if level is None:
+        if args.method == "urcdm":
+            raise UserError("--level is required (0, 1 or 2)")
+        level = method_levels(config, args.method)[-1]
+    result = _run_job(config, level, args.unet, args, args.out)
     if args.json:
         print_json(result)
     else:
-        print(f"level {args.level} unet {args.unet}: step {result['steps']} ({result['trained_steps']} trained now, "
+        print(f"level {level} unet {args.unet}: step {result['steps']} ({result['trained_steps']} trained now, "
               f"resumed from {result['resumed_from']}) in {result['seconds']:.1f} s; checkpoint {result['checkpoint']}",
               file=sys.stderr)
     return 0
@@ -85,16 +94,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_all(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    jobs = [(level, unet) for level in range(len(config.levels)) for unet in range(len(config.unets))]
+    jobs = [(level, unet) for level in method_levels(config, args.method) for unet in range(len(config.unets))]
     if args.print:
         for gpu, (level, unet) in enumerate(jobs):
             command = ["accelerate", "launch", "--num_processes", "1", "-m", "urcdm.cli", "train", "--config", args.config,
                        "--level", str(level), "--unet", str(unet), "--data", str(args.data),
-                       "--out", str(args.out / f"l{level}u{unet}"), "--steps", str(_steps(args, config)), "--seed", str(args.seed)]
+                       "--out", str(args.out / run_folder(args.method, level, unet)), "--steps", str(_steps(args, config)),
+                       "--seed", str(args.seed), "--method", args.method]
             print(f"CUDA_VISIBLE_DEVICES={gpu} {shlex.join(command)} &")
         print("wait")
         return 0
-    results = [_run_job(config, level, unet, args, args.out / f"l{level}u{unet}") for level, unet in jobs]
+    results = [_run_job(config, level, unet, args, args.out / run_folder(args.method, level, unet)) for level, unet in jobs]
     if args.json:
         print_json(results)
     else:
