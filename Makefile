@@ -45,6 +45,8 @@ bench: setup
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_study.py
 	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_sampler.py
+	$(PY) benchmarks/bench_seams.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from urcdm.clikit import add_output_options, print_json
+from urcdm.clikit import add_output_options, print_json, print_table
 from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
 from urcdm.schedule import SCHEDULERS
@@ -35,6 +35,15 @@ def add_commands(commands) -> None:
     sample.add_argument("--overwrite", action="store_true")
     add_output_options(sample)
     sample.set_defaults(handler=cmd_sample)
+
+    seams = commands.add_parser("seams", help="score how visible a sampled slide's stitching is (1.0 = invisible)",
+                                description="Mean luminance step across the stitching lines / elsewhere, streamed "
+                                            "through the slide in bands of rows.")
+    seams.add_argument("slide", type=Path, help="a slide written by `urcdm sample` (its .json manifest gives the grid)")
+    seams.add_argument("--config", help="the config it was sampled with, when the manifest is gone")
+    seams.add_argument("--band-rows", type=int, default=512, help="rows read at a time (default 512)")
+    add_output_options(seams)
+    seams.set_defaults(handler=cmd_seams)
 
 
 def _with_steps(config: URCDMConfig, steps: str | None) -> URCDMConfig:
@@ -115,4 +124,45 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {manifest['pyramid']['width']} x {manifest['pyramid']['height']}, "
               f"{manifest['model_calls']} model calls, {skipped} glass patches skipped, in {manifest['seconds']:.1f} s"
               + (" (resumed)" if manifest["resumed"] else ""), file=sys.stderr)
+    return 0
+
+
+def _sampled_config(slide: Path, config: str | None) -> URCDMConfig:
+    import json
+
+    from urcdm.config import from_dict
+
+    if config is not None:
+        return load_config(config)
+    manifest = slide.with_suffix(".json")
+    if not manifest.is_file():
+        raise UserError(f"{manifest}: no manifest beside the slide; pass --config")
+    try:
+        return from_dict(json.loads(manifest.read_text())["config"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"{manifest}: not a manifest written by `urcdm sample`; pass --config") from None
+
+
+def cmd_seams(args: argparse.Namespace) -> int:
+    from urcdm.geometry import LevelGrid
+    from urcdm.seams import SeamTally, seam_lines
+    from urcdm.slides import open_slide
+
+    if args.band_rows < 1:
+        raise UserError("--band-rows must be at least 1")
+    config = _sampled_config(args.slide, args.config)
+    grid = LevelGrid.of(config, len(config.levels) - 1)
+    tally = SeamTally(seam_lines(grid))
+    with open_slide(args.slide) as slide:
+        if tuple(slide.dimensions) != (grid.size, grid.size):
+            raise UserError(f"{args.slide}: is {slide.dimensions[0]}x{slide.dimensions[1]}, but config "
+                            f"{config.name!r} stitches {grid.size}x{grid.size}")
+        above = None
+        for top in range(0, grid.size, args.band_rows):
+            above = tally.add(slide.read_region(0, top, grid.size, min(args.band_rows, grid.size - top)), top, above)
+    result = {"slide": str(args.slide), "grid": grid.grid, "stride": grid.stride, "patch": grid.patch, **tally.as_dict()}
+    if args.json:
+        print_json(result)
+    else:
+        print_table([(key, value) for key, value in result.items()])
     return 0
