@@ -91,7 +91,7 @@ def main() -> None:
             seconds_per_patch = sum(t * s for t, s in zip(per_patch_step, plan))
             projections.append({"batch": batch, "steps": "/".join(map(str, plan)),
                                 "seconds_per_patch": round(seconds_per_patch, 2),
-                                **{f"hours_{k}": round(seconds_per_patch * n / 3600, 2) for k, n in patches.items()}})
+                                **{f"hours_{k}": round(seconds_per_patch * n / 3600, 3) for k, n in patches.items()}})
     json.dump({"config": config.name, "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                "torch": torch.__version__, "per_unet": rows, "patches_per_slide": patches,
                "projection_one_gpu": projections}, sys.stdout, indent=1)

@@ -6,7 +6,7 @@ each), samples ``--seeds`` slides per variant through ``urcdm sample``, scores e
 (mean luminance step across the stitching lines / elsewhere; 1.0 = invisible), and scores 512^2
 crops of the real slides on the same lines as the control.
 
-    python benchmarks/bench_seams.py [--steps 300] [--seeds 3] [--data ../shared/data/slides]
+    python benchmarks/bench_seams.py [--steps 300] [--seeds 3] [--data ../shared/data/slides] [--montage seams.png]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ TRAINING_SLIDES = ("cmu-1-small-region.svs", "tcga-cr-7395-01a-01-ts1.svs", "kid
 VARIANTS = {  # name: extra `urcdm sample` arguments
     "urcdm_blend4": ["--method", "urcdm", "--blend", "4"],
     "urcdm_blend0": ["--method", "urcdm", "--blend", "0"],
+    "urcdm_raster_blend4": ["--method", "urcdm", "--blend", "4", "--scheduler", "raster"],
     "outpaint_blend4": ["--method", "outpaint", "--blend", "4"],
     "outpaint_blend0": ["--method", "outpaint", "--blend", "0"],
 }
@@ -53,11 +54,27 @@ def real_crops_score(data: Path, grid: LevelGrid) -> dict:
     return scores
 
 
+def save_montage(slides: list[Path], out: Path, gap: int = 16) -> None:
+    from PIL import Image, ImageDraw
+
+    images = []
+    for path in slides:
+        with open_slide(path) as slide:
+            images.append(Image.fromarray(slide.read_region(0, 0, *slide.dimensions)))
+    width, height = images[0].size
+    montage = Image.new("RGB", (len(images) * (width + gap) - gap, height + 20), "white")
+    for i, (path, image) in enumerate(zip(slides, images)):
+        montage.paste(image, (i * (width + gap), 20))
+        ImageDraw.Draw(montage).text((i * (width + gap) + 4, 4), path.stem.rsplit("-", 1)[0], fill="black")
+    montage.save(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300, help="training steps per unet")
     parser.add_argument("--seeds", type=int, default=3, help="slides sampled per variant")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--montage", type=Path, help="also save seed 0 of every variant side by side as this PNG")
     args = parser.parse_args()
     grid = LevelGrid.of(tiny(), 2)
     result: dict = {"config": "tiny", "grid": grid.grid, "patch": grid.patch, "overlap": grid.patch - grid.stride,
@@ -83,6 +100,8 @@ def main() -> None:
             result[name] = {"seam_score_mean": round(float(np.mean(scores)), 4), "seam_scores": scores,
                             "sample_s_mean": round(float(np.mean(seconds)), 1),
                             "scheduler": manifest["scheduler"], "model_calls": manifest["model_calls"]}
+        if args.montage:
+            save_montage([Path(tmp) / f"{name}-0.tiff" for name in VARIANTS], args.montage)
     result["real_tissue_control"] = real_crops_score(args.data, grid)
     json.dump(result, sys.stdout, indent=1)
     print()

@@ -142,6 +142,22 @@ def test_bad_sampling_requests_are_one_error_line(tmp_path, capsys):
         sample_slide(tiny(), UpsampleBackend(tiny()), tmp_path / "u.tiff", blend=50, progress=False)
 
 
+def test_too_little_disk_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from urcdm import sampler
+
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(sampler.shutil, "disk_usage", lambda path: real._replace(free=200_000))
+    out = tmp_path / "s.tiff"
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "not enough disk space" in err and "0.0 GB free" in err
+    assert sorted(tmp_path.iterdir()) == []  # no work folder, no level files, no output
+    monkeypatch.setattr(sampler.shutil, "disk_usage", lambda path: real._replace(free=2_000_000))
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out)]) == 0  # 1.3 MB is enough
+
+
 def _sample_command(out, *extra):
     return [sys.executable, "-m", "urcdm.cli", "sample", "--config", "tiny", "--out", str(out), "--steps", "2,2,2",
             "--batch-size", "4", "--seed", "3", "--json", *extra]

@@ -44,10 +44,14 @@ class SampleState:
     def __init__(self, workdir: Path):
         self.workdir = workdir
 
+    @staticmethod
+    def workdir_for(out: Path) -> Path:
+        return out.with_name(f".{out.name}.work")
+
     @classmethod
     def open(cls, out: Path, settings: dict) -> "SampleState":
         """The work folder for ``out``: resumed when its settings match, new otherwise."""
-        workdir = out.with_name(f".{out.name}.work")
+        workdir = cls.workdir_for(out)
         run = workdir / "run.json"
         if run.exists():
             saved = json.loads(run.read_text())

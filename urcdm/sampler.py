@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -272,12 +273,15 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     settings = {"config": config.digest(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
                 "batch_size": batch_size, "blend": blend, "white_skip": white_skip,
                 "level0": None if level0 is None else hashlib.sha256(level0.tobytes()).hexdigest()[:16]}
+    last = len(config.levels) - 1
+    stitched = [last] if outpaint else list(range(1, last + 1))  # the levels made patch by patch
+    if ranks.is_main:
+        _check_disk_space(config, out, stitched, lossless=quality is None)
     state = SampleState.open(out, settings) if ranks.is_main else None
     _barrier(ranks)
     if state is None:
-        state = SampleState(out.with_name(f".{out.name}.work"))
+        state = SampleState(SampleState.workdir_for(out))
     resumed, started = state.resumed, time.perf_counter()
-    last = len(config.levels) - 1
     image0, previous, levels = None, None, []
     if not outpaint:
         level0_made_now = level0 is None and not state.level0_path().exists()
@@ -288,7 +292,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
         levels.append({"level": 0, "grid": 1, "size": config.patch_px, "patches": 1, "waves": 1,
                        "model_calls": int(level0_made_now)})
     pending = state.pending() if ranks.is_main else None
-    for level in ([last] if outpaint else range(1, last + 1)):
+    for level in stitched:
         canvas = _canvas(state, config, level, ranks)
         if pending is not None and pending[0][0] == level:  # a batch that was being written when the run died
             apply_blocks(canvas, pending[1], pending[2])
@@ -303,13 +307,13 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
         return {}
     if not outpaint:
         Image.fromarray(image0).save(out.with_suffix(".level0.png"))
-    for level in ([] if outpaint else range(1, last)):
+    for level in stitched[:-1]:
         with DiskCanvas.open(state.canvas_path(level)) as canvas:
             Image.fromarray(canvas.read(0, 0, canvas.width, canvas.height)).save(out.with_suffix(f".level{level}.png"))
     with DiskCanvas.open(state.canvas_path(last)) as canvas:
         info = write_pyramid(canvas, out, quality=quality, overwrite=overwrite, progress=progress)
-    manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
-                "batch_size": batch_size, "blend_px": blend, "white_skip": white_skip, "resumed": resumed,
+    manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler,
+                "backend": backend.name, "batch_size": batch_size, "blend_px": blend, "white_skip": white_skip, "resumed": resumed,
                 "world_size": ranks.world_size, "levels": levels,
                 "model_calls": sum(entry["model_calls"] for entry in levels),
                 "pyramid": info.as_dict(), "seconds": round(time.perf_counter() - started, 2)}
@@ -317,6 +321,20 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     state.remove()
     _barrier(ranks)
     return manifest
+
+
+def _check_disk_space(config: URCDMConfig, out: Path, stitched: list[int], lossless: bool) -> None:
+    """Before any work: a slide that runs out of disk at its last level has wasted hours."""
+    raw = [3 * LevelGrid.of(config, level).size ** 2 for level in stitched]
+    # every level canvas written in full, then the pyramid: its reduced levels (a third of the last
+    # level) and a pessimistic file size, as the pyramid writer estimates them
+    needed = sum(raw) + raw[-1] * (0.34 + (0.6 if lossless else 0.15))
+    workdir = SampleState.workdir_for(out)
+    already = sum(p.stat().st_blocks * 512 for p in workdir.glob("level*.canvas")) if workdir.is_dir() else 0
+    free = shutil.disk_usage(out.parent).free
+    if needed - already > free:
+        raise UserError(f"{out.parent}: not enough disk space to sample this slide (needs about "
+                        f"{(needed - already) / 1e9:.1f} GB more, {free / 1e9:.1f} GB free)")
 
 
 def _canvas(state: SampleState, config: URCDMConfig, level: int, ranks: Ranks) -> DiskCanvas:
