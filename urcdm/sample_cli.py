@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -128,8 +129,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _sampled_config(slide: Path, config: str | None) -> URCDMConfig:
-    import json
-
     from urcdm.config import from_dict
 
     if config is not None:

@@ -47,7 +47,7 @@ class SeamTally:
         luma = band[..., :3].astype(np.float32) @ LUMA
         across_columns = np.abs(np.diff(luma, axis=1))          # step i-1 -> i sits at column index i - 1
         on_columns = np.zeros(luma.shape[1] - 1, bool)
-        on_columns[self.lines[self.lines < luma.shape[1]] - 1] = True
+        on_columns[self.lines - 1] = True  # bands span the full width
         self._count(across_columns[:, on_columns], across_columns[:, ~on_columns])
         rows = luma if above is None else np.vstack([above, luma])
         first = top if above is None else top - 1               # image row of rows[0]
