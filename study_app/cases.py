@@ -14,9 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
+from study_app.scoring import LABELS as TRUTHS  # one list of answers/truths for the whole app
 from urcdm.errors import UserError
-
-TRUTHS = ("real", "synthetic")
 
 
 @dataclass(frozen=True)

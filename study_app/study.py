@@ -37,9 +37,9 @@ import yaml
 
 from evaluation.crops import CropProtocol
 from study_app.access import is_hashed_secret
+from study_app.scoring import LABELS as TRUTHS
 from urcdm.errors import UserError
 
-TRUTHS = ("real", "synthetic")
 FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 MAX_DISPLAY = 8192
 

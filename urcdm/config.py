@@ -42,6 +42,12 @@ def method_levels(config: "URCDMConfig", method: str) -> list[int]:
     return list(range(last + 1)) if method == "urcdm" else [last]
 
 
+def check_level(config: "URCDMConfig", method: str, level: int, name: str = "level") -> None:
+    levels = method_levels(config, method)
+    if level not in levels:
+        raise UserError(f"{name} must be in {', '.join(map(str, levels))} for method {method}, got {level}")
+
+
 def has_context(method: str, level: int) -> bool:
     return method == "urcdm" and level > 0
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from urcdm.config import URCDMConfig, has_context, method_levels
+from urcdm.config import URCDMConfig, check_level, has_context
 from urcdm.errors import UserError
 from urcdm.slides import Slide, SlideTissueMask, open_slide
 
@@ -153,9 +153,7 @@ class LevelWindows:
 
     @classmethod
     def of(cls, config: URCDMConfig, level: int, method: str = "urcdm") -> "LevelWindows":
-        levels = method_levels(config, method)
-        if level not in levels:
-            raise UserError(f"--level must be in {', '.join(map(str, levels))} for method {method}, got {level}")
+        check_level(config, method, level, "--level")
         context = config.levels[level - 1].span if has_context(method, level) else None
         return cls(config.patch_px, config.levels[level].span, context, tuple(config.fill_rgb))
 

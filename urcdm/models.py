@@ -19,7 +19,7 @@ from typing import Mapping
 
 import torch
 
-from urcdm.config import URCDMConfig, from_dict, has_context, method_levels
+from urcdm.config import URCDMConfig, check_level, from_dict, has_context
 from urcdm.errors import UserError
 from urcdm.imagen_compat import import_imagen
 
@@ -50,9 +50,7 @@ def _null_unet(index: int):
 def build_imagen(config: URCDMConfig, level: int, only: int | None = None, sampling: bool = False,
                  method: str = "urcdm"):
     """The level's cascade; ``only``: build just that unet (training), placeholders elsewhere."""
-    levels = method_levels(config, method)
-    if level not in levels:
-        raise UserError(f"level must be in {', '.join(map(str, levels))} for method {method}, got {level}")
+    check_level(config, method, level)
     if only is not None and not 0 <= only < len(config.unets):
         raise UserError(f"unet must be in 0..{len(config.unets) - 1}, got {only}")
     unets = [build_unet(config, level, i, method) if only in (None, i) else _null_unet(i) for i in range(len(config.unets))]

@@ -139,8 +139,8 @@ class LevelSampler:
         weights = [blend_weights(known_mask(grid, p, self.before[p]), self.blend) for p in batch]
         keep = np.stack([k for k, _ in weights])
         seeds = [patch_seed(self.seed, self.level, grid.index(p)) for p in batch]
-        skip = np.array([self.white_skip and contexts is not None and is_mostly_glass(contexts[i], self.config.white_threshold)
-                         for i in range(len(batch))])
+        skip = np.zeros(len(batch), bool) if contexts is None or not self.white_skip else \
+            np.array([is_mostly_glass(c, self.config.white_threshold) for c in contexts])
         new = np.empty_like(known)
         for chosen, backend in ((~skip, self.backend), (skip, self.fill_backend)):
             if chosen.any():
