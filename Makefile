@@ -42,6 +42,8 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/bench_pyramid.py
 	$(PY) benchmarks/bench_eval.py
+	$(PY) benchmarks/bench_pfid_law.py
+	$(PY) benchmarks/bench_preprocessing.py
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_study.py
 	$(PY) benchmarks/bench_train.py

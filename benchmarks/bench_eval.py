@@ -2,9 +2,11 @@
 
 Sections (``--only`` takes a comma-separated subset; each is a key of the printed JSON object):
 
-- ``crops_8192``      an 8192^2 JPEG pyramid; N pFID crops (patch 256 -> 299) read a) one by one with
-                      ``read_crop``, b) through ``CropDataset`` + DataLoader, c) the whole-image way
-                      (anyres-gan: the full image in memory, resized by 256/s for every crop of side s).
+- ``crops_8192``      an 8192^2 JPEG pyramid; N pFID crops (patch 256, fed as read) read a) one by one
+                      with ``read_crop``, b) through ``CropDataset`` + DataLoader, c) the whole-image
+                      way (anyres-gan: the full image in memory, resized whole to u for every patch),
+                      d) one by one under the legacy law (crop side uniform, resized on to 299), the
+                      rate before anyres-gan's law was followed.
 - ``crops_41344``     the same a) and b) on a 41344^2 pyramid (the paper's output size; ~850 MB, deleted after).
 - ``inception_cpu``   images/s of the Inception graph (random weights) on CPU.
 - ``end_to_end_cpu``  ``extract_features`` on CPU, next to the reading-only rate.
@@ -39,12 +41,13 @@ from evaluation.crops import CropProtocol, sample_crops
 from evaluation.extraction import extract_features
 from evaluation.features import load_extractor
 from evaluation.inputs import open_images
-from evaluation.reading import CropDataset, read_crop, resize_square
+from evaluation.reading import CropDataset, read_crop
 from urcdm.pyramid import DiskCanvas, write_pyramid
 from urcdm.slides import open_slide
 
 SECTIONS = ("crops_8192", "crops_41344", "inception_cpu", "end_to_end_cpu", "inception_gpu", "end_to_end_gpu")
-PROTOCOL = CropProtocol(mode="pfid", patch_size=256, image_size=299)
+PROTOCOL = CropProtocol(mode="pfid", patch_size=256, image_size=256)
+LEGACY_PROTOCOL = CropProtocol(mode="pfid", patch_size=256, image_size=299)  # read at 256, then bicubic to 299
 SEED = 0
 PATCH, STRIDE = 1024, 896  # the sampler's level-2 grid, as in bench_pyramid
 
@@ -110,16 +113,25 @@ def plan_crops(path: str, n: int) -> np.ndarray:
     return sample_crops(images, PROTOCOL, n, SEED)
 
 
+def legacy_crops(path: str, n: int) -> np.ndarray:
+    """Crops under the legacy law: side uniform in [P, S], uniform position, no frame."""
+    (image,), _ = open_images([Path(path)])
+    rng = np.random.default_rng(SEED)
+    sizes = rng.integers(PROTOCOL.patch_size, min(image.width, image.height) + 1, size=n)
+    xs, ys = (rng.integers(0, extent - sizes + 1) for extent in (image.width, image.height))
+    return np.stack([np.zeros(n), xs, ys, sizes], axis=1).astype(np.float64)
+
+
 # -- the measured methods; each runs in a child process (see run_child) -------------------------------
 
-def method_single(path: str, n: int, **_) -> dict:
-    crops = plan_crops(path, n)
+def method_single(path: str, n: int, legacy: bool = False, **_) -> dict:
+    crops, protocol = (legacy_crops(path, n), LEGACY_PROTOCOL) if legacy else (plan_crops(path, n), PROTOCOL)
     with open_slide(path) as slide:
-        read_crop(slide, crops[0], PROTOCOL)  # the first read pays for the decoder's tables
+        read_crop(slide, crops[0], protocol)  # the first read pays for the decoder's tables
         baseline = start_rss_window()
         started = time.perf_counter()
         for crop in crops:
-            read_crop(slide, crop, PROTOCOL)
+            read_crop(slide, crop, protocol)
         seconds = time.perf_counter() - started
     return {"crops": n, "seconds": round(seconds, 2), "crops_per_s": round(n / seconds, 1), **rss_figures(baseline)}
 
@@ -140,7 +152,7 @@ def method_loader(path: str, n: int, workers: int, batch: int, **_) -> dict:
 
 
 def method_whole(path: str, n: int, **_) -> dict:
-    """The whole-image pFID crop: resize the WHOLE image by 256/s, then cut the 256^2 patch.
+    """The whole-image pFID crop: resize the WHOLE (square) image to u, then cut the 256^2 patch.
 
     anyres-gan's ImagePatchDataset decodes the image again for every item, so its per-crop cost is
     load + resize; ``crops_per_s_in_memory`` is the kinder variant that keeps one decoded image.
@@ -154,12 +166,12 @@ def method_whole(path: str, n: int, **_) -> dict:
     load_s = time.perf_counter() - started
     patch = PROTOCOL.patch_size
     started = time.perf_counter()
-    for _, x, y, size in crops:
+    assert width == height  # the benchmark pyramids are square: the square cut is the whole image
+    for _, x, y, size, *_frame in crops:
         scale = patch / size
         resized = whole.resize((round(width * scale), round(height * scale)), Image.Resampling.LANCZOS)
         left, top = round(x * scale), round(y * scale)
-        pixels = np.asarray(resized.crop((left, top, left + patch, top + patch)))
-        resize_square(pixels, PROTOCOL.image_size)  # then to 299, as read_crop does
+        np.asarray(resized.crop((left, top, left + patch, top + patch)))
     seconds = time.perf_counter() - started
     return {"crops": n, "load_s": round(load_s, 2), "seconds": round(seconds, 2),
             "crops_per_s": round(n / (seconds + n * load_s), 3), "crops_per_s_in_memory": round(n / seconds, 3),
@@ -184,6 +196,7 @@ def crops_section(path: Path, built: dict, args, whole: bool) -> dict:
     result["protocol"] = PROTOCOL.describe()
     result["ours_single"] = run_child("single", path=str(path), n=args.n)
     result["ours_dataloader"] = run_child("loader", path=str(path), n=args.n, workers=2, batch=64)
+    result["legacy_law_single"] = run_child("single", path=str(path), n=args.n, legacy=True)
     if whole:
         result["whole_image"] = run_child("whole", path=str(path), n=args.whole_n)
         ours, theirs = result["ours_single"]["crops_per_s"], result["whole_image"]

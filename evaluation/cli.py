@@ -39,8 +39,11 @@ def _add_crop_options(parser: argparse.ArgumentParser, command: str) -> None:
     group = parser.add_argument_group("crops")
     group.add_argument("--n", type=int, default=None, help="crops (or whole images) per side; default 50000, 10000 for whole images")
     group.add_argument("--patch-size", type=int, default=256, help="crop side in output pixels (default 256)")
-    group.add_argument("--min", dest="min_size", type=int, default=None, help="pfid: smallest crop side in image pixels (default: patch size)")
-    group.add_argument("--max", dest="max_size", type=int, default=None, help="pfid: largest crop side (default: the image's shorter side)")
+    group.add_argument("--min", dest="min_size", type=int, default=None,
+                       help="pfid: smallest side m the (square-cut) image is resized to, as in anyres-gan's "
+                            "fid-patch{P}-min{m}max{M} (default: the patch size)")
+    group.add_argument("--max", dest="max_size", type=int, default=None,
+                       help="pfid: largest resized-image side M; 0 or unset: the image's own shorter side (never upsampled)")
     if command != "pfid":
         scale = group.add_mutually_exclusive_group()
         scale.add_argument("--whole", action="store_true", help="whole images (centred square), one per image")
@@ -56,7 +59,10 @@ def _add_extractor_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("features")
     group.add_argument("--extractor", default=STANDARD, help="inception-v3 (default), inception-v3-random, or module:factory")
     group.add_argument("--weights", default=None, help="Inception weights file (else $URCDM_INCEPTION_WEIGHTS, the torch hub cache, or download)")
-    group.add_argument("--image-size", type=int, default=None, help="resize crops to S x S for the extractor (default: its input size)")
+    group.add_argument("--image-size", type=int, default=None,
+                       help="resize crops to S x S before the extractor (default: crops as read for the FID Inception, "
+                            "which resizes internally as anyres-gan's does; else the plug-in's input_size; whole "
+                            "images: the network's input size, 299 for Inception)")
     group.add_argument("--batch-size", type=int, default=64)
     group.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="crop-reading processes")
     group.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
@@ -123,7 +129,7 @@ def _load(args: argparse.Namespace, ranks):
     extractor = load_extractor(args.extractor, args.weights, device)
     if not extractor.standard and ranks.is_main:
         print(f"note: extractor {extractor.id} is {NOT_COMPARABLE}", file=sys.stderr)
-    image_size = args.image_size or extractor.input_size or args.patch_size
+    image_size = args.image_size or extractor.default_image_size(_mode(args), args.patch_size)
     return extractor, _options(args, _protocol(args, image_size), ranks)
 
 

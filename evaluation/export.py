@@ -16,13 +16,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from evaluation.pipeline import CropPlan
-from evaluation.crops import CropProtocol
+from evaluation.crops import CROP_COLUMNS, CropProtocol, plain_numbers
 from evaluation.reading import CropDataset
 from urcdm.pyramid.writer import umask_permissions
 from urcdm.errors import OutputExistsError, SlideError, UserError
 
 MANIFEST = "manifest.csv"
-MANIFEST_COLUMNS = ("file", "source", "image", "x", "y", "size", "pixels", "mode", "level", "mpp", "seed")
+MANIFEST_COLUMNS = ("file", "source", *CROP_COLUMNS, "pixels", "mode", "level", "mpp", "seed")
 
 
 def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrite: bool = False, workers: int = 2) -> Path:
@@ -47,10 +47,10 @@ def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrit
             for index, pixels, message in tqdm(loader, total=len(dataset), desc="exporting crops", unit="crop", leave=False):
                 if message:
                     raise SlideError(message)
-                image, x, y, size = (int(v) for v in plan.crops[index])
+                crop = plain_numbers(plan.crops[index])
                 name = f"crop-{index:0{width}d}.png"
                 Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(temp / name)
-                writer.writerow((name, plan.images[image].path, image, x, y, size, native.read_size, protocol.mode,
+                writer.writerow((name, plan.images[crop[0]].path, *crop, native.read_size, protocol.mode,
                                  "" if protocol.level is None else protocol.level,
                                  "" if protocol.mpp is None else protocol.mpp, plan.seed))
         if out_dir.exists():

@@ -7,7 +7,8 @@ An extractor is anything that maps a uint8 tensor (B, 3, H, W) to float features
 
 A plug-in ``package.module:factory`` names a callable returning such an extractor (a pathology
 foundation model, CLIP, ...). If the factory accepts ``device`` it is passed; an ``input_size``
-attribute on the extractor sets the default ``--image-size``; an ``extractor_id`` attribute is
+attribute on the extractor sets the default ``--image-size``; ``resizes_internally = True`` says
+it takes any size and resizes itself, so crops reach it as read; an ``extractor_id`` attribute is
 recorded in the statistics (default: the spec itself).
 """
 
@@ -34,6 +35,18 @@ class Extractor:
     input_size: int | None     # the network's own input size, the default --image-size
     standard: bool             # numbers comparable to published FIDs
     device: torch.device
+    resizes_internally: bool = False  # takes any size and resizes to input_size itself
+
+    def default_image_size(self, mode: str, patch_size: int) -> int:
+        """What crops are resized to before the network, unless --image-size says otherwise.
+
+        A network that resizes internally gets crops as read, the way anyres-gan feeds its P x P
+        patches to the FID Inception (whose TF1-style bilinear resize to 299 happens inside).
+        Whole images are resized by us, antialiased, to the network's input size.
+        """
+        if mode != "whole" and self.resizes_internally:
+            return patch_size
+        return self.input_size or patch_size
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
@@ -68,7 +81,7 @@ def load_extractor(spec: str, weights: str | None = None, device: torch.device |
             module, ident = InceptionV3Features(str(path)), f"inception-v3@sha256:{sha256_of(path)[:16]}"
         else:
             module, ident = InceptionV3Features(None, random_weights=True), "inception-v3-random@seed0"
-        return Extractor(ident, module.to(device), INPUT_SIZE, spec == STANDARD, device)
+        return Extractor(ident, module.to(device), INPUT_SIZE, spec == STANDARD, device, resizes_internally=True)
     if ":" not in spec:
         raise UserError(f"--extractor {spec}: not a built-in ({', '.join(BUILTINS)}) nor a module:factory plug-in")
     if weights:
@@ -92,4 +105,5 @@ def _load_plugin(spec: str, device: torch.device) -> Extractor:
     if isinstance(fn, torch.nn.Module):
         fn = fn.to(device).eval()
     ident = str(getattr(fn, "extractor_id", spec))
-    return Extractor(ident, fn, getattr(fn, "input_size", None), False, device)
+    return Extractor(ident, fn, getattr(fn, "input_size", None), False, device,
+                     resizes_internally=bool(getattr(fn, "resizes_internally", False)))

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from evaluation.crops import CropProtocol
+from evaluation.crops import CropProtocol, crop_frame
 from urcdm.slides import Slide, open_slide
 
 _OPEN_SLIDES = 8
@@ -32,10 +32,10 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
 
 
-def read_crop(slide: Slide, crop: Sequence[int], protocol: CropProtocol) -> np.ndarray:
-    """One crop as RGB uint8 (image_size, image_size, 3)."""
-    _, x, y, size = (int(v) for v in crop)
-    pixels = slide.read_region(x, y, size, size, out_size=(protocol.read_size, protocol.read_size))
+def read_crop(slide: Slide, crop: Sequence[float], protocol: CropProtocol) -> np.ndarray:
+    """One crop-table row (see ``CROP_COLUMNS``) as RGB uint8 (image_size, image_size, 3)."""
+    _, x, y, size = (float(v) for v in crop[:4])
+    pixels = slide.read_region(x, y, size, size, out_size=(protocol.read_size, protocol.read_size), within=crop_frame(crop))
     return resize_square(pixels, protocol.image_size)
 
 
@@ -48,7 +48,7 @@ class CropDataset(Dataset):
 
     def __init__(self, paths: Sequence[str], crops: np.ndarray, protocol: CropProtocol):
         self.paths = list(paths)
-        self.crops = np.asarray(crops, dtype=np.int64)
+        self.crops = np.asarray(crops, dtype=np.float64)
         self.protocol = protocol
         self._slides: OrderedDict[int, Slide] = OrderedDict()
 
@@ -70,7 +70,7 @@ class CropDataset(Dataset):
         try:
             pixels = read_crop(self._slide(int(crop[0])), crop, self.protocol)
         except Exception as exc:  # reported by the caller with the file name
-            message = f"{self.paths[int(crop[0])]}: crop at ({crop[1]}, {crop[2]}) size {crop[3]}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            message = f"{self.paths[int(crop[0])]}: crop at ({crop[1]:g}, {crop[2]:g}) size {crop[3]:g}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             return index, torch.zeros((3, size, size), dtype=torch.uint8), message
         return index, torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), ""
 

@@ -19,6 +19,7 @@ def result_dict(metrics: dict, real: FeatureStats, fake: FeatureStats, extractor
         **metrics,
         "n_real": real.n,
         "n_fake": fake.n,
+        "protocol_name": real.protocol.name,
         "protocol": real.protocol.as_dict(),
         "protocol_description": real.protocol.describe(),
         "extractor": extractor_id,

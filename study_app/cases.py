@@ -24,7 +24,7 @@ class Case:
     arm: str
     truth: str
     source: str
-    crop: tuple[int, int, int] | None   # (x, y, size) in level-0 px of the source; None: the whole image
+    crop: tuple[float, ...] | None   # (x, y, size[, frame x, y, w, h]) in level-0 px of the source; None: the whole image
     image_id: str = ""                  # sha256 prefix of the bytes served, filled in when rendered
 
     def as_dict(self) -> dict:

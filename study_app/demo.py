@@ -45,7 +45,8 @@ def build_demo(out: Path, fresh: bool = False, repeat: int = 4, crops: int = 8) 
     for name in _ARMS.values():
         write_pyramid(ArraySource(degraded[name]), slides / f"{name}.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
     secret = secrets.token_urlsafe(12)
-    crop_spec = {"n": crops, "mode": "pfid", "size": 512, "min": 512, "max": 1024}
+    # pfid crops of the 2048^2 mosaic, the image resized to a side in [1024, 2048]: 512-1024 px of tissue per case.
+    crop_spec = {"n": crops, "mode": "pfid", "size": 512, "min": 1024}
     study = {
         "title": "Real or synthetic? (demo)",
         "instructions": "Each image is a crop of an immunohistochemistry micrograph. Zoom in with the mouse wheel, "

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from evaluation.crops import plain_numbers
 from evaluation.inputs import list_images, open_images
 from evaluation.pipeline import RunOptions, plan_crops
 from study_app.access import opaque_id
@@ -149,13 +150,14 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
     return PreparedStudy(study, workdir, key, rendered, dropped)
 
 
-def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tuple[int, int, int] | None]]:
-    """(file, crop) pairs: every image of an image source, or the seeded crops of a slide source."""
+def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tuple[float, ...] | None]]:
+    """(file, crop) pairs: every image of an image source, or the seeded crops of a slide source
+    (x, y, size and the frame they are cut from, as in ``evaluation.crops.CROP_COLUMNS``)."""
     if source.crops is None:
         images, _ = open_images(list_images(source.spec), label=label)
         return [(str(Path(image.path).resolve()), None) for image in images]
     plan = plan_crops(source.spec, label, RunOptions(protocol=source.crops, n=source.n, seed=seed))
-    return [(str(Path(plan.images[i].path).resolve()), (int(x), int(y), int(size))) for i, x, y, size in plan.crops]
+    return [(str(Path(plan.images[int(crop[0])].path).resolve()), plain_numbers(crop[1:])) for crop in plan.crops]
 
 
 def _images_present(workdir: Path, manifest: dict, study: Study) -> bool:

@@ -33,9 +33,9 @@ def read_case_pixels(case: Case, size: int) -> np.ndarray:
             width, height = slide.dimensions
             side = min(width, height)
             x, y = (width - side) // 2, (height - side) // 2
-        else:
-            x, y, side = case.crop
-        return slide.read_region(x, y, side, side, out_size=(size, size))
+            return slide.read_region(x, y, side, side, out_size=(size, size), within=(x, y, side, side))
+        x, y, side = case.crop[:3]
+        return slide.read_region(x, y, side, side, out_size=(size, size), within=case.crop[3:7] or None)
 
 
 def encode(rgb: np.ndarray, display: Display) -> bytes:

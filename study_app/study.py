@@ -17,6 +17,8 @@
         synthetic:                                  # or slides plus a crop spec (evaluation crops)
           slides: samples/*.tiff
           crops: {n: 40, level: 2, size: 1024, min_tissue: 0.5}
+          # or {n: 40, mode: pfid, size: 1024, min: 2048}: urcdm-eval's pfid law, min/max the
+          # sides the image is resized to (here: 1024 px cut from the image shrunk to 2048 px or more)
     access:
       readers:                                      # or `open: true` (any reader id)
         - {id: path-01, code: "scrypt:..."}         # `urcdm-study hash-secret`; plain codes also work

@@ -69,9 +69,22 @@ def test_mismatched_and_mean_only_statistics(tiles, tmp_path, capsys):
     assert "patch_size 256 vs 128" in _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", "--patch-size", "128", *TINY])
     assert "extractor" in _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", "--image-size", "64",
                                           "--extractor", "tiny_extractors:nan_features", "--workers", "0"])
+    _legacy_copy(stats, tmp_path / "legacy.npz")
+    message = _error(capsys, ["pfid", str(tmp_path / "legacy.npz"), str(tiles[1]), "--n", "40", *TINY])
+    assert "earlier urcdm-eval" in message and "crop side uniform" in message and "recompute" in message
     assert "needs the features" in _error(capsys, ["kid", str(stats), str(tiles[1]), "--n", "40", *TINY])
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     assert "not a urcdm-eval statistics file" in _error(capsys, ["pfid", str(tmp_path / "junk.npz"), str(stats), *TINY])
+
+
+def _legacy_copy(stats: Path, target: Path) -> None:
+    """The statistics as an earlier urcdm-eval wrote them: no sampling law in the header."""
+    with np.load(stats) as data:
+        arrays = {key: data[key] for key in data.files}
+    header = json.loads(str(arrays["header"]))
+    del header["protocol"]["sampling"]
+    arrays["header"] = np.array(json.dumps(header))
+    np.savez(target, **arrays)
 
 
 def test_existing_output_is_never_overwritten(tiles, tmp_path, capsys):
@@ -100,12 +113,13 @@ def test_crops_export_png_and_manifest(real_data, tmp_path, capsys):
     out = tmp_path / "crops"
     assert main(["crops", str(slide), "-o", str(out), "--n", "6", "--patch-size", "128", "--workers", "0"]) == 0
     rows = [line.split(",") for line in (out / "manifest.csv").read_text().split()]
-    assert rows[0][:6] == ["file", "source", "image", "x", "y", "size"] and len(rows) == 7
+    assert rows[0][:10] == ["file", "source", "image", "x", "y", "size", "frame_x", "frame_y", "frame_w", "frame_h"]
+    assert len(rows) == 7
     with open_slide(slide) as opened:
         for row in rows[1:]:
             pixels = np.asarray(Image.open(out / row[0]))
             assert pixels.shape == (128, 128, 3)
-            crop = (0, int(row[3]), int(row[4]), int(row[5]))
+            crop = [float(v) for v in row[2:10]]  # the manifest alone reproduces the crop
             assert np.array_equal(pixels, read_crop(opened, crop, CropProtocol(patch_size=128, image_size=128)))
     capsys.readouterr()
     assert "already exists" in _error(capsys, ["crops", str(slide), "-o", str(out), "--n", "6"])
@@ -116,7 +130,9 @@ def test_random_inception_runs_end_to_end(tiles, capsys):
                  "--extractor", "inception-v3-random", "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert result["extractor"].startswith("inception-v3-random") and result["protocol"]["image_size"] == 299
+    # The FID Inception resizes internally (TF1 bilinear, as anyres-gan's detector): patches reach it as read.
+    assert result["extractor"].startswith("inception-v3-random") and result["protocol"]["image_size"] == 256
+    assert result["protocol_name"] == "patch256-min256max0" and result["protocol"]["sampling"] == "anyres-gan"
     assert result["pfid"] > 0 and "not with published FIDs" in captured.err
 
 

@@ -24,11 +24,14 @@ def _reference_features(npz_path, patch, image_size):
     with np.load(npz_path) as data:
         header, crops = json.loads(str(data["header"])), data["crops"]
     extractor, images, batch = colour_texture(), {}, []
-    for index, x, y, size in crops:
-        path = header["images"][index]
+    for index, x, y, size, frame_x, frame_y, frame_w, frame_h in crops:
+        path = header["images"][int(index)]
         if path not in images:
             images[path] = Image.open(path).convert("RGB")
-        crop = images[path].resize((patch, patch), Image.Resampling.LANCZOS, box=(x, y, x + size, y + size))
+        # The frame alone, as anyres-gan resizes the square it cut, then the crop's exact box in it.
+        frame = images[path].crop((int(frame_x), int(frame_y), int(frame_x + frame_w), int(frame_y + frame_h)))
+        box = (x - frame_x, y - frame_y, x - frame_x + size, y - frame_y + size)
+        crop = frame.resize((patch, patch), Image.Resampling.LANCZOS, box=box)
         crop = crop.resize((image_size, image_size), Image.Resampling.BICUBIC)
         batch.append(torch.from_numpy(np.asarray(crop).transpose(2, 0, 1).copy()))
     return extractor(torch.stack(batch)).numpy().astype(np.float64)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks
+from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks, restrict_block
 
 # The colour of empty glass in the authors' data; used wherever a read leaves the slide.
 FILL_RGB = (242, 243, 242)
@@ -96,12 +96,15 @@ class Slide(ABC):
             out[cy - y : cy - y + ch, cx - x : cx - x + cw] = self._read_level(level, cx, cy, cw, ch)
         return out
 
-    def read_region(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int] | None = None) -> np.ndarray:
+    def read_region(self, x: float, y: float, w: float, h: float, out_size: tuple[int, int] | None = None,
+                    within: tuple[float, float, float, float] | None = None) -> np.ndarray:
         """RGB uint8 (out_h, out_w, 3) of the level-0 rectangle (x, y, w, h), resized to ``out_size``.
 
         Reads from the coarsest pyramid level that still has at least the requested resolution and
         resizes with antialiasing (Lanczos), block by block so memory stays bounded. Anything
-        outside the slide is filled with ``FILL_RGB``.
+        outside the slide is filled with ``FILL_RGB``. ``within`` (level-0 x, y, w, h, containing
+        the region) is where the image is taken to end: the filter is renormalised at its edges,
+        as when that rectangle alone is resized, instead of reaching past it into the slide or glass.
         """
         if w <= 0 or h <= 0:
             raise ValueError(f"region size must be positive, got {w} x {h}")
@@ -117,8 +120,16 @@ class Slide(ABC):
         if _is_identity(src, out_w, out_h):
             return self.read_level_window(level, int(src[0]), int(src[1]), out_w, out_h)
 
+        bounds = None
+        if within is not None:
+            # Outward to whole pixels of this level (a tolerance keeps float noise from adding one).
+            wx, wy, ww, wh = within
+            bounds = (math.floor(wx / scale + 1e-6), math.floor(wy / scale + 1e-6),
+                      math.ceil((wx + ww) / scale - 1e-6), math.ceil((wy + wh) / scale - 1e-6))
         out = np.empty((out_h, out_w, 3), dtype=np.uint8)
         for block in plan_blocks(src, (out_w, out_h)):
+            if bounds is not None:
+                block = restrict_block(block, bounds)
             window = self.read_level_window(level, block.src_x, block.src_y, block.src_w, block.src_h)
             resized = Image.fromarray(window).resize((block.out_w, block.out_h), Image.Resampling.LANCZOS, box=block.box)
             out[block.out_y : block.out_y + block.out_h, block.out_x : block.out_x + block.out_w] = np.asarray(resized)

@@ -4,7 +4,7 @@ block needs. No I/O here, so it is tested in microseconds and shared by every sl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 # Lanczos (PIL's LANCZOS, a=3) reaches 3 source pixels per output pixel, scaled up when downsampling.
@@ -100,6 +100,24 @@ def plan_blocks(
                 )
             )
     return blocks
+
+
+def restrict_block(block: Block, bounds: tuple[int, int, int, int]) -> Block:
+    """The block with its source window cut to ``bounds`` (x0, y0, x1, y1, level coordinates).
+
+    PIL renormalises the filter at the edges of the image it is given, so a window cut at the
+    bounds resamples exactly as if the bounded rectangle alone had been resized (anyres-gan resizes
+    a square cut of each image); without the cut, the filter would reach past it.
+    """
+    x0, y0 = max(block.src_x, bounds[0]), max(block.src_y, bounds[1])
+    x1, y1 = min(block.src_x + block.src_w, bounds[2]), min(block.src_y + block.src_h, bounds[3])
+    dx, dy = x0 - block.src_x, y0 - block.src_y
+    left, top, right, bottom = (block.box[0] - dx, block.box[1] - dy, block.box[2] - dx, block.box[3] - dy)
+    tolerance = 1e-6  # float noise on a region that ends exactly at the bounds
+    if x1 <= x0 or y1 <= y0 or min(left, top) < -tolerance or right > x1 - x0 + tolerance or bottom > y1 - y0 + tolerance:
+        raise ValueError(f"region reaches outside its bounds {bounds}")
+    box = (max(left, 0.0), max(top, 0.0), min(right, x1 - x0), min(bottom, y1 - y0))
+    return replace(block, src_x=x0, src_y=y0, src_w=x1 - x0, src_h=y1 - y0, box=box)
 
 
 def clip_window(x: int, y: int, w: int, h: int, width: int, height: int) -> tuple[int, int, int, int] | None:
