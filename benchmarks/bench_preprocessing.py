@@ -5,8 +5,8 @@ weights can be downloaded here); torch-fidelity and clean-fid run their own pipe
 folders, with that network plugged in. Images: square tissue regions of the real slides in
 ``../shared/data`` against the same regions blurred (sigma 1.5 px). Sections:
 
-- ``whole``  FID over whole 1024^2 images: ours (the square read at 299 with Lanczos, the filter
-             stopped at its edges), ours before (the filter reached past the edges into glass),
+- ``whole``  FID over whole 1024^2 images: ours (the square read at 299 with PIL bicubic, the
+             filter stopped at its edges), ours with ``--image-size 1024`` (fed as they are),
              torch-fidelity (raw 1024^2 uint8 into the network, which resizes with TF1 bilinear),
              clean-fid "clean" (PIL bicubic in float to 299, no uint8 rounding) and the same
              rounded to uint8.
@@ -147,9 +147,10 @@ def whole_section(real: Path, fake: Path, extractor, weights: Path, batch: int) 
     protocol = CropProtocol(mode="whole", image_size=299)
     count = len(list(real.glob("*.png")))
     result = {"protocol": protocol.name, "n": count,
-              "ours": {"fid": ours_fid(real, fake, protocol, extractor, count, batch), "resize": "Lanczos to 299 from the square, uint8"}}
-    arrays = folder_arrays(real)
-    ours_inputs = np.stack([np.asarray(Image.fromarray(a).resize((299, 299), Image.Resampling.LANCZOS)).astype(np.float32) for a in arrays])
+              "ours": {"fid": ours_fid(real, fake, protocol, extractor, count, batch), "resize": "PIL bicubic to 299 from the square, uint8"},
+              "ours_image_size_1024": {"fid": ours_fid(real, fake, protocol.with_image_size(1024), extractor, count, batch),
+                                       "resize": "none (--image-size 1024): inside the network, TF1 bilinear"}}
+    ours_inputs = network_inputs(folder_arrays(real), "bicubic_uint8")
     log("whole: torch-fidelity and clean-fid")
     result |= methods_on_folders(real, fake, extractor, weights, (ours_inputs,), batch)
     return _with_differences(result)

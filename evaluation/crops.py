@@ -11,7 +11,9 @@ filter stops at its edges, as it does at the edges of an image resized whole):
   gives a P x P patch at a uniform integer position. ``m`` and ``M`` bound the *resized image*, not
   the crop: the footprint in source pixels is P * S / u, so most patches are downsampled little.
   The patch is read straight from the pyramid level that matches it, never by resizing the image.
-- ``whole`` — each image once, its centred square (FID-10k on 1024^2 low-resolution outputs).
+- ``whole`` — each image once, its centred square read at ``image_size`` with PIL bicubic, as
+  clean-fid resizes (FID-10k on 1024^2 low-resolution outputs); ``image_size`` equal to the images'
+  own size feeds them as they are, so the network resizes them as torch-fidelity's pipeline does.
 - ``fixed`` — random crops at one magnification: a URCDM level (``level``) or a physical
   resolution (``mpp``), e.g. FID at each of the three levels.
 
@@ -93,6 +95,12 @@ class CropProtocol:
         return self.image_size if self.mode == "whole" else self.patch_size
 
     @property
+    def resample(self) -> str:
+        """The filter crops are read with: Lanczos (anyres-gan's) for crops, and for whole images
+        PIL's bicubic, clean-fid's "clean" resize (identical up to clean-fid's float output)."""
+        return "bicubic" if self.mode == "whole" else "lanczos"
+
+    @property
     def name(self) -> str:
         """The protocol's short name; for pfid anyres-gan's metric name (M = 0: each image's own size)."""
         if self.mode == "pfid":
@@ -116,8 +124,11 @@ class CropProtocol:
         return replace(self, image_size=image_size)
 
     def describe(self) -> str:
-        fed = f"{self.image_size}px" if self.image_size != self.read_size else f"{self.read_size}px as read"
-        text = f"{self.mode} {self.name} -> {fed}"
+        if self.mode == "whole":
+            text = f"whole images (centred square) -> {self.image_size}px, bicubic"
+        else:
+            fed = f"{self.image_size}px" if self.image_size != self.read_size else f"{self.read_size}px as read"
+            text = f"{self.mode} {self.name} -> {fed}"
         return text + (f", tissue >= {self.min_tissue:g}" if self.min_tissue else "")
 
     def differences(self, other: "CropProtocol") -> list[str]:

@@ -60,6 +60,9 @@ def plan_crops(spec: str, side: str, options: RunOptions) -> CropPlan:
     inputs = fingerprint(image.path for image in images)
     seed = derive_seed(options.seed, inputs)
     crops = sample_crops(images, protocol, options.n, seed, accept)
+    unused = min(len(images), options.n) - len(np.unique(crops[:, 0]))
+    if protocol.mode != "whole" and unused > 0 and options.ranks.is_main:
+        print(f"{side}: {unused} image(s) smaller than {protocol.name} needs were left out", file=sys.stderr)
     return CropPlan(images, crops, seed, inputs, [path for path, _ in bad])
 
 

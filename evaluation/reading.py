@@ -35,7 +35,8 @@ def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
 def read_crop(slide: Slide, crop: Sequence[float], protocol: CropProtocol) -> np.ndarray:
     """One crop-table row (see ``CROP_COLUMNS``) as RGB uint8 (image_size, image_size, 3)."""
     _, x, y, size = (float(v) for v in crop[:4])
-    pixels = slide.read_region(x, y, size, size, out_size=(protocol.read_size, protocol.read_size), within=crop_frame(crop))
+    pixels = slide.read_region(x, y, size, size, out_size=(protocol.read_size, protocol.read_size), within=crop_frame(crop),
+                               resample=protocol.resample)
     return resize_square(pixels, protocol.image_size)
 
 

@@ -157,3 +157,11 @@ def test_torchrun_two_ranks_equal_one_process(tiles, tmp_path):
         assert np.array_equal(one["crops"], two["crops"])
         np.testing.assert_allclose(two["features"], one["features"], rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(two["cov"], one["cov"], rtol=1e-6, atol=1e-10)
+
+
+def test_images_too_small_for_the_patch_are_named_as_left_out(real_data, tiles, tmp_path, capsys):
+    listing = tmp_path / "mixed.txt"
+    listing.write_text(tiles[0].read_text() + f"{real_data / 'slides' / 'cmu-1-small-region.svs'}\n")
+    assert main(["stats", str(listing), "-o", str(tmp_path / "s.npz"), "--n", "30", "--patch-size", "600", *TINY]) == 0
+    tile_count = len(tiles[0].read_text().split())
+    assert f"input: {tile_count} image(s) smaller than patch600-min600max0 needs were left out" in capsys.readouterr().err
