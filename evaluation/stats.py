@@ -109,7 +109,8 @@ class FeatureStats:
                             f"uniform in [min, max], images in balanced turns); recompute the statistics")
         differences = protocol.differences(self.protocol)
         if differences:
-            raise UserError(f"{name}: crop protocol differs from this run ({'; '.join(differences)}; stats vs run); "
+            raise UserError(f"{name}: crop protocol {self.protocol.name} differs from this run's {protocol.name} "
+                            f"({'; '.join(differences)}; stats vs run); "
                             f"pass the same crop options or recompute the statistics")
         if self.extractor != extractor:
             raise UserError(f"{name}: computed with extractor {self.extractor}, this run uses {extractor}; recompute the statistics")
