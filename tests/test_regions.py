@@ -1,6 +1,6 @@
 import pytest
 
-from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks
+from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks, restrict_block
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,14 @@ def test_infer_downsample_recovers_integer_factors_from_rounded_sizes():
     assert infer_downsample((1500, 1900), (188, 238)) == 8.0  # ceil, as our writer does
     assert infer_downsample((1000, 1000), (1000, 1000)) == 1.0
     assert infer_downsample((1000, 900), (300, 300)) == (1000 / 300 + 3) / 2  # no integer explains it
+
+
+def test_restrict_block_cuts_the_window_at_the_bounds_and_keeps_the_box_in_place():
+    (block,) = plan_blocks((100.0, 50.5, 164.0, 114.5), (32, 32))
+    cut = restrict_block(block, (100, 40, 300, 300))
+    assert (cut.src_x, cut.src_y) == (100, block.src_y) and cut.src_x + cut.src_w == block.src_x + block.src_w
+    # The same source rectangle in absolute coordinates, now starting at the window's left edge.
+    assert cut.src_x + cut.box[0] == pytest.approx(block.src_x + block.box[0]) and cut.box[0] == pytest.approx(0.0)
+    assert cut.src_y + cut.box[1] == pytest.approx(block.src_y + block.box[1])
+    with pytest.raises(ValueError, match="outside its bounds"):
+        restrict_block(block, (110, 40, 300, 300))  # the region itself starts left of the bounds
