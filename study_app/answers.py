@@ -15,6 +15,13 @@ def read_answers(path: str | Path) -> list[Answer]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    try:
+        return _read(path)
+    except (UnicodeDecodeError, csv.Error) as exc:  # binary junk, NUL bytes: not a text CSV at all
+        raise UserError(f"{path}: not a UTF-8 CSV text file ({str(exc).splitlines()[0]})") from None
+
+
+def _read(path: Path) -> list[Answer]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in REQUIRED if column not in (reader.fieldnames or [])]

@@ -41,7 +41,8 @@ def serve(prepared: PreparedStudy, port: int, address: str) -> int:
         print(f"note: {study.admin_secret_env} is not set, so the organiser view stays closed", file=sys.stderr)
     print(f"reader study: http://{address}:{port}/  ({len(prepared.cases)} cases; answers in {prepared.store_path})",
           file=sys.stderr, flush=True)
-    command = streamlit_command(prepared.entry, port, address)
+    # Absolute before the chdir: a relative study path would no longer lead to the entry from there.
+    command = streamlit_command(prepared.entry.resolve(), port, address)
     os.chdir(prepared.workdir)
     sys.stdout.flush()
     os.execv(command[0], command)

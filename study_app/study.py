@@ -31,6 +31,7 @@ Relative paths are resolved against the study file's folder.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,13 +104,19 @@ class Study:
         return next(arm for arm in self.arms if arm.name == name)
 
     def case_settings(self) -> dict:
-        """Everything that decides which images are shown and how: a change here invalidates the cases."""
+        """Everything that decides which images are shown and how: a change here invalidates the cases.
+
+        Sources are named relative to the study file's folder, so moving a study folder whole keeps
+        its identity.
+        """
+        base = self.path.parent if self.path else None
         return {"seed": self.seed, "display": vars(self.display),
-                "arms": [{"name": a.name, **{t: _source_settings(a.source(t)) for t in TRUTHS}} for a in self.arms]}
+                "arms": [{"name": a.name, **{t: _source_settings(a.source(t), base) for t in TRUTHS}} for a in self.arms]}
 
 
-def _source_settings(source: Source) -> dict:
-    return {"spec": source.spec, "n": source.n, "crops": source.crops.as_dict() if source.crops else None}
+def _source_settings(source: Source, base: Path | None) -> dict:
+    spec = os.path.relpath(source.spec, base) if base is not None and os.path.isabs(source.spec) else source.spec
+    return {"spec": spec, "n": source.n, "crops": source.crops.as_dict() if source.crops else None}
 
 
 class _Fields:
@@ -146,9 +153,12 @@ class _Fields:
 
 
 def load_study(path: str | Path) -> Study:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such study file")
+    given = Path(path)
+    if not given.is_file():
+        raise UserError(f"{given}: no such study file")
+    # Absolute from here on: the study's sources, folder and identity must not depend on the
+    # working folder or on how its path was spelled on the command line.
+    path = given.resolve()
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -43,7 +43,8 @@ def free_port() -> int:
 
 
 class StudyServer:
-    """``urcdm-study run STUDY.yaml --port P`` as a user starts it; can be stopped and started again."""
+    """``urcdm-study run demo/study.yaml --port P`` as a user starts it, from the folder above the
+    study's, with a relative path; can be stopped and started again."""
 
     def __init__(self, study_file: Path, port: int):
         self.study_file, self.port = study_file, port
@@ -51,9 +52,10 @@ class StudyServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
+        where = self.study_file.parent.parent
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "study_app.cli", "run", str(self.study_file), "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            [Path(sys.executable).parent / "urcdm-study", "run", str(self.study_file.relative_to(where)), "--port", str(self.port)],
+            cwd=where, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + WAIT_S
         while True:
             try:

@@ -120,8 +120,18 @@ def test_score_cli_json(tmp_path, capsys):
     ("reader,case,arm,truth,answer\nr1,c1,A,real,real\nr1,c1,A,real,synthetic\n", "answers.csv:3: reader 'r1' answered case 'c1' twice"),
     ("reader,case,arm,truth,answer,confidence\nr1,c1,A,real,real,9\n", "answers.csv:2: confidence '9'"),
     ("reader,case,arm,truth,answer\n", "no answers"),
+    ("", "missing column(s) reader"),
+    ("reader,case,arm,truth,answer\nr1,c1,A,re", "answers.csv:2: empty answer"),
 ])
 def test_score_cli_bad_rows(tmp_path, capsys, text, expected):
     assert main(["score", _csv(tmp_path, text)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_cli_binary_junk(tmp_path, capsys):
+    junk = tmp_path / "answers.csv"
+    junk.write_bytes(bytes(range(256)) * 8)
+    assert main(["score", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a UTF-8 CSV text file" in err and "Traceback" not in err
