@@ -50,7 +50,8 @@ def peak_rss_mb() -> float:
 def build_study(root: Path, slide_size: int, display: int, cases: int) -> Path:
     for name, seed in (("real", 1), ("fake", 2)):
         write_pyramid(NoiseTissue(slide_size, seed), root / f"{name}.tiff", tile=512, quality=90, mpp=0.5, overwrite=True)
-    crops = {"n": cases // 2, "size": display, "mode": "pfid", "min": display, "max": min(slide_size, 2 * display)}
+    # pfid crops covering display..2*display px of the slide: the slide shrunk to a side in [S/2, S].
+    crops = {"n": cases // 2, "size": display, "mode": "pfid", "min": max(display, slide_size // 2), "max": slide_size}
     study = {"title": "bench", "seed": 0, "display": {"size": display, "format": "jpeg", "quality": 92},
              "arms": [{"name": "ARM-1", "real": {"slides": str(root / "real.tiff"), "crops": crops},
                        "synthetic": {"slides": str(root / "fake.tiff"), "crops": crops}}],

@@ -26,6 +26,7 @@ class Case:
     source: str
     crop: tuple[float, ...] | None   # (x, y, size[, frame x, y, w, h]) in level-0 px of the source; None: the whole image
     image_id: str = ""                  # sha256 prefix of the bytes served, filled in when rendered
+    content_id: str = ""                # sha256 prefix of the decoded pixels shown: equal content, equal id
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,12 +74,42 @@ def check_assignable(cases: Sequence[Case], cases_per_reader: int | None, balanc
             raise UserError(f"cases_per_reader: {cases_per_reader} exceeds the {sum(counts.values())} cases of arm {arm!r}")
 
 
+def repeated_content(cases: Sequence[Case]) -> dict[str, list[Case]]:
+    """Content shown by more than one case (content id -> those cases). A reader who saw an image
+    before knows more than its tissue tells: if only real images repeat, "seen before" means real."""
+    groups: dict[str, list[Case]] = {}
+    for case in cases:
+        if case.content_id:
+            groups.setdefault(case.content_id, []).append(case)
+    return {content: group for content, group in groups.items() if len(group) > 1}
+
+
+def check_no_repeats(cases: Sequence[Case], split: bool) -> None:
+    """Refuse a study in which one reader could be shown the same image twice.
+
+    The same content twice within one arm is always refused; across arms only without ``split``
+    (then each reader sees it in one arm only, see ``assign_cases``).
+    """
+    for group in repeated_content(cases).values():
+        arms = [case.arm for case in group]
+        sources = ", ".join(sorted({case.source for case in group}))
+        if len(set(arms)) < len(arms):
+            raise UserError(f"arm {arms[0]!r} shows the same image content more than once ({sources}); remove the duplicates")
+        if not split:
+            raise UserError(f"arms {', '.join(repr(a) for a in arms)} share an image ({sources}), so a reader would see it "
+                            f"twice and recognise it as {group[0].truth}; give each arm its own images, or set "
+                            f"`shared_images: split` to show each shared image to each reader in one arm only")
+
+
 def assign_cases(cases: Sequence[Case], reader: str, seed: int, cases_per_reader: int | None = None,
-                 balance: str = "equal", shared_cases: bool = True) -> list[Case]:
+                 balance: str = "equal", shared_cases: bool = True, split_shared: bool = False) -> list[Case]:
     """The reader's cases in the order they are shown.
 
     ``cases_per_reader`` is per arm (None: all). With ``shared_cases`` the subset is the same for
     every reader (so agreement can be measured on it) and only the order is the reader's own.
+    With ``split_shared``, content that several arms share is shown to this reader in one of them
+    (chosen per reader and image, so across readers every arm gets it); for each case left out, a
+    case of the other truth in that arm goes too when the arm is balanced.
     """
     chosen: list[Case] = []
     subset_rng_seed = (seed,) if shared_cases else (seed, reader)
@@ -94,5 +125,24 @@ def assign_cases(cases: Sequence[Case], reader: str, seed: int, cases_per_reader
         else:
             picks = _rng(*subset_rng_seed, arm).choice(len(in_arm), cases_per_reader, replace=False)
             chosen.extend(in_arm[i] for i in np.sort(picks))
+    if split_shared:
+        chosen = _one_sight_each(chosen, reader, seed, balance)
     order = _rng(seed, "order", reader).permutation(len(chosen))
     return [chosen[i] for i in order]
+
+
+def _one_sight_each(chosen: list[Case], reader: str, seed: int, balance: str) -> list[Case]:
+    repeats = repeated_content(chosen)
+    dropped: set[str] = set()
+    for content, group in sorted(repeats.items()):
+        keep = group[int(_rng(seed, "shared", reader, content).integers(len(group)))]
+        for case in group:
+            if case is keep:
+                continue
+            dropped.add(case.id)
+            if balance == "equal":  # the arm loses one case of each truth, so it stays balanced
+                others = [c for c in chosen if c.arm == case.arm and c.truth != case.truth
+                          and c.id not in dropped and c.content_id not in repeats]
+                if others:
+                    dropped.add(others[int(_rng(seed, "rebalance", reader, case.id).integers(len(others)))].id)
+    return [case for case in chosen if case.id not in dropped]

@@ -55,6 +55,7 @@ def build_demo(out: Path, fresh: bool = False, repeat: int = 4, crops: int = 8) 
         "cases_per_reader": 6,
         "display": {"size": 512, "format": "jpeg", "quality": 92},
         "answers": {"confidence": True},
+        "shared_images": "split",  # both arms draw their real crops from the same slide
         "arms": [{"name": arm, "real": {"slides": "slides/real.tiff", "crops": crop_spec},
                   "synthetic": {"slides": f"slides/{name}.tiff", "crops": crop_spec}} for arm, name in _ARMS.items()],
         "access": {"readers": [{"id": reader, "code": hash_secret(code)} for reader, code in DEMO_READERS.items()]},

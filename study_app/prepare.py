@@ -1,7 +1,8 @@
 """A study's working folder: the rendered case images, their manifest, the answers and the app entry.
 
     WORKDIR/
-      cases.json       server side only: case id -> arm, truth, source, crop, image id
+      cases.json       server side only: case id -> arm, truth, source, crop, image and content ids
+      parity.json      server side only: what the served files show per class (study_app.parity)
       static/          the only folder the web server exposes: <case id>.jpg, nothing else
       answers.sqlite   every answer (study_app.store)
       study.key        random key behind the opaque ids and session tokens (mode 0600)
@@ -28,13 +29,15 @@ from evaluation.crops import plain_numbers
 from evaluation.inputs import list_images, open_images
 from evaluation.pipeline import RunOptions, plan_crops
 from study_app.access import opaque_id
-from study_app.cases import TRUTHS, Case, assign_cases, balance_pool, check_assignable
-from study_app.rendering import render_case
+from study_app.cases import TRUTHS, Case, assign_cases, balance_pool, check_assignable, check_no_repeats
+from study_app.parity import parity_report, served_attributes
+from study_app.rendering import pad, padding_plan, render_case, write_served
 from study_app.store import AnswerStore
 from study_app.study import Source, Study, load_study
 from urcdm.errors import UserError
 
 MANIFEST, STATIC, ANSWERS, KEY, ENTRY = "cases.json", "static", "answers.sqlite", "study.key", "reader_app.py"
+PARITY = "parity.json"
 _ENTRY_SCRIPT = '''"""Streamlit entry of one reader study, written by `urcdm-study prepare`; its static/ folder holds the case images."""
 from pathlib import Path
 
@@ -68,7 +71,7 @@ class PreparedStudy:
 
     def reader_cases(self, reader: str) -> list[Case]:
         s = self.study
-        return assign_cases(self.cases, reader, s.seed, s.cases_per_reader, s.balance, s.shared_cases)
+        return assign_cases(self.cases, reader, s.seed, s.cases_per_reader, s.balance, s.shared_cases, s.split_shared)
 
     def image_url_path(self, case: Case) -> str:
         return f"app/static/{case.id}{self.study.display.suffix}"
@@ -171,12 +174,15 @@ def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool) 
         rendered = []
         for case in tqdm(cases, desc="rendering cases", unit="image", disable=not progress):
             try:
-                image_id = render_case(case, study.display, temp)
+                content_id = render_case(case, study.display, temp)
             except UserError:
                 raise
             except Exception as exc:  # a reader failure is the file's, reported by name
                 raise UserError(f"{case.source}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-            rendered.append(Case(**{**case.as_dict(), "crop": case.crop, "image_id": image_id}))
+            rendered.append(Case(**{**case.as_dict(), "crop": case.crop, "content_id": content_id}))
+        check_no_repeats(rendered, study.split_shared)
+        rendered = _equal_lengths(rendered, study, temp)
+        _check_parity(rendered, study, temp, workdir)
         old = workdir / STATIC
         if old.exists():
             shutil.rmtree(old)
@@ -184,6 +190,25 @@ def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool) 
         return rendered
     finally:
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _equal_lengths(cases: list[Case], study: Study, folder: Path) -> list[Case]:
+    """Pad every served file to one byte length; each case's image id is then that of its final bytes."""
+    paths = [folder / f"{case.id}{study.display.suffix}" for case in cases]
+    target, segments = padding_plan([path.stat().st_size for path in paths], study.display.format)
+    return [Case(**{**case.as_dict(), "crop": case.crop,
+                    "image_id": write_served(path, pad(path.read_bytes(), target, study.display.format, segments))})
+            for case, path in zip(cases, paths)]
+
+
+def _check_parity(cases: list[Case], study: Study, folder: Path, workdir: Path) -> None:
+    """Write the parity report beside the cases (server side) and refuse a study it finds leaking."""
+    entries = [(case.truth, served_attributes((folder / f"{case.id}{study.display.suffix}").read_bytes())) for case in cases]
+    report = parity_report(entries)
+    _write_json(workdir / PARITY, report)
+    if report["separating"]:
+        raise UserError(f"the served images differ by class in {', '.join(report['separating'])} "
+                        f"(see {workdir / PARITY}); readers could tell real from synthetic without looking")
 
 
 def _write_json(path: Path, payload: dict) -> None:

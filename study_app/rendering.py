@@ -4,7 +4,12 @@ A real crop cut from an Aperio SVS and a synthetic one from our pyramid differ i
 codec, ICC profile and metadata (an ImageDescription saying "Aperio" on real images only would give
 the game away). So each case is read as plain RGB pixels through the slide layer, resized to the
 display size, and encoded afresh from a bare array: same format, size, quality and chroma
-subsampling for all, no EXIF, ICC, text chunks or comments, and the same file timestamp.
+subsampling for all, no EXIF, ICC or text, and the same file timestamp.
+
+Compressed sizes differ by content (a blurred image compresses to half the bytes of a sharp one),
+and a browser shows them as Content-Length. So once every case is rendered, each file is padded to
+the study's longest: JPEGs with the same number of zero-filled comment segments after SOI, PNGs with
+one private ancillary chunk, which decoders skip. See ``study_app.parity`` for what is left.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +55,45 @@ def encode(rgb: np.ndarray, display: Display) -> bytes:
 
 
 def render_case(case: Case, display: Display, out_dir: Path) -> str:
-    """Write the case's image as ``<case id><suffix>``; returns its image id (sha256 prefix of the bytes)."""
-    data = encode(read_case_pixels(case, display.size), display)
-    path = out_dir / f"{case.id}{display.suffix}"
+    """Write the case's image as ``<case id><suffix>``; returns its content id (a sha256 prefix of
+    the pixels shown, so the same image reached through two files or arms is recognised)."""
+    pixels = read_case_pixels(case, display.size)
+    write_served(out_dir / f"{case.id}{display.suffix}", encode(pixels, display))
+    return hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()[:16]
+
+
+def write_served(path: Path, data: bytes) -> str:
+    """Write a served file with the study's timestamp; returns its image id (sha256 prefix of the bytes)."""
     path.write_bytes(data)
     os.utime(path, (SERVED_MTIME, SERVED_MTIME))
     return hashlib.sha256(data).hexdigest()[:16]
+
+
+_JPEG_SEGMENT = 65533  # a comment segment's largest payload (its length field counts itself)
+_PNG_CHUNK = b"paDd"   # ancillary (p), private (a), reserved (D), safe to copy (d): decoders skip it
+
+
+def padding_plan(lengths: list[int], image_format: str) -> tuple[int, int]:
+    """(target length, segments per file) that bring every file to one length with the same structure."""
+    longest, shortest = max(lengths), min(lengths)
+    if image_format == "jpeg":
+        segments = max(1, -(-(longest - shortest) // _JPEG_SEGMENT))
+        return longest + 4 * segments, segments
+    return longest + 12, 1
+
+
+def pad(data: bytes, target: int, image_format: str, segments: int) -> bytes:
+    """``data`` padded to ``target`` bytes without changing a decoded pixel."""
+    if image_format == "jpeg":
+        fill = target - len(data) - 4 * segments
+        comments = b""
+        for _ in range(segments):
+            size = min(fill, _JPEG_SEGMENT)
+            comments += b"\xff\xfe" + (size + 2).to_bytes(2, "big") + bytes(size)
+            fill -= size
+        assert data[:2] == b"\xff\xd8" and fill == 0 and len(comments) + len(data) == target
+        return data[:2] + comments + data[2:]
+    payload = bytes(target - len(data) - 12)
+    chunk = len(payload).to_bytes(4, "big") + _PNG_CHUNK + payload + zlib.crc32(_PNG_CHUNK + payload).to_bytes(4, "big")
+    end = data.rindex(b"IEND") - 4
+    return data[:end] + chunk + data[end:]

@@ -13,7 +13,7 @@ from urcdm.errors import UserError
 
 def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(entry),
+        sys.executable, "-m", "study_app.launcher", "run", str(entry),  # streamlit run, minus the server path
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
         "--server.enableStaticServing", "true",      # static/ beside the entry holds the case images
         "--server.fileWatcherType", "none",

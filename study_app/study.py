@@ -7,6 +7,7 @@
     cases_per_reader: 20          # per arm; default: every case the balance allows
     balance: equal                # equal (as many real as synthetic) | none
     shared_cases: true            # every reader sees the same cases, each in their own order
+    shared_images: refuse         # arms showing the same image: refuse | split (each reader sees it in one arm)
     show_magnification: true      # then each arm needs `magnification`
     display: {size: 1024, format: jpeg, quality: 92}
     answers: {confidence: true}   # real / synthetic, plus confidence 1-5
@@ -95,6 +96,7 @@ class Study:
     cases_per_reader: int | None = None
     balance: str = "equal"
     shared_cases: bool = True
+    split_shared: bool = False
     show_magnification: bool = False
     confidence: bool = False
     display: Display = field(default_factory=Display)
@@ -110,7 +112,7 @@ class Study:
         its identity.
         """
         base = self.path.parent if self.path else None
-        return {"seed": self.seed, "display": vars(self.display),
+        return {"seed": self.seed, "display": vars(self.display), "split_shared": self.split_shared,
                 "arms": [{"name": a.name, **{t: _source_settings(a.source(t), base) for t in TRUTHS}} for a in self.arms]}
 
 
@@ -171,7 +173,7 @@ def load_study(path: str | Path) -> Study:
 
 def parse_study(values, base: Path, default_workdir: Path, path: Path | None = None) -> Study:
     top = _Fields(values, "")
-    top.reject_unknown({"title", "instructions", "seed", "cases_per_reader", "balance", "shared_cases",
+    top.reject_unknown({"title", "instructions", "seed", "cases_per_reader", "balance", "shared_cases", "shared_images",
                         "show_magnification", "display", "answers", "arms", "access", "admin", "workdir"})
     arms_list = top.get("arms", list, required=True)
     if not arms_list:
@@ -195,6 +197,9 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
         if leaked:
             raise UserError(f"{key}: mentions the arm name {leaked!r}, which readers must not see")
 
+    shared_images = top.get("shared_images", str, "refuse")
+    if shared_images not in ("refuse", "split"):
+        raise UserError(f"shared_images: expected refuse or split, got {shared_images!r}")
     balance = top.get("balance", str, "equal")
     if balance not in ("equal", "none"):
         raise UserError(f"balance: expected equal or none, got {balance!r}")
@@ -214,7 +219,8 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
         admin_secret_env=secret_env, admin_secret_hash=secret_hash,
         workdir=_resolve(workdir, base) if workdir else default_workdir,
         seed=top.get("seed", int, 0), cases_per_reader=cases_per_reader, balance=balance,
-        shared_cases=top.get("shared_cases", bool, True), show_magnification=show_magnification,
+        shared_cases=top.get("shared_cases", bool, True), split_shared=shared_images == "split",
+        show_magnification=show_magnification,
         confidence=answers.get("confidence", bool, False), display=_parse_display(top.sub("display")), path=path)
 
 

@@ -25,8 +25,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _serve(argv: list[str], cwd: Path) -> str:
-    """Start a serving command, wait until the reader page is up, stop it; returns its output."""
+def _serve(argv: list[str], cwd: Path, during=None) -> str:
+    """Start a serving command, wait until the reader page is up, call ``during(base_url)``, stop
+    it; returns its output."""
     port = _free_port()
     process = subprocess.Popen([BIN / argv[0], *argv[1:], "--port", str(port)], cwd=cwd,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -45,6 +46,8 @@ def _serve(argv: list[str], cwd: Path) -> str:
             time.sleep(0.3)
         time.sleep(2)  # an app that dies after binding (a missing entry script) would be gone by now
         assert process.poll() is None, process.communicate()[0][-2000:]
+        if during is not None:
+            during(f"http://127.0.0.1:{port}/")
     finally:
         process.terminate()
         output = process.communicate(timeout=20)[0]
@@ -76,3 +79,23 @@ def test_demo_run_export_and_score_with_relative_paths_from_any_folder(tmp_path)
     scored = _run(["urcdm-study", "score", "answers.csv", "--json"], cwd=other)
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["arms"][prepared["arm"]]["total"]["tp"] == 0
+
+
+def test_served_case_images_have_the_same_headers_whatever_their_class(tmp_path):
+    """What the browser sees of each case image over HTTP: one Content-Length, one Last-Modified,
+    one Content-Type for all; the ETag differs per file but is a content hash, blind to class."""
+    _run(["urcdm-study", "demo", "--no-run"], cwd=tmp_path)
+    study = tmp_path / "build" / "study-demo"
+    cases = json.loads((study / "study-run" / "cases.json").read_text())["cases"]
+    seen: dict[str, dict[str, set]] = {"real": {}, "synthetic": {}}
+
+    def fetch_all(base: str) -> None:
+        for case in cases:
+            with urllib.request.urlopen(f"{base}app/static/{case['id']}.jpg", timeout=10) as response:
+                for name, value in response.headers.items():
+                    if name.lower() not in ("date", "etag"):
+                        seen[case["truth"]].setdefault(name.lower(), set()).add(value)
+
+    _serve(["urcdm-study", "run", "build/study-demo/study.yaml"], cwd=tmp_path, during=fetch_all)
+    assert seen["real"] and seen["real"] == seen["synthetic"]
+    assert all(len(values) == 1 for values in seen["real"].values()), seen["real"]

@@ -80,13 +80,15 @@ def test_every_served_image_is_encoded_alike_and_carries_nothing_but_pixels(real
         data = path.read_bytes()
         with Image.open(path) as image:
             assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (384, 384))
-            assert set(image.info) <= JPEG_BASIC_INFO, image.info
+            assert set(image.info) <= JPEG_BASIC_INFO | {"comment"}, image.info
+            assert not image.info.get("comment", b"").strip(b"\0")  # padding only: zero bytes
             assert image.layer == [(1, 2, 2, 0), (2, 1, 1, 1), (3, 1, 1, 1)]  # same 4:2:0 subsampling
             quantization.add(json.dumps({k: list(v) for k, v in image.quantization.items()}))
         markers.add(tuple(jpeg_markers(data)))
         assert not [t for t in telltales if t.lower() in data.lower()]
         assert os.stat(path).st_mtime == SERVED_MTIME
     assert len(quantization) == 1 and len(markers) == 1  # same quality tables and the same segments in every file
+    assert len({path.stat().st_size for path in files}) == 1  # one byte length: Content-Length tells nothing
     for case in prepared.cases:
         assert case.id.isalnum() and len(case.id) == 20 and case.arm not in case.id
 
