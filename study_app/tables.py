@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Sequence
 
 from study_app.cases import Case
@@ -18,6 +19,15 @@ RESULT_COLUMNS = ("arm", "reader", "tp", "fp", "tn", "fn", "n", "p", "p_low", "p
                   "accuracy", "accuracy_low", "accuracy_high", "roc_auc", "w_mae", "binomial_p_accuracy", "fleiss_kappa")
 
 
+def natural_key(name: str) -> tuple:
+    """reader-2 before reader-10: digit runs compare as numbers."""
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+
+
+def finished_readers(progress: Sequence[dict]) -> set[str]:
+    return {row["reader"] for row in progress if row["assigned"] and row["answered"] >= row["assigned"]}
+
+
 def as_answers(stored: Sequence[StoredAnswer]) -> list[Answer]:
     return [Answer(a.reader, a.case, a.arm, a.truth, a.answer, a.confidence) for a in stored]
 
@@ -25,7 +35,7 @@ def as_answers(stored: Sequence[StoredAnswer]) -> list[Answer]:
 def progress_rows(assigned: dict[str, list[Case]], stored: Sequence[StoredAnswer]) -> list[dict]:
     """One row per reader (listed or enrolled): answered of assigned, time taken, last answer."""
     rows = []
-    for reader in sorted(set(assigned) | {a.reader for a in stored}):
+    for reader in sorted(set(assigned) | {a.reader for a in stored}, key=natural_key):
         mine = [a for a in stored if a.reader == reader]
         total = len(assigned.get(reader, [])) or len(mine)
         seconds = sorted(a.seconds for a in mine)
@@ -40,7 +50,8 @@ def result_rows(result: dict) -> list[dict]:
     """Per arm: every reader, then a ``total`` row carrying the arm's w-MAE, binomial p and kappa."""
     rows = []
     for arm, group in result["arms"].items():
-        for entry in [*group["readers"], {**group["total"], "reader": "total"}]:
+        readers = sorted(group["readers"], key=lambda entry: natural_key(entry["reader"]))
+        for entry in [*readers, {**group["total"], "reader": "total"}]:
             rows.append({
                 "arm": arm, "reader": entry["reader"], **{k: entry[k] for k in ("tp", "fp", "tn", "fn", "n", "p")},
                 "p_low": entry["p_interval"]["low"], "p_high": entry["p_interval"]["high"],

@@ -161,6 +161,19 @@ def test_the_organiser_view_needs_the_secret(study_workdir, demo_study_template)
     assert not app.exception
     assert any("Organiser view" in t.value for t in app.title)
     assert [m.value for m in app.metric][0] == "3"
+    # One reader part-way: shown apart, and no totals yet (they count finished readers only).
+    assert any("still reading" in h.value for h in app.subheader)
+    assert any("No reader has finished" in i.value for i in app.info)
+    assert {d.label for d in app.get("download_button")} == {"Raw answers (CSV)"}
+
+    for label in ("real", "synthetic") * 20:  # the reader finishes
+        if not any("Case" in t for t in texts(reader)):
+            break
+        _, reader = answer(reader, label)
+    app = new_session(study_workdir)
+    app.text_input(key="admin_secret").input(demo_study_template[1])
+    app = app.button[1].click().run()
+    assert not app.exception and not any("still reading" in h.value for h in app.subheader)
     assert {d.label for d in app.get("download_button")} == {"Raw answers (CSV)", "Results table (CSV)", "Results (JSON)"}
 
 

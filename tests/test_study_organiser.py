@@ -1,0 +1,36 @@
+"""The organiser's tables and plots (pure parts): reader order, totals of finished readers only,
+and a 0.5 reference line that spans the panel."""
+
+import pandas as pd
+
+from study_app.admin import reader_chart
+from study_app.tables import finished_readers, natural_key, progress_rows
+from study_app.store import StoredAnswer
+
+
+def test_readers_sort_naturally():
+    names = ["reader-10", "reader-2", "Reader-1", "reader-2b", "path-03"]
+    assert sorted(names, key=natural_key) == ["path-03", "Reader-1", "reader-2", "reader-2b", "reader-10"]
+
+
+def _answer(reader, case):
+    return StoredAnswer(reader=reader, case=case, arm="A", truth="real", answer="real", confidence=None,
+                        shown_at=0.0, answered_at=1.0, image_id="", app_version="")
+
+
+def test_progress_rows_in_natural_order_and_only_complete_readers_are_finished():
+    assigned = {"reader-10": [object()] * 2, "reader-2": [object()] * 2}
+    stored = [_answer("reader-10", "c1"), _answer("reader-10", "c2"), _answer("reader-2", "c1")]
+    rows = progress_rows(assigned, stored)
+    assert [row["reader"] for row in rows] == ["reader-2", "reader-10"]
+    assert finished_readers(rows) == {"reader-10"}
+
+
+def test_the_half_line_spans_every_panel():
+    readers = pd.DataFrame({"arm": ["A", "A"], "reader": ["reader-10", "reader-2"], "p": [0.4, 0.6],
+                            "p_low": [0.2, 0.4], "p_high": [0.6, 0.8], "tp": [3, 2], "fp": [2, 3]})
+    spec = reader_chart(readers).to_dict()
+    layers = spec["spec"]["layer"]
+    half = [layer for layer in layers if layer["encoding"].get("x", {}).get("datum") == 0.5]
+    assert len(half) == 1 and "y" not in half[0]["encoding"]  # with a y, it is one stub per reader
+    assert layers[0]["encoding"]["y"]["sort"] == ["reader-2", "reader-10"]
