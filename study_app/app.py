@@ -155,14 +155,16 @@ def reader_page(prepared: PreparedStudy, store: AnswerStore, reader: str) -> Non
         st.success(f"All {len(cases)} cases are answered. You can close this page.")
         return
     if not st.session_state.get("started"):
-        st.title(study.title)
-        st.markdown(study.instructions)
-        if index:
-            st.info(f"Welcome back. You have answered {index} of {len(cases)} cases; you continue with case {index + 1}.")
-        if st.button("Continue" if index else "Begin", type="primary", key="begin"):
+        if index:  # a returning reader (refresh, new browser, restart) goes straight on to the next case
             st.session_state.started = True
-            st.rerun()
-        return
+            st.info(f"Welcome back. You have answered {index} of {len(cases)} cases; you continue with case {index + 1}.")
+        else:
+            st.title(study.title)
+            st.markdown(study.instructions)
+            if st.button("Begin", type="primary", key="begin"):
+                st.session_state.started = True
+                st.rerun()
+            return
 
     case = cases[index]
     st.session_state.setdefault(f"shown-{case.id}", time.time())

@@ -214,7 +214,6 @@ def websocket_frames(driver) -> list[bytes]:
 def resume_at(browser, number, order, study, total) -> None:
     WebDriverWait(browser, WAIT_S).until(
         EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), 'continue with case {number}')]")))
-    click_button(browser, "Continue")
-    wait_for_case(browser, number, total)
+    wait_for_case(browser, number, total)  # no extra click: the case is already there
     src, _, _ = viewer_state(browser)
     assert src.endswith(f"{order[number - 1].id}{study.display.suffix}")
