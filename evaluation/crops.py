@@ -36,10 +36,11 @@ from urcdm.magnification import level_downsample
 
 MODES = ("pfid", "whole", "fixed")
 CROP_COLUMNS = ("image", "x", "y", "size", "frame_x", "frame_y", "frame_w", "frame_h")
-# The sampling law, recorded with every statistics file. The legacy law (before this version) drew
-# the crop side uniformly and each crop's image with replacement; its pFID was 1.6-2.6x too low.
+# The sampling law, recorded with every statistics file. Before it was recorded, the crop side was
+# drawn uniformly and each crop's image with replacement (pFID 1.6-2.6x too low), and whole images
+# were read with Lanczos, the filter reaching past their edges: no statistics of then compare.
 SAMPLING = "anyres-gan"
-LEGACY_SAMPLING = "legacy: crop side uniform, images drawn with replacement"
+LEGACY_SAMPLING = "legacy: crop side uniform, images drawn with replacement, whole images by Lanczos"
 _MAX_REJECTIONS_PER_CROP = 200
 
 
@@ -116,8 +117,7 @@ class CropProtocol:
     @classmethod
     def from_dict(cls, values: dict) -> "CropProtocol":
         values = dict(values)
-        if "sampling" not in values:  # written before the law was recorded; whole images never changed
-            values["sampling"] = SAMPLING if values.get("mode") == "whole" else LEGACY_SAMPLING
+        values.setdefault("sampling", LEGACY_SAMPLING)  # written before the law was recorded
         return cls(**values)
 
     def with_image_size(self, image_size: int) -> "CropProtocol":
@@ -246,11 +246,6 @@ def _whole_images(images: Sequence[ImageInfo], n: int, rng: np.random.Generator)
 def plain_numbers(values: Sequence[float]) -> tuple[int | float, ...]:
     """Crop-table values as plain numbers for CSV and JSON: integers where they are whole."""
     return tuple(int(v) if float(v).is_integer() else float(v) for v in values)
-
-
-def crop_box(crop: Sequence[float]) -> tuple[int | float, ...]:
-    """(x, y, size) of a crop-table row."""
-    return plain_numbers(crop[1:4])
 
 
 def crop_frame(crop: Sequence[float]) -> tuple[float, float, float, float] | None:

@@ -106,7 +106,8 @@ class FeatureStats:
         if self.protocol.sampling != protocol.sampling:
             raise UserError(f"{name}: made by an earlier urcdm-eval under the crop law {self.protocol.sampling!r} (its pFIDs "
                             f"were 1.6-2.6x below anyres-gan's); this version samples as {SAMPLING} (resized-image side "
-                            f"uniform in [min, max], images in balanced turns); recompute the statistics")
+                            f"uniform in [min, max], images in balanced turns, whole images as clean-fid resizes); "
+                            f"recompute the statistics")
         differences = protocol.differences(self.protocol)
         if differences:
             raise UserError(f"{name}: crop protocol {self.protocol.name} differs from this run's {protocol.name} "

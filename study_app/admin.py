@@ -36,8 +36,9 @@ def page(prepared: PreparedStudy, store: AnswerStore) -> None:
         return
     positive = results_tab.radio("Positive class (answered …)", ["synthetic", "real"], horizontal=True, key="positive")
     # Totals, like the paper's, count finished readers only: a half-read study weighs readers unevenly.
-    answers = [a for a in as_answers(stored) if a.reader in finished]
-    partial = [a for a in as_answers(stored) if a.reader not in finished]
+    every = as_answers(stored)
+    answers = [a for a in every if a.reader in finished]
+    partial = [a for a in every if a.reader not in finished]
     rows, result = [], None
     with results_tab:
         if answers:

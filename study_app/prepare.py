@@ -181,8 +181,7 @@ def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool) 
                 raise UserError(f"{case.source}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
             rendered.append(Case(**{**case.as_dict(), "crop": case.crop, "content_id": content_id}))
         check_no_repeats(rendered, study.split_shared)
-        rendered = _equal_lengths(rendered, study, temp)
-        _check_parity(rendered, study, temp, workdir)
+        rendered = _equal_lengths_checked(rendered, study, temp, workdir)
         old = workdir / STATIC
         if old.exists():
             shutil.rmtree(old)
@@ -192,23 +191,23 @@ def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool) 
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _equal_lengths(cases: list[Case], study: Study, folder: Path) -> list[Case]:
-    """Pad every served file to one byte length; each case's image id is then that of its final bytes."""
+def _equal_lengths_checked(cases: list[Case], study: Study, folder: Path, workdir: Path) -> list[Case]:
+    """Pad every served file to one byte length (each case's image id is then that of its final
+    bytes); write the parity report of the final files beside the cases (server side), and refuse a
+    study it finds leaking."""
     paths = [folder / f"{case.id}{study.display.suffix}" for case in cases]
     target, segments = padding_plan([path.stat().st_size for path in paths], study.display.format)
-    return [Case(**{**case.as_dict(), "crop": case.crop,
-                    "image_id": write_served(path, pad(path.read_bytes(), target, study.display.format, segments))})
-            for case, path in zip(cases, paths)]
-
-
-def _check_parity(cases: list[Case], study: Study, folder: Path, workdir: Path) -> None:
-    """Write the parity report beside the cases (server side) and refuse a study it finds leaking."""
-    entries = [(case.truth, served_attributes((folder / f"{case.id}{study.display.suffix}").read_bytes())) for case in cases]
+    padded, entries = [], []
+    for case, path in zip(cases, paths):
+        data = pad(path.read_bytes(), target, study.display.format, segments)
+        padded.append(Case(**{**case.as_dict(), "crop": case.crop, "image_id": write_served(path, data)}))
+        entries.append((case.truth, served_attributes(data)))
     report = parity_report(entries)
     _write_json(workdir / PARITY, report)
     if report["separating"]:
         raise UserError(f"the served images differ by class in {', '.join(report['separating'])} "
                         f"(see {workdir / PARITY}); readers could tell real from synthetic without looking")
+    return padded
 
 
 def _write_json(path: Path, payload: dict) -> None:

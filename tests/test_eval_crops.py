@@ -7,7 +7,7 @@ from PIL import Image
 from scipy import stats
 
 from conftest import tissue_image
-from evaluation.crops import CropProtocol, derive_seed, sample_crops
+from evaluation.crops import LEGACY_SAMPLING, CropProtocol, derive_seed, sample_crops
 from evaluation.inputs import ImageInfo
 from evaluation.reading import read_crop
 from urcdm.errors import UserError
@@ -165,3 +165,10 @@ def _assert_close(ours, reference):
     # apart on sharp texture (a level too coarse or a shifted window is far worse).
     assert np.abs(ours - reference).mean() < 3.5
     assert np.corrcoef(ours.ravel(), reference.ravel())[0, 1] > 0.99
+
+
+def test_protocols_read_back_without_a_sampling_law_are_legacy_in_every_mode():
+    """Whole images changed too (bicubic, the filter stopped at the square): no old statistics compare."""
+    for mode in ("pfid", "whole"):
+        old = CropProtocol.from_dict({k: v for k, v in CropProtocol(mode=mode).as_dict().items() if k != "sampling"})
+        assert old.sampling == LEGACY_SAMPLING and old.differences(CropProtocol(mode=mode))
