@@ -2,13 +2,12 @@
 
 Hashes are ``scrypt:N:r:p:SALT:HASH`` (hex), the standard library's memory-hard KDF, so a leaked study
 file does not give away short codes; ``sha256:HEX`` is accepted for codes made with ``sha256sum``.
-A reader's session token goes in the page URL so a refresh resumes without logging in again: it is the
-reader id signed with the study's private key (HMAC), never anything about the cases.
+Sessions themselves are server-side (``study_app.sessions``); this module has only the pure parts:
+the fingerprint a session keeps of its credential, and the back-off schedule for wrong codes.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -62,22 +61,20 @@ def admin_secret_ok(given: str, secret_env: str | None, secret_hash: str | None)
     return bool(expected) and verify_secret(given, expected)
 
 
-def session_token(key: bytes, reader: str) -> str:
-    encoded = base64.urlsafe_b64encode(reader.encode()).decode().rstrip("=")
-    return f"{encoded}.{_sign(key, reader)}"
+# Wrong codes: a few are free (typos), then a wait that doubles with each further one, up to a quarter hour.
+FREE_TRIES = 5
+FIRST_WAIT_S = 15
+MAX_WAIT_S = 15 * 60
 
 
-def reader_from_token(key: bytes, token: str) -> str | None:
-    encoded, _, signature = token.partition(".")
-    try:
-        reader = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return reader if hmac.compare_digest(signature, _sign(key, reader)) else None
+def backoff_seconds(failures: int) -> float:
+    return 0.0 if failures < FREE_TRIES else float(min(FIRST_WAIT_S * 2 ** (failures - FREE_TRIES), MAX_WAIT_S))
 
 
-def _sign(key: bytes, reader: str) -> str:
-    return hmac.new(key, f"session\0{reader}".encode(), hashlib.sha256).hexdigest()[:32]
+def credential_fingerprint(key: bytes, role: str, subject: str, credential: str) -> str:
+    """What a session remembers of the credential it was opened with: changes when the code does,
+    and reveals nothing of it without the study key."""
+    return hmac.new(key, f"credential\0{role}\0{subject}\0{credential}".encode(), hashlib.sha256).hexdigest()
 
 
 def opaque_id(key: bytes, *parts: object) -> str:

@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from study_app.agreement import alpha_per_arm
 from study_app.prepare import PreparedStudy
 from study_app.scoring import score
 from study_app.store import AnswerStore
@@ -51,6 +52,7 @@ def page(prepared: PreparedStudy, store: AnswerStore) -> None:
             st.subheader("Readers still reading (not in the totals)")
             partial_rows = [row for row in result_rows(score(partial, by="arm", positive=positive)) if row["reader"] != "total"]
             st.dataframe(pd.DataFrame(partial_rows), hide_index=True)
+        _agreement(alpha_per_arm(every))  # over every answer: unfinished readers too
     with plots_tab:
         if answers:
             _plots(rows, confusion_rows(answers))
@@ -90,6 +92,17 @@ def _results(result: dict, rows: list[dict]) -> None:
         cols[3].metric("Fleiss κ", _fmt(total["fleiss_kappa"]))
         table = pd.DataFrame([row for row in rows if row["arm"] == arm]).drop(columns=["arm"])
         st.dataframe(table, hide_index=True)
+
+
+def _agreement(per_arm: dict) -> None:
+    st.subheader("Inter-reader agreement (all readers, finished or not)")
+    for col, (arm, agreement) in zip(st.columns(len(per_arm)), per_arm.items()):
+        col.metric(f"{arm}: Krippendorff α", _fmt(agreement.alpha),
+                   help=f"{agreement.n_units} cases answered by two or more readers, {agreement.n_pairable} answers")
+    st.caption("Krippendorff's α (nominal) includes unfinished readers and handles missing answers: readers may "
+               "see different cases, and every case answered by at least two readers counts. Undefined (–) until "
+               "two readers share a case, or while every shared answer is the same. Fleiss' κ above counts finished "
+               "readers only, on the cases they all answered.")
 
 
 def _plots(rows: list[dict], cells: list[dict]) -> None:

@@ -1,7 +1,10 @@
 """``urcdm-study demo``: a small study built from embedded data, so a newcomer sees the app working.
 
-Real: crops of scikit-image's IHC micrograph (human colon) as a pyramid. "Synthetic": crops of the same
-tissue degraded two ways, blurred and stain-shifted, one arm each. Two demo readers and a fresh
+Real: 256 px crops of scikit-image's IHC micrograph (human colon, 512 x 512), written as it is (no
+mirrored or tiled region) as a pyramid slide. "Synthetic": crops of the same micrograph degraded two
+ways, blurred and stain-shifted (``evaluation.demo_data.degraded_versions``), one arm each. The crops
+are fixed-size at full resolution (URCDM level 2: one slide pixel per crop pixel), so every case is
+served at 256 px and the viewer's 1:1 shows the micrograph's own pixels. Two demo readers and a fresh
 organiser secret are printed; the study file holds only hashes (the demo keeps its secret beside it,
 in ``organiser-secret.txt``, so running the demo again restarts the same study with its answers).
 """
@@ -19,16 +22,19 @@ from evaluation.demo_data import degraded_versions
 from study_app.access import hash_secret
 from urcdm.errors import OutputExistsError
 from urcdm.pyramid import ArraySource, write_pyramid
-from urcdm.sample_data import immunohistochemistry_mosaic
+from urcdm.sample_data import immunohistochemistry_micrograph
 
 DEMO_READERS = {"reader-1": "demo", "reader-2": "demo"}
 _ARMS = {"BLURRED-ARM": "blurred", "STAIN-ARM": "stain-shift"}
+CROP_SIZE = 256  # px, at full resolution: a quarter of the 512^2 micrograph per case
 
 
-def build_demo(out: Path, fresh: bool = False, repeat: int = 4, crops: int = 8) -> tuple[Path, str]:
+def build_demo(out: Path, fresh: bool = False, repeat: int | None = None, crops: int = 8) -> tuple[Path, str]:
     """Write the demo slides and ``study.yaml`` under ``out``; returns (study file, organiser secret).
 
     An existing demo is reused (answers and all) unless ``fresh``, which deletes ``out`` first.
+    ``crops``: crops per slide and arm. ``repeat`` is ignored (the real slide was once a mirrored
+    mosaic of that many tiles a side; it is now the micrograph as it is); kept for older callers.
     """
     study_file, secret_file = out / "study.yaml", out / "organiser-secret.txt"
     if study_file.exists() and secret_file.exists() and not fresh:
@@ -37,7 +43,7 @@ def build_demo(out: Path, fresh: bool = False, repeat: int = 4, crops: int = 8) 
         if not fresh and not (out / "slides").is_dir():
             raise OutputExistsError(f"{out}: exists and is not a demo study; choose another --out")
         shutil.rmtree(out)
-    real = immunohistochemistry_mosaic(repeat)
+    real = immunohistochemistry_micrograph()
     degraded = degraded_versions(real)
     slides = out / "slides"
     slides.mkdir(parents=True, exist_ok=True)
@@ -45,8 +51,9 @@ def build_demo(out: Path, fresh: bool = False, repeat: int = 4, crops: int = 8) 
     for name in _ARMS.values():
         write_pyramid(ArraySource(degraded[name]), slides / f"{name}.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
     secret = secrets.token_urlsafe(12)
-    # pfid crops of the 2048^2 mosaic, the image resized to a side in [1024, 2048]: 512-1024 px of tissue per case.
-    crop_spec = {"n": crops, "mode": "pfid", "size": 512, "min": 1024}
+    # Fixed-size crops at URCDM level 2 (full resolution: 256 slide pixels each), so the study's
+    # display side is 256 (display.size only caps it) and every case is shown one slide pixel per pixel.
+    crop_spec = {"n": crops, "level": 2, "size": CROP_SIZE}
     study = {
         "title": "Real or synthetic? (demo)",
         "instructions": "Each image is a crop of an immunohistochemistry micrograph. Zoom in with the mouse wheel, "

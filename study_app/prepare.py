@@ -1,12 +1,14 @@
 """A study's working folder: the rendered case images, their manifest, the answers and the app entry.
 
     WORKDIR/
-      cases.json       server side only: case id -> arm, truth, source, crop, image and content ids
+      cases.json       server side only: case id -> arm, truth, source, crop, image and content ids;
+                       the display side every case is rendered at (the smallest source side, capped)
       parity.json      server side only: what the served files show per class (study_app.parity)
-      static/          the only folder the web server exposes: <case id>.jpg, nothing else
+      static/          the case images, <case id>.jpg; served only to readers assigned them (study_app.web)
       answers.sqlite   every answer (study_app.store)
       study.key        random key behind the opaque ids and session tokens (mode 0600)
-      reader_app.py    the Streamlit entry (Streamlit serves static/ beside its entry script)
+      sessions.sqlite  login sessions and wrong-code counts (study_app.sessions)
+      reader_app.py    the server entry (Streamlit plus the study's routes); reader_page.py, the pages
 
 Preparing again is cheap and safe: cases are rendered once; if the study file changes what readers see
 after answers were recorded, preparing refuses instead of silently changing the cases under them.
@@ -31,20 +33,36 @@ from evaluation.pipeline import RunOptions, plan_crops
 from study_app.access import opaque_id
 from study_app.cases import TRUTHS, Case, assign_cases, balance_pool, check_assignable, check_no_repeats
 from study_app.parity import parity_report, served_attributes
-from study_app.rendering import pad, padding_plan, render_case, write_served
+from study_app.rendering import pad, padding_plan, render_case, source_side, write_served
 from study_app.store import AnswerStore
 from study_app.study import Source, Study, load_study
 from urcdm.errors import UserError
 
 MANIFEST, STATIC, ANSWERS, KEY, ENTRY = "cases.json", "static", "answers.sqlite", "study.key", "reader_app.py"
 PARITY = "parity.json"
-_ENTRY_SCRIPT = '''"""Streamlit entry of one reader study, written by `urcdm-study prepare`; its static/ folder holds the case images."""
+PAGE = "reader_page.py"
+# The server entry is an st.App so that the study's own routes (the authenticated case images) and
+# its security headers sit in front of Streamlit's; the page script is what each browser session runs.
+_SCRIPTS = {
+    ENTRY: '''"""Server entry of one reader study, written by `urcdm-study prepare`: Streamlit plus the study's routes."""
+from pathlib import Path
+
+import streamlit as st
+from starlette.middleware import Middleware
+
+from study_app.web import SecurityHeaders, study_routes
+
+app = st.App("reader_page.py", routes=study_routes(Path(__file__).resolve().parent),
+             middleware=[Middleware(SecurityHeaders)])
+''',
+    PAGE: '''"""The reader study's pages, written by `urcdm-study prepare`."""
 from pathlib import Path
 
 from study_app.app import main
 
 main(Path(__file__).resolve().parent)
-'''
+''',
+}
 
 
 @dataclass
@@ -54,6 +72,7 @@ class PreparedStudy:
     key: bytes
     cases: list[Case]
     dropped: dict[str, int]
+    display_side: int | None = None  # the side every case is served at; None: the display cap (older manifests)
 
     @property
     def store_path(self) -> Path:
@@ -73,19 +92,44 @@ class PreparedStudy:
         s = self.study
         return assign_cases(self.cases, reader, s.seed, s.cases_per_reader, s.balance, s.shared_cases, s.split_shared)
 
-    def image_url_path(self, case: Case) -> str:
-        return f"app/static/{case.id}{self.study.display.suffix}"
+    @property
+    def image_folder(self) -> Path:
+        return self.workdir / STATIC
+
+    def image_url_path(self, case: Case, session: str) -> str:
+        """Where a reader's browser fetches the case (``study_app.web``): only with their live session."""
+        return f"/case-image/{case.id}{self.study.display.suffix}?session={session}"
 
     def summary(self) -> dict:
         arms = {arm.name: {t: sum(1 for c in self.cases if c.arm == arm.name and c.truth == t) for t in TRUTHS}
                 for arm in self.study.arms}
         return {"workdir": str(self.workdir), "cases": len(self.cases), "arms": arms, "left_out_for_balance": self.dropped,
                 "readers": "open enrolment" if self.study.open_enrolment else sorted(self.study.readers),
-                "cases_per_reader": len(self.reader_cases("any reader")), "display": vars(self.study.display)}
+                "cases_per_reader": len(self.reader_cases("any reader")), "display": self.display_settings()}
+
+    def display_settings(self) -> dict:
+        """How the cases are served: ``side`` (pixels, every case), ``cap`` (``display.size``), format, quality."""
+        shown = self.study.display
+        side = self.display_side if self.display_side is not None else shown.size
+        return {"side": side, "cap": shown.size, "format": shown.format, "quality": shown.quality}
 
 
-def settings_digest(study: Study) -> str:
-    return hashlib.sha256(json.dumps(study.case_settings(), sort_keys=True).encode()).hexdigest()
+def settings_digest(study: Study, side: int | None = None) -> str:
+    """The identity of what readers are shown: the study's case settings, with the display cap
+    replaced by the side the cases are rendered at (``side``; default the cap, which is also how a
+    manifest written before display sides existed was computed). So raising a cap that does not
+    bind changes nothing, and lowering one below the smallest source side changes the cases."""
+    settings = study.case_settings()
+    settings["display"] = {**settings["display"], "size": study.display.size if side is None else side}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _expected_side(study: Study, manifest: dict) -> int:
+    """The display side ``study`` gets from the sources the manifest was prepared from (their
+    smallest side, recorded); a manifest from before display sides were recorded was rendered at
+    the cap. Sources that changed change the digest anyway."""
+    smallest = manifest.get("source_side")
+    return study.display.size if smallest is None else study.display.side(smallest)
 
 
 def _load_key(workdir: Path) -> bytes:
@@ -113,10 +157,11 @@ def open_prepared(workdir: Path) -> PreparedStudy:
     if manifest is None:
         raise UserError(f"{workdir}: not a prepared study (run `urcdm-study prepare STUDY.yaml`)")
     study = load_study(manifest["study_file"])
-    if settings_digest(study) != manifest["settings"]:
+    side = _expected_side(study, manifest)
+    if settings_digest(study, side) != manifest["settings"]:
         raise UserError(f"{manifest['study_file']}: changed since its cases were prepared; run `urcdm-study prepare` again")
     return PreparedStudy(study, workdir, _load_key(workdir), [Case.from_dict(c) for c in manifest["cases"]],
-                         manifest.get("left_out_for_balance", {}))
+                         manifest.get("left_out_for_balance", {}), manifest.get("display_side", side))
 
 
 def prepare(study: Study, progress: bool = True) -> PreparedStudy:
@@ -125,20 +170,27 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
         raise UserError(f"{workdir}: exists and is not a folder (set `workdir` in the study file)")
     workdir.mkdir(parents=True, exist_ok=True)
     key = _load_key(workdir)
-    digest = settings_digest(study)
     manifest = _read_manifest(workdir)
-    if manifest is not None and manifest["settings"] == digest and _images_present(workdir, manifest, study):
-        _write_entry(workdir, study)
-        return open_prepared(workdir)
+    if (manifest is not None and manifest["settings"] == settings_digest(study, _expected_side(study, manifest))
+            and _images_present(workdir, manifest, study)):
+        if "display_side" in manifest or AnswerStore(workdir / ANSWERS).all_answers():
+            _write_entry(workdir, study)
+            return open_prepared(workdir)
+        # Rendered before display sides existed (every case resized to display.size) and not yet
+        # answered: rendered again below at source resolution. Once answered, kept as it is.
+        print(f"{workdir}: cases were resized to display.size; rendering them again at source resolution",
+              file=sys.stderr)
     if manifest is not None and AnswerStore(workdir / ANSWERS).all_answers():
         raise UserError(f"{study.path}: the cases changed (arms, sources, seed or display) after readers answered; "
                         f"restore the study file, or give the new study its own `workdir`")
 
     cases: list[Case] = []
+    sides: dict[str, int] = {}  # case id -> source side (what 1:1 would show)
     for arm in study.arms:
         for truth in TRUTHS:
-            for path, crop in _source_items(arm.source(truth), f"{arm.name}/{truth}", study.seed):
+            for path, crop, side in _source_items(arm.source(truth), f"{arm.name}/{truth}", study.seed):
                 cases.append(Case(opaque_id(key, "case", arm.name, truth, path, crop), arm.name, truth, path, crop))
+                sides[cases[-1].id] = side
     dropped = {}
     if study.balance == "equal":
         cases, dropped = balance_pool(cases, study.seed)
@@ -146,35 +198,51 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
             if count:
                 print(f"{arm}: {count} case(s) left out so that real and synthetic are equal", file=sys.stderr)
     check_assignable(cases, study.cases_per_reader, study.balance)
-    rendered = _render_all(cases, study, workdir, progress)
-    _write_json(workdir / MANIFEST, {"study_file": str(study.path.resolve()) if study.path else None, "settings": digest,
-                                     "left_out_for_balance": dropped, "cases": [c.as_dict() for c in rendered]})
+    smallest = min((sides[case.id] for case in cases), default=study.display.size)
+    side = study.display.side(smallest)
+    larger = sum(sides[case.id] > side for case in cases)
+    if larger:
+        print(f"display side {side} px ({'the display.size cap' if side < smallest else 'the smallest case'}): "
+              f"{larger} of {len(cases)} cases are larger and are shown downsampled", file=sys.stderr)
+    rendered = _render_all(cases, study, workdir, progress, side)
+    _write_json(workdir / MANIFEST, {"study_file": str(study.path.resolve()) if study.path else None,
+                                     "settings": settings_digest(study, side), "display_side": side,
+                                     "source_side": smallest, "left_out_for_balance": dropped,
+                                     "cases": [c.as_dict() for c in rendered]})
     _write_entry(workdir, study)
-    return PreparedStudy(study, workdir, key, rendered, dropped)
+    return PreparedStudy(study, workdir, key, rendered, dropped, side)
 
 
-def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tuple[float, ...] | None]]:
-    """(file, crop) pairs: every image of an image source, or the seeded crops of a slide source
-    (x, y, size and the frame they are cut from, as in ``evaluation.crops.CROP_COLUMNS``)."""
+def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tuple[float, ...] | None, int]]:
+    """(file, crop, source side) triples: every image of an image source, or the seeded crops of a
+    slide source (x, y, size and the frame they are cut from, as in ``evaluation.crops.CROP_COLUMNS``);
+    the side is what the case has at source resolution (``rendering.source_side``)."""
     if source.crops is None:
         images, _ = open_images(list_images(source.spec), label=label)
-        return [(str(Path(image.path).resolve()), None) for image in images]
+        return [(str(Path(image.path).resolve()), None, source_side(None, None, (image.width, image.height)))
+                for image in images]
     plan = plan_crops(source.spec, label, RunOptions(protocol=source.crops, n=source.n, seed=seed))
-    return [(str(Path(plan.images[int(crop[0])].path).resolve()), plain_numbers(crop[1:])) for crop in plan.crops]
+    items = []
+    for crop in plan.crops:
+        image = plan.images[int(crop[0])]
+        numbers = plain_numbers(crop[1:])
+        items.append((str(Path(image.path).resolve()), numbers,
+                      source_side(numbers, source.crops, (image.width, image.height))))
+    return items
 
 
 def _images_present(workdir: Path, manifest: dict, study: Study) -> bool:
     return all((workdir / STATIC / f"{c['id']}{study.display.suffix}").is_file() for c in manifest["cases"])
 
 
-def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool) -> list[Case]:
+def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool, side: int) -> list[Case]:
     # Rendered beside the final folder and swapped in whole, so a crash never leaves a half-rendered set.
     temp = Path(tempfile.mkdtemp(dir=workdir, prefix=".static.", suffix=".partial"))
     try:
         rendered = []
         for case in tqdm(cases, desc="rendering cases", unit="image", disable=not progress):
             try:
-                content_id = render_case(case, study.display, temp)
+                content_id = render_case(case, study.display, temp, side)
             except UserError:
                 raise
             except Exception as exc:  # a reader failure is the file's, reported by name
@@ -217,6 +285,7 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _write_entry(workdir: Path, study: Study) -> None:
-    entry = workdir / ENTRY
-    if not entry.exists() or entry.read_text() != _ENTRY_SCRIPT:
-        entry.write_text(_ENTRY_SCRIPT)
+    for name, text in _SCRIPTS.items():
+        path = workdir / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)

@@ -2,9 +2,13 @@
 
 A real crop cut from an Aperio SVS and a synthetic one from our pyramid differ in container, tile
 codec, ICC profile and metadata (an ImageDescription saying "Aperio" on real images only would give
-the game away). So each case is read as plain RGB pixels through the slide layer, resized to the
-display size, and encoded afresh from a bare array: same format, size, quality and chroma
+the game away). So each case is read as plain RGB pixels through the slide layer at the study's
+one display side, and encoded afresh from a bare array: same format, size, quality and chroma
 subsampling for all, no EXIF, ICC or text, and the same file timestamp.
+
+The display side is the smallest source side among the study's cases (``source_side``), capped by
+``display.size``: a study of equal-sized crops is shown at exactly one source pixel per pixel (the
+viewer's 1:1), a study mixing sizes at its smallest, and nothing is upscaled.
 
 Compressed sizes differ by content (a blurred image compresses to half the bytes of a sharp one),
 and a browser shows them as Content-Length. So once every case is rendered, each file is padded to
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import zlib
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from evaluation.crops import CropProtocol
 from study_app.cases import Case
 from study_app.study import FORMATS, Display
 from urcdm.slides import open_slide
@@ -32,8 +38,22 @@ from urcdm.slides import open_slide
 SERVED_MTIME = 946684800  # 2000-01-01T00:00:00Z
 
 
+def source_side(crop, protocol: CropProtocol | None, dimensions: tuple[int, int]) -> int:
+    """A case's side in the pixels it is read at (what 1:1 shows): for a whole image (``crop`` None)
+    its centred square's side; for a fixed-scale crop the protocol's patch size, the crop read at
+    that level's or mpp's own resolution (never more than its level-0 span); for a pfid (or whole)
+    crop its footprint in level-0 pixels. ``dimensions``: the image's level-0 (width, height)."""
+    if crop is None:
+        return min(dimensions)
+    span = math.floor(float(crop[2]) + 1e-6)  # pfid footprints fall between pixels; never round up
+    if protocol is not None and protocol.mode == "fixed":
+        return min(protocol.patch_size, span)
+    return span
+
+
 def read_case_pixels(case: Case, size: int) -> np.ndarray:
-    """The case as RGB uint8 (size, size, 3): its crop, or the whole image's centred square."""
+    """The case as RGB uint8 (size, size, 3): its crop, or the whole image's centred square, read
+    (streamed, through the slide's pyramid) at ``size`` pixels a side."""
     with open_slide(case.source) as slide:
         if case.crop is None:
             width, height = slide.dimensions
@@ -54,10 +74,11 @@ def encode(rgb: np.ndarray, display: Display) -> bytes:
     return buffer.getvalue()
 
 
-def render_case(case: Case, display: Display, out_dir: Path) -> str:
-    """Write the case's image as ``<case id><suffix>``; returns its content id (a sha256 prefix of
-    the pixels shown, so the same image reached through two files or arms is recognised)."""
-    pixels = read_case_pixels(case, display.size)
+def render_case(case: Case, display: Display, out_dir: Path, side: int) -> str:
+    """Write the case's image, ``side`` pixels square, as ``<case id><suffix>``; returns its content
+    id (a sha256 prefix of the pixels shown, so the same image reached through two files or arms is
+    recognised)."""
+    pixels = read_case_pixels(case, side)
     write_served(out_dir / f"{case.id}{display.suffix}", encode(pixels, display))
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()[:16]
 

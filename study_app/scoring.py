@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import stats
 
+from study_app.agreement import krippendorff_alpha
+
 LABELS = ("real", "synthetic")
 
 
@@ -153,11 +155,13 @@ def score_group(answers: Sequence[Answer], positive: str = "synthetic") -> dict:
                         "abs_p_minus_half": counts.abs_p_minus_half, **_rates(counts),
                         "roc_auc": roc_auc(by_reader[reader], positive)})
     total = confusion(answers, positive)
+    agreement = krippendorff_alpha(answers)  # nominal, all cases with >= 2 answers; kappa needs shared cases
     return {
         "readers": readers,
         "total": {**asdict(total), "n": total.n, "p": total.p,
                   "p_interval": asdict(clopper_pearson(total.fp, total.tp + total.fp)), "abs_p_minus_half": total.abs_p_minus_half,
                   "w_mae": weighted_mae(per_reader), **_rates(total), "fleiss_kappa": shared_case_kappa(answers),
+                  "krippendorff_alpha": agreement.alpha, "krippendorff_units": agreement.n_units,
                   "n_readers": len(readers)},
     }
 

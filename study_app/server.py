@@ -15,8 +15,11 @@ def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
     return [
         sys.executable, "-m", "study_app.launcher", "run", str(entry),  # streamlit run, minus the server path
         "--server.port", str(port), "--server.address", address, "--server.headless", "true",
-        "--server.enableStaticServing", "true",      # static/ beside the entry holds the case images
+        "--server.enableStaticServing", "false",     # case images go through study_app.web, to their readers only
         "--server.fileWatcherType", "none",
+        # A full gc.collect() after every run holds back the run's last messages (~300 ms with torch
+        # loaded), i.e. every answer's confirmation; Python's own collector still runs as usual.
+        "--runner.postScriptGC", "false",
         "--client.showErrorDetails", "none",         # a traceback would show server paths to readers
         "--client.toolbarMode", "minimal",
         "--global.developmentMode", "false",

@@ -32,12 +32,18 @@ CREATE TABLE IF NOT EXISTS answers (
     answered_at REAL NOT NULL,
     image_id    TEXT NOT NULL,
     app_version TEXT NOT NULL,
+    flagged     INTEGER NOT NULL DEFAULT 0,
+    comment     TEXT NOT NULL DEFAULT '',
     UNIQUE (reader, case_id)
 );
 CREATE INDEX IF NOT EXISTS answers_by_reader ON answers (reader);
 """
 EXPORT_COLUMNS = ("reader", "case", "arm", "truth", "answer", "confidence", "shown_at", "answered_at",
-                  "seconds", "image_id", "app_version")
+                  "seconds", "image_id", "app_version", "flagged", "comment")
+# Columns added after the first release: a study answered with an older version gains them, empty.
+_ADDED_COLUMNS = {"flagged": "INTEGER NOT NULL DEFAULT 0", "comment": "TEXT NOT NULL DEFAULT ''"}
+_SELECT = ("SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version,"
+           " flagged, comment FROM answers")
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -53,10 +59,16 @@ class StoredAnswer:
     answered_at: float
     image_id: str
     app_version: str
+    flagged: bool = False
+    comment: str = ""
 
     @property
     def seconds(self) -> float:
         return self.answered_at - self.shown_at
+
+
+def _stored(row: tuple) -> StoredAnswer:
+    return StoredAnswer(*row[:10], flagged=bool(row[10]), comment=row[11])
 
 
 class AnswerStore:
@@ -65,6 +77,10 @@ class AnswerStore:
         self._local = threading.local()
         with self._connection() as db:
             db.executescript(SCHEMA)
+            present = {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE answers ADD COLUMN {column} {kind}")
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -77,20 +93,20 @@ class AnswerStore:
         return db
 
     def record(self, reader: str, case: str, arm: str, truth: str, answer: str, confidence: int | None,
-               shown_at: float, answered_at: float, image_id: str) -> tuple[bool, StoredAnswer]:
+               shown_at: float, answered_at: float, image_id: str, flagged: bool = False,
+               comment: str = "") -> tuple[bool, StoredAnswer]:
         """Store one answer; returns (newly stored?, the stored answer: this one or the earlier one)."""
         db = self._connection()
         cursor = db.execute(
             "INSERT OR IGNORE INTO answers (reader, case_id, arm, truth, answer, confidence, shown_at, answered_at,"
-            " image_id, app_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (reader, case, arm, truth, answer, confidence, shown_at, answered_at, image_id, __version__))
+            " image_id, app_version, flagged, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (reader, case, arm, truth, answer, confidence, shown_at, answered_at, image_id, __version__, int(flagged),
+             comment))
         return cursor.rowcount == 1, self.get(reader, case)
 
     def get(self, reader: str, case: str) -> StoredAnswer | None:
-        row = self._connection().execute(
-            "SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version"
-            " FROM answers WHERE reader = ? AND case_id = ?", (reader, case)).fetchone()
-        return StoredAnswer(*row) if row else None
+        row = self._connection().execute(_SELECT + " WHERE reader = ? AND case_id = ?", (reader, case)).fetchone()
+        return _stored(row) if row else None
 
     def answered_cases(self, reader: str) -> set[str]:
         rows = self._connection().execute("SELECT case_id FROM answers WHERE reader = ?", (reader,))
@@ -102,10 +118,7 @@ class AnswerStore:
         return next((i for i, case in enumerate(cases) if case not in done), None)
 
     def all_answers(self) -> list[StoredAnswer]:
-        rows = self._connection().execute(
-            "SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version"
-            " FROM answers ORDER BY id")
-        return [StoredAnswer(*row) for row in rows]
+        return [_stored(row) for row in self._connection().execute(_SELECT + " ORDER BY id")]
 
     def progress(self) -> dict[str, int]:
         return dict(self._connection().execute("SELECT reader, COUNT(*) FROM answers GROUP BY reader ORDER BY reader"))
@@ -125,7 +138,7 @@ class AnswerStore:
         writer.writerow(EXPORT_COLUMNS)
         for a in answers:
             writer.writerow([a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
-                             f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version])
+                             f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version, int(a.flagged), a.comment])
         return len(answers)
 
     def close(self) -> None:

@@ -9,7 +9,8 @@
     shared_cases: true            # every reader sees the same cases, each in their own order
     shared_images: refuse         # arms showing the same image: refuse | split (each reader sees it in one arm)
     show_magnification: true      # then each arm needs `magnification`
-    display: {size: 1024, format: jpeg, quality: 92}
+    display: {size: 1024, format: jpeg, quality: 92}  # size is a cap: every case is shown at one side, the
+                                  # smallest source side among the cases up to the cap (1:1 = one source pixel)
     answers: {confidence: true}   # real / synthetic, plus confidence 1-5
     arms:
       - name: URCDM
@@ -23,6 +24,7 @@
     access:
       readers:                                      # or `open: true` (any reader id)
         - {id: path-01, code: "scrypt:..."}         # `urcdm-study hash-secret`; plain codes also work
+      session_hours: 12                             # a login lasts this long (logging out or a new code ends it)
     admin: {secret_env: URCDM_STUDY_ADMIN}          # or {secret_hash: "scrypt:..."}; never plain text
     workdir: study-run/                             # default: <study file stem>.study/ beside it
 
@@ -73,6 +75,11 @@ class Arm:
 
 @dataclass(frozen=True)
 class Display:
+    """How cases are served. ``size`` is the display cap (the key keeps its old name): a case is
+    shown at its source resolution up to it. Served images must have one size in both classes, so
+    the whole study has one display side, the smallest source side among its cases, capped here
+    (``side``); a study of equal-sized crops is then shown exactly 1:1, one source pixel per pixel."""
+
     size: int = 1024
     format: str = "jpeg"
     quality: int = 92
@@ -80,6 +87,10 @@ class Display:
     @property
     def suffix(self) -> str:
         return ".jpg" if self.format == "jpeg" else ".png"
+
+    def side(self, smallest_source_side: int) -> int:
+        """The study's display side, given the smallest source side among its cases."""
+        return max(1, min(self.size, int(smallest_source_side)))
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class Study:
     split_shared: bool = False
     show_magnification: bool = False
     confidence: bool = False
+    session_hours: float = 12.0
     display: Display = field(default_factory=Display)
     path: Path | None = None
 
@@ -211,7 +223,11 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
 
     answers = top.sub("answers")
     answers.reject_unknown({"confidence"})
-    readers, open_enrolment = _parse_access(top.sub("access", required=True))
+    access = top.sub("access", required=True)
+    readers, open_enrolment = _parse_access(access)
+    session_hours = float(access.get("session_hours", (int, float), 12))
+    if not 0 < session_hours <= 24 * 14:
+        raise UserError(f"{access.name('session_hours')}: must be more than 0 and at most 336 (two weeks)")
     secret_env, secret_hash = _parse_admin(top.sub("admin", required=True))
     workdir = top.get("workdir", str)
     return Study(
@@ -220,7 +236,7 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
         workdir=_resolve(workdir, base) if workdir else default_workdir,
         seed=top.get("seed", int, 0), cases_per_reader=cases_per_reader, balance=balance,
         shared_cases=top.get("shared_cases", bool, True), split_shared=shared_images == "split",
-        show_magnification=show_magnification,
+        show_magnification=show_magnification, session_hours=session_hours,
         confidence=answers.get("confidence", bool, False), display=_parse_display(top.sub("display")), path=path)
 
 
@@ -268,7 +284,7 @@ def _parse_source(arm: _Fields, truth: str, base: Path) -> Source:
 
 
 def _parse_access(access: _Fields) -> tuple[dict[str, str], bool]:
-    access.reject_unknown({"readers", "open"})
+    access.reject_unknown({"readers", "open", "session_hours"})
     open_enrolment = access.get("open", bool, False)
     entries = access.get("readers", list, [])
     if open_enrolment == bool(entries):

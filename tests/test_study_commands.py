@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -81,21 +82,48 @@ def test_demo_run_export_and_score_with_relative_paths_from_any_folder(tmp_path)
     assert json.loads(scored.stdout)["arms"][prepared["arm"]]["total"]["tp"] == 0
 
 
-def test_served_case_images_have_the_same_headers_whatever_their_class(tmp_path):
-    """What the browser sees of each case image over HTTP: one Content-Length, one Last-Modified,
-    one Content-Type for all; the ETag differs per file but is a content hash, blind to class."""
+def test_case_images_go_only_to_their_readers_with_one_set_of_headers_whatever_their_class(tmp_path):
+    """Over HTTP: a case image answers only a live session of a reader assigned that case, with the
+    same headers (Content-Length, Content-Type, caching) for every case of either class, no ETag or
+    Last-Modified, no cross-origin sharing, and the security headers; Streamlit's metrics are hidden."""
+    from study_app.gate import current_gate
+
     _run(["urcdm-study", "demo", "--no-run"], cwd=tmp_path)
-    study = tmp_path / "build" / "study-demo"
-    cases = json.loads((study / "study-run" / "cases.json").read_text())["cases"]
+    workdir = tmp_path / "build" / "study-demo" / "study-run"
+    gate = current_gate(workdir)
+    tokens = {reader: gate.open_session("reader", reader) for reader in ("reader-1", "reader-2")}
     seen: dict[str, dict[str, set]] = {"real": {}, "synthetic": {}}
+    refused: list[int] = []
+
+    def get(url: str):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, dict(response.headers.items()), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers.items()), b""
 
     def fetch_all(base: str) -> None:
-        for case in cases:
-            with urllib.request.urlopen(f"{base}app/static/{case['id']}.jpg", timeout=10) as response:
-                for name, value in response.headers.items():
-                    if name.lower() not in ("date", "etag"):
-                        seen[case["truth"]].setdefault(name.lower(), set()).add(value)
+        for reader, token in tokens.items():
+            for case in gate.prepared.reader_cases(reader):
+                status, headers, _ = get(f"{base}case-image/{case.id}.jpg?session={token}")
+                assert status == 200
+                for name, value in headers.items():
+                    if name.lower() != "date":
+                        seen[case.truth].setdefault(name.lower(), set()).add(value)
+        mine = gate.prepared.reader_cases("reader-1")[0].id
+        not_mine = next(c.id for c in gate.prepared.cases if c.id not in gate.assigned("reader-1"))
+        for url in (f"case-image/{mine}.jpg", f"case-image/{mine}.jpg?session=forged",
+                    f"case-image/{not_mine}.jpg?session={tokens['reader-1']}", f"app/static/{mine}.jpg",
+                    "_stcore/metrics"):
+            status, headers, body = get(base + url)
+            refused.append(status)
+            assert not body.startswith(b"\xff\xd8") and "x-frame-options" in {k.lower() for k in headers}
 
     _serve(["urcdm-study", "run", "build/study-demo/study.yaml"], cwd=tmp_path, during=fetch_all)
+    assert refused == [403, 403, 403, 404, 404]
     assert seen["real"] and seen["real"] == seen["synthetic"]
     assert all(len(values) == 1 for values in seen["real"].values()), seen["real"]
+    names = set(seen["real"])
+    assert {"content-security-policy", "x-frame-options", "referrer-policy"} <= names
+    assert not names & {"etag", "last-modified", "access-control-allow-origin"}
+    assert "frame-ancestors 'none'" in next(iter(seen["real"]["content-security-policy"]))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from study_app.access import (hash_secret, is_hashed_secret, opaque_id, reader_from_token, session_token,
-                              verify_secret)
+from study_app.access import (FIRST_WAIT_S, FREE_TRIES, MAX_WAIT_S, backoff_seconds, credential_fingerprint,
+                              hash_secret, is_hashed_secret, opaque_id, verify_secret)
 from study_app.cases import Case, assign_cases, balance_pool, check_assignable
 from study_app.study import parse_study
 from urcdm.errors import UserError
@@ -112,14 +112,23 @@ def test_hashed_secrets_verify_and_plain_codes_compare_exactly():
     assert verify_secret("abc", "abc") and not verify_secret("abcd", "abc") and not verify_secret("", "")
 
 
-def test_session_tokens_are_signed_by_the_study_key():
+def test_a_session_fingerprint_follows_the_credential_and_the_key():
     key, other = b"k" * 32, b"o" * 32
-    token = session_token(key, "path-01")
-    assert reader_from_token(key, token) == "path-01"
-    assert reader_from_token(other, token) is None
-    assert reader_from_token(key, session_token(key, "path-02").split(".")[0] + "." + token.split(".")[1]) is None
-    assert reader_from_token(key, "garbage") is None
+    base = credential_fingerprint(key, "reader", "path-01", "scrypt:old")
+    assert base == credential_fingerprint(key, "reader", "path-01", "scrypt:old")
+    assert len({base, credential_fingerprint(key, "reader", "path-01", "scrypt:new"),
+                credential_fingerprint(key, "reader", "path-02", "scrypt:old"),
+                credential_fingerprint(key, "organiser", "path-01", "scrypt:old"),
+                credential_fingerprint(other, "reader", "path-01", "scrypt:old")}) == 5
+    assert "old" not in base
     assert opaque_id(key, "case", "URCDM", "real") != opaque_id(other, "case", "URCDM", "real")
+
+
+def test_wrong_codes_wait_longer_each_time_up_to_the_cap():
+    waits = [backoff_seconds(n) for n in range(40)]
+    assert waits[:FREE_TRIES] == [0] * FREE_TRIES and waits[FREE_TRIES] == FIRST_WAIT_S
+    assert all(b == min(2 * a, MAX_WAIT_S) for a, b in zip(waits[FREE_TRIES:], waits[FREE_TRIES + 1:]))
+    assert max(waits) == MAX_WAIT_S and sum(waits[:30]) > 3600  # 30 wrong codes in a row cost hours, not nothing
 
 
 def pool(arms=("A", "B"), real=10, synthetic=10) -> list[Case]:

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image, PngImagePlugin
 
 from study_app.cli import main
-from study_app.prepare import STATIC, open_prepared, prepare
+from study_app.prepare import MANIFEST, STATIC, open_prepared, prepare, settings_digest
 from study_app.rendering import SERVED_MTIME
 from study_app.store import AnswerStore
 from study_app.study import load_study
@@ -97,6 +97,7 @@ def test_a_served_crop_shows_the_pixels_openslide_reads(real_vs_synthetic_study)
     import openslide
 
     prepared = prepare(load_study(real_vs_synthetic_study), progress=False)
+    assert prepared.display_side == 384  # every source (512 px tiles, crops of 512 px or more) is larger: the cap binds
     case = next(c for c in prepared.cases if c.source.endswith(".svs"))
     x, y, size = (round(v) for v in case.crop[:3])  # pfid crops fall between pixels; OpenSlide reads whole ones
     with openslide.OpenSlide(case.source) as slide:
@@ -166,3 +167,151 @@ def test_prepare_json_and_export(real_vs_synthetic_study, tmp_path, capsys):
     assert sum(r["tp"] + r["fp"] for r in scored["arms"][case.arm]["readers"]) == 1
     assert main(["export", str(real_vs_synthetic_study), "-o", str(out)]) == 2  # never overwritten silently
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.fixture
+def mixed_sizes_study(tmp_path):
+    """Sources of three sizes: real images with centred squares of 300 and 400 px, and synthetic
+    fixed-size crops of 352 px at full resolution (URCDM level 2). Served as PNG, so pixels compare exactly."""
+    real = tmp_path / "real"
+    real.mkdir()
+    Image.fromarray(tissue_image(340, 300, seed=1)).save(real / "a.png")   # 300 wide, 340 high: square side 300
+    Image.fromarray(tissue_image(400, 420, seed=2)).save(real / "b.png")   # square side 400
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    write_pyramid(ArraySource(tissue_image(1024, 1024, seed=3)), fake / "fake.tiff", tile=256, quality=90, mpp=0.5,
+                  overwrite=True)
+    values = {"title": "t", "seed": 1, "display": {"size": 1024, "format": "png"},
+              "arms": [{"name": "A", "real": {"images": str(real)},
+                        "synthetic": {"slides": str(fake / "fake.tiff"), "crops": {"n": 2, "level": 2, "size": 352}}}],
+              "access": {"open": True}, "admin": {"secret_env": "X"}}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def with_display_size(study_file, size: int) -> None:
+    values = yaml.safe_load(study_file.read_text())
+    values["display"]["size"] = size
+    study_file.write_text(yaml.safe_dump(values))
+
+
+def served_sizes(prepared) -> set[tuple[int, int]]:
+    return {Image.open(prepared.workdir / STATIC / f"{case.id}.png").size for case in prepared.cases}
+
+
+def test_one_display_side_for_the_study_the_smallest_source_side_capped(mixed_sizes_study, capsys):
+    prepared = prepare(load_study(mixed_sizes_study), progress=False)
+    assert prepared.display_side == 300 and served_sizes(prepared) == {(300, 300)}
+    assert prepared.summary()["display"] == {"side": 300, "cap": 1024, "format": "png", "quality": 92}
+    manifest = json.loads((prepared.workdir / MANIFEST).read_text())
+    assert (manifest["display_side"], manifest["source_side"]) == (300, 300)
+    assert "3 of 4 cases are larger" in capsys.readouterr().err  # the 400 px image and the two 352 px crops
+    # The smallest case is shown exactly as it is: one source pixel per served pixel, not resampled.
+    smallest = next(c for c in prepared.cases if c.source.endswith("a.png"))
+    served = np.asarray(Image.open(prepared.workdir / STATIC / f"{smallest.id}.png"))
+    assert np.array_equal(served, tissue_image(340, 300, seed=1)[20:320])
+    assert open_prepared(prepared.workdir).display_side == 300
+
+    with_display_size(mixed_sizes_study, 256)  # a cap below every source binds
+    prepared = prepare(load_study(mixed_sizes_study), progress=False)
+    assert prepared.display_side == 256 and served_sizes(prepared) == {(256, 256)}
+    assert prepared.summary()["display"]["side"] == 256
+
+
+def test_fixed_size_crops_are_shown_one_slide_pixel_per_pixel(mixed_sizes_study, tmp_path):
+    """All crops 352 px at full resolution: served at 352, each pixel the slide's own."""
+    slides = {"fake.tiff": tissue_image(1024, 1024, seed=3), "other.tiff": tissue_image(900, 1100, seed=5)}
+    write_pyramid(ArraySource(slides["other.tiff"]), tmp_path / "other.tiff", tile=256, quality=90, mpp=0.5,
+                  overwrite=True)
+    values = yaml.safe_load(mixed_sizes_study.read_text())
+    values["arms"][0]["real"] = {"slides": str(tmp_path / "other.tiff"), "crops": {"n": 2, "level": 2, "size": 352}}
+    mixed_sizes_study.write_text(yaml.safe_dump(values))
+    prepared = prepare(load_study(mixed_sizes_study), progress=False)
+    assert prepared.display_side == 352 and served_sizes(prepared) == {(352, 352)}
+    for case in prepared.cases:
+        x, y, size = case.crop[:3]
+        assert size == 352
+        served = np.asarray(Image.open(prepared.workdir / STATIC / f"{case.id}.png")).astype(float)
+        source = slides[case.source.rsplit("/", 1)[-1]][y:y + 352, x:x + 352]
+        assert np.abs(served - source).mean() < 3.0  # the pyramid's tiles are JPEG q90
+
+
+def test_a_cap_that_does_not_bind_is_not_a_change(mixed_sizes_study, monkeypatch):
+    prepared = prepare(load_study(mixed_sizes_study), progress=False)
+    case = prepared.cases[0]
+    AnswerStore(prepared.store_path).record("r1", case.id, case.arm, case.truth, "real", None, 1.0, 2.0, case.image_id)
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr("study_app.prepare.render_case", no_rendering)
+    with_display_size(mixed_sizes_study, 2048)  # the cases stay at 300 px: nothing readers see changes
+    assert prepare(load_study(mixed_sizes_study), progress=False).cases == prepared.cases
+    assert open_prepared(prepared.workdir).display_side == 300
+    with_display_size(mixed_sizes_study, 200)  # would shrink every case: refused once readers answered
+    with pytest.raises(UserError, match="changed .* after readers answered"):
+        prepare(load_study(mixed_sizes_study), progress=False)
+    with pytest.raises(UserError, match="changed since its cases were prepared"):
+        open_prepared(prepared.workdir)
+
+
+def test_a_study_prepared_before_display_sides_keeps_its_answered_cases(mixed_sizes_study, monkeypatch):
+    """Manifests written when every case was resized to display.size carry no display side."""
+    prepared = prepare(load_study(mixed_sizes_study), progress=False)
+    path = prepared.workdir / MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["display_side"], manifest["source_side"]
+    manifest["settings"] = settings_digest(prepared.study)  # the digest as it was: of the cap
+    path.write_text(json.dumps(manifest))
+    legacy = open_prepared(prepared.workdir)
+    assert legacy.display_side == 1024 and legacy.summary()["display"]["side"] == 1024
+
+    rendered = []
+    monkeypatch.setattr("study_app.prepare.render_case", lambda *args: rendered.append(args) or "x" * 16)
+    case = prepared.cases[0]
+    AnswerStore(prepared.store_path).record("r1", case.id, case.arm, case.truth, "real", None, 1.0, 2.0, case.image_id)
+    assert prepare(load_study(mixed_sizes_study), progress=False).display_side == 1024 and not rendered
+
+
+def test_the_demo_is_shown_one_micrograph_pixel_per_pixel(demo_study_template):
+    """Every demo case is served at its crop's own size, and its pixels are the micrograph's (or its
+    degraded version's) at the crop's coordinates: 1:1 in the viewer is one source pixel."""
+    from evaluation.demo_data import degraded_versions
+    from study_app.demo import CROP_SIZE
+    from urcdm.sample_data import immunohistochemistry_micrograph
+
+    prepared = open_prepared(demo_study_template[0] / "study-run")
+    assert prepared.display_side == CROP_SIZE == 256
+    micrograph = immunohistochemistry_micrograph()
+    sources = {"real": micrograph, **degraded_versions(micrograph)}
+    assert {c.source.rsplit("/", 1)[-1] for c in prepared.cases} == {"real.tiff", "blurred.tiff", "stain-shift.tiff"}
+    for case in prepared.cases:
+        x, y, size = case.crop[:3]
+        assert size == CROP_SIZE and x == int(x) and y == int(y)
+        served = np.asarray(Image.open(prepared.workdir / STATIC / f"{case.id}.jpg").convert("RGB")).astype(float)
+        assert served.shape == (size, size, 3)
+        region = sources[case.source.rsplit("/", 1)[-1][:-len(".tiff")]][y:y + size, x:x + size]
+        # Two JPEG generations (the pyramid's tiles at q95, the served file at q92) differ by about
+        # 2 levels on average; the same crop one pixel off differs by about 7 (real) or more.
+        assert np.abs(served - region).mean() < 3.5, case
+
+
+def test_the_demo_real_slide_is_the_micrograph_as_it_is(demo_study_template):
+    """No mirrored or tiled region: the real slide is scikit-image's micrograph itself, 512 x 512."""
+    from skimage import data as skimage_data
+
+    from evaluation.demo_data import degraded_versions
+    from urcdm.slides import open_slide
+
+    micrograph = skimage_data.immunohistochemistry()
+    slides = demo_study_template[0] / "slides"
+    expected = {"real": micrograph, **degraded_versions(micrograph)}
+    for name in ("real", "blurred", "stain-shift"):
+        with open_slide(slides / f"{name}.tiff") as slide:
+            assert slide.dimensions == (512, 512), name
+            pixels = slide.read_region(0, 0, 512, 512).astype(float)
+        assert np.abs(pixels - expected[name]).mean() < 2.5, name  # JPEG q95 tiles
+        # and no half is the other's mirror image (a mirrored mosaic's would be)
+        assert np.abs(pixels[:, :256] - pixels[:, 256:][:, ::-1]).mean() > 20, name
+        assert np.abs(pixels[:256] - pixels[256:][::-1]).mean() > 20, name

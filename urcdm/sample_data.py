@@ -1,7 +1,9 @@
 """A real micrograph to run the toolkit on without any download.
 
 scikit-image ships an immunohistochemistry image (human colon, 512 x 512, DAB and haematoxylin)
-inside its wheel; we mirror it into a larger mosaic so the demo has several pyramid levels.
+inside its wheel. ``immunohistochemistry_micrograph`` is that image as it is (the reader study's
+demo shows it, as tissue a pathologist would accept); ``immunohistochemistry_mosaic`` mirrors it into
+a larger mosaic so the evaluation demo has several pyramid levels (recognisably artificial up close).
 
     python -m urcdm.sample_data OUT.tif [--repeat 4]
 """
@@ -15,6 +17,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 from skimage import data as skimage_data
+
+
+def immunohistochemistry_micrograph() -> np.ndarray:
+    """The IHC micrograph as it is: 512 x 512 RGB uint8, no region mirrored or repeated."""
+    return np.ascontiguousarray(skimage_data.immunohistochemistry()[..., :3], dtype=np.uint8)
 
 
 def immunohistochemistry_mosaic(repeat: int = 4) -> np.ndarray:

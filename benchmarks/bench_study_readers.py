@@ -1,0 +1,180 @@
+"""Answer -> next image with 1, 5 and 20 readers at once, each in a real browser. Prints JSON. Not a test.
+
+One study server (``urcdm-study run``'s command line), N headless chromium windows at 1366x768, each
+logged in as its own reader. All readers answer together, by keyboard (3 then R or S), after a short
+look at each case. Per answer the page itself records (``performance.now()`` in the case reader):
+
+- shown: key press -> the next case's image painted (the prefetched image is swapped in at once);
+- stored: key press -> the server's reply for the next case (the answer is in SQLite, the bar unlocks).
+
+    python benchmarks/bench_study_readers.py [--readers 1,5,20] [--answers 10] [--display 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_study import NoiseTissue  # noqa: E402
+
+from study_app.prepare import prepare  # noqa: E402
+from study_app.server import streamlit_command  # noqa: E402
+from study_app.study import load_study  # noqa: E402
+from urcdm.pyramid import write_pyramid  # noqa: E402
+
+WINDOW = (1366, 768)
+
+
+def build_study(root: Path, display: int, per_reader: int) -> Path:
+    for name, seed in (("real", 1), ("fake", 2)):
+        write_pyramid(NoiseTissue(8192, seed), root / f"{name}.tiff", tile=512, quality=90, mpp=0.5, overwrite=True)
+    crops = {"n": per_reader, "level": 2, "size": display}  # URCDM level 2: full resolution
+    study = {"title": "bench", "seed": 0, "cases_per_reader": per_reader, "answers": {"confidence": True},
+             "display": {"size": display, "format": "jpeg", "quality": 92},
+             "arms": [{"name": "ARM-1", "real": {"slides": str(root / "real.tiff"), "crops": crops},
+                       "synthetic": {"slides": str(root / "fake.tiff"), "crops": crops}}],
+             "access": {"open": True}, "admin": {"secret_env": "URCDM_BENCH_ADMIN"}}
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def start_server(prepared) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(streamlit_command(prepared.entry.resolve(), port, "127.0.0.1"), cwd=prepared.workdir,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url + "_stcore/health", timeout=2)
+            return server, url
+        except OSError:
+            time.sleep(0.3)
+    server.kill()
+    raise RuntimeError("the study server did not start")
+
+
+def new_browser():
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")), options=options)
+
+
+READY = ("const r = document.querySelector('.urcdm-reader'), i = document.getElementById('case-image');"
+         "return !!(r && i && !r.classList.contains('busy') && i.classList.contains('shown') && i.dataset.case"
+         " && window.__urcdmShownAt && window.__urcdmConfirmedAt)")
+
+
+class Reader(threading.Thread):
+    def __init__(self, name: str, url: str, answers: int, look_s: float, go: threading.Barrier):
+        super().__init__(daemon=True)
+        self.name_, self.url, self.answers, self.look_s, self.go = name, url, answers, look_s, go
+        self.shown_ms: list[float] = []
+        self.stored_ms: list[float] = []
+        self.error: str | None = None
+
+    def run(self) -> None:
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver = None
+        try:
+            driver = new_browser()
+            wait = WebDriverWait(driver, 300, poll_frequency=0.05)
+            driver.get(self.url)
+            wait.until(lambda d: d.find_element(By.XPATH, "//input[@aria-label='Reader ID']")).send_keys(self.name_)
+            driver.find_element(By.XPATH, "//button[normalize-space(.)='Start']").click()
+            wait.until(lambda d: d.find_element(By.XPATH, "//button[normalize-space(.)='Begin']")).click()
+            wait.until(lambda d: d.execute_script(READY.replace(" && window.__urcdmShownAt && window.__urcdmConfirmedAt", "")))
+            self.go.wait(timeout=600)
+            rng = random.Random(self.name_)
+            for number in range(self.answers):
+                time.sleep(self.look_s * rng.uniform(0.5, 1.5))
+                before = driver.execute_script("return document.getElementById('case-image').dataset.case")
+                ActionChains(driver).send_keys("3").send_keys("rs"[number % 2]).perform()
+                wait.until(lambda d: d.execute_script(READY) and d.execute_script(
+                    "return document.getElementById('case-image').dataset.case") != before
+                    and d.execute_script("return window.__urcdmConfirmedAt > window.__urcdmAnsweredAt"
+                                         " && window.__urcdmShownAt > window.__urcdmAnsweredAt"))
+                answered, shown, stored = driver.execute_script(
+                    "return [window.__urcdmAnsweredAt, window.__urcdmShownAt, window.__urcdmConfirmedAt]")
+                self.shown_ms.append(shown - answered)
+                self.stored_ms.append(stored - answered)
+        except Exception as exc:  # reported in the JSON, never hidden
+            self.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.go.abort()
+        finally:
+            if driver is not None:
+                driver.quit()
+
+
+def summary(values: list[float]) -> dict:
+    if not values:
+        return {}
+    array = np.asarray(values)
+    return {"n": len(values), "p50_ms": round(float(np.percentile(array, 50)), 1),
+            "p95_ms": round(float(np.percentile(array, 95)), 1), "max_ms": round(float(array.max()), 1)}
+
+
+def bench(url: str, readers: int, answers: int, look_s: float, tag: str) -> dict:
+    go = threading.Barrier(readers)
+    threads = [Reader(f"{tag}-{i}", url, answers, look_s, go) for i in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"readers": readers, "answers_each": answers,
+            "shown": summary([v for t in threads for v in t.shown_ms]),
+            "stored": summary([v for t in threads for v in t.stored_ms]),
+            "errors": [t.error for t in threads if t.error]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readers", default="1,5,20", help="reader counts to run, one after another")
+    parser.add_argument("--answers", type=int, default=10, help="answers timed per reader")
+    parser.add_argument("--look", type=float, default=1.0, help="mean seconds a reader looks before answering")
+    parser.add_argument("--display", type=int, default=1024, help="case image side (px)")
+    args = parser.parse_args()
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        json.dump({"skipped": "chromium / chromedriver not installed"}, sys.stdout)
+        return
+    with tempfile.TemporaryDirectory(prefix="urcdm-bench-readers-") as tmp:
+        prepared = prepare(load_study(build_study(Path(tmp), args.display, args.answers + 2)), progress=False)
+        sizes = [p.stat().st_size for p in prepared.image_folder.iterdir()]
+        server, url = start_server(prepared)
+        try:
+            runs = [bench(url, int(n), args.answers, args.look, f"r{n}") for n in args.readers.split(",")]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    result = {"window": WINDOW, "image_px": args.display, "image_bytes": sizes[0], "look_s": args.look,
+              "cpus": len(__import__("os").sched_getaffinity(0)), "runs": runs}
+    json.dump(result, sys.stdout, indent=2)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+// The case reader: one pan/zoom image, the answer bar and the keyboard, mounted once and updated per case.
+// Streamlit calls this function again with new `data` for every case; the DOM and the zoom code persist.
+// Hand-written rather than OpenSeadragon: one image of at most a few thousand pixels needs transforms,
+// not a tile pyramid, and nothing may come from a CDN on a hospital network.
+
+const KEYS_HELP = (confidence) => confidence
+  ? "Keys: <kbd>R</kbd> real · <kbd>S</kbd> synthetic, with <kbd>1</kbd>–<kbd>5</kbd> how sure (1 guessing, 5 certain), " +
+    "in either order · <kbd>F</kbd> flag · <kbd>+</kbd>/<kbd>−</kbd> zoom · <kbd>0</kbd> fit · double-click 1:1"
+  : "Keys: <kbd>R</kbd> real · <kbd>S</kbd> synthetic · <kbd>F</kbd> flag · <kbd>+</kbd>/<kbd>−</kbd> zoom · " +
+    "<kbd>0</kbd> fit · double-click 1:1";
+
+function element(tag, className, parent, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function buildViewer(root) {
+  const stage = element("div", "urcdm-stage", root);
+  const img = element("img", "", stage);
+  img.alt = "case image"; img.draggable = false; img.id = "case-image";
+  const tools = element("div", "urcdm-tools", stage);
+  const zoomLabel = element("div", "urcdm-zoom", stage);
+  const v = { stage, img, scale: 1, tx: 0, ty: 0, fitScale: 1, drag: null };
+  v.apply = () => {
+    img.style.transform = `translate(${v.tx}px, ${v.ty}px) scale(${v.scale})`;
+    img.style.imageRendering = v.scale >= 1 ? "pixelated" : "auto";  // 1:1 and above: crisp source pixels
+    zoomLabel.textContent = `${Math.round(v.scale * 100)} %`;
+  };
+  v.fit = () => {
+    if (!img.naturalWidth) return;
+    const w = stage.clientWidth, h = stage.clientHeight;
+    v.fitScale = Math.min(w / img.naturalWidth, h / img.naturalHeight);
+    v.scale = v.fitScale; v.tx = (w - img.naturalWidth * v.scale) / 2; v.ty = (h - img.naturalHeight * v.scale) / 2;
+    v.apply();
+  };
+  v.zoomAt = (factor, cx, cy) => {
+    const next = Math.min(Math.max(v.scale * factor, v.fitScale * 0.5), 16);
+    v.tx = cx - (cx - v.tx) * next / v.scale; v.ty = cy - (cy - v.ty) * next / v.scale; v.scale = next; v.apply();
+  };
+  v.centre = () => [stage.clientWidth / 2, stage.clientHeight / 2];
+  v.native = (cx, cy) => v.zoomAt(1 / v.scale, cx, cy);  // one source pixel per screen (CSS) pixel
+  for (const [label, title, action] of [["+", "zoom in (+)", () => v.zoomAt(1.5, ...v.centre())],
+      ["−", "zoom out (−)", () => v.zoomAt(1 / 1.5, ...v.centre())], ["fit", "fit to frame (0)", () => v.fit()],
+      ["1:1", "one image pixel per screen pixel", () => v.native(...v.centre())]]) {
+    const button = element("button", "", tools, label);
+    button.title = title; button.onclick = action;
+  }
+  stage.addEventListener("wheel", (e) => {
+    e.preventDefault();
+    const r = stage.getBoundingClientRect();
+    v.zoomAt(e.deltaY < 0 ? 1.2 : 1 / 1.2, e.clientX - r.left, e.clientY - r.top);
+  }, { passive: false });
+  stage.addEventListener("pointerdown", (e) => {
+    if (e.target.tagName === "BUTTON") return;
+    v.drag = [e.clientX - v.tx, e.clientY - v.ty]; stage.classList.add("dragging"); stage.setPointerCapture(e.pointerId);
+  });
+  stage.addEventListener("pointermove", (e) => {
+    if (v.drag) { v.tx = e.clientX - v.drag[0]; v.ty = e.clientY - v.drag[1]; v.apply(); }
+  });
+  stage.addEventListener("pointerup", () => { v.drag = null; stage.classList.remove("dragging"); });
+  stage.addEventListener("dblclick", (e) => {
+    const r = stage.getBoundingClientRect();
+    if (Math.abs(v.scale - v.fitScale) > 1e-6) v.fit(); else v.native(e.clientX - r.left, e.clientY - r.top);
+  });
+  return v;
+}
+
+function buildBar(root, view, confidence) {
+  const bar = element("div", "urcdm-bar", root);
+  view.progress = element("div", "urcdm-progress", bar);
+  const scale = element("div", "urcdm-scale", bar);
+  view.buttons = [];
+  const add = (answer, level, label, title) => {
+    const button = element("button", `${answer}${level ? "" : " wide"}`, scale, label);
+    button.title = title; button.dataset.answer = answer; button.dataset.confidence = level || "";
+    button.onclick = () => view.submit(answer, level || null);
+    view.buttons.push(button);
+  };
+  if (confidence) {
+    // One click answers both questions: a bipolar scale from "surely real" to "surely synthetic".
+    element("span", "urcdm-side", scale, "Real");
+    for (const level of [5, 4, 3, 2, 1]) add("real", level, String(level), `real, confidence ${level} of 5`);
+    element("span", "urcdm-gap", scale);
+    for (const level of [1, 2, 3, 4, 5]) add("synthetic", level, String(level), `synthetic, confidence ${level} of 5`);
+    element("span", "urcdm-side", scale, "Synthetic");
+  } else {
+    add("real", 0, "Real (R)", "real"); add("synthetic", 0, "Synthetic (S)", "synthetic");
+  }
+  view.flag = element("button", "urcdm-flag", bar, "⚑ Flag");
+  view.flag.title = "flag this case for the organiser (F)";
+  view.flag.onclick = () => view.toggleFlag();
+  view.comment = element("input", "urcdm-comment", bar);
+  view.comment.placeholder = "Comment (optional)"; view.comment.maxLength = 500;
+  view.message = element("div", "urcdm-message", bar);
+  view.message.setAttribute("role", "status");
+  element("div", "urcdm-keys", bar).innerHTML = KEYS_HELP(confidence);
+  view.bar = bar;
+}
+
+function layout(view) {
+  // The answer bar must stay in the window whatever its size: the image gets what is left above it.
+  const top = view.viewer.stage.getBoundingClientRect().top;
+  const room = window.innerHeight - top - view.bar.offsetHeight - 12;
+  view.viewer.stage.style.height = `${Math.max(200, Math.floor(room))}px`;
+  view.viewer.fit();
+}
+
+function createView(root) {
+  const view = { pending: { answer: null, confidence: null }, flagged: false, caseId: null, prefetched: null };
+  root.classList.add("urcdm-reader");
+  view.viewer = buildViewer(root);
+  view.pick = () => {
+    for (const b of view.buttons) {
+      const sameAnswer = b.dataset.answer === view.pending.answer;
+      const sameLevel = b.dataset.confidence === String(view.pending.confidence);
+      b.classList.toggle("picked", view.data.confidence
+        ? (sameAnswer && (sameLevel || view.pending.confidence === null)) || (sameLevel && view.pending.answer === null)
+        : sameAnswer);
+    }
+  };
+  view.say = (text) => { view.message.textContent = text; };
+  view.submit = (answer, confidence) => {
+    if (view.busy) return;
+    if (answer) view.pending.answer = answer;
+    if (confidence) view.pending.confidence = confidence;
+    view.pick();
+    const { answer: a, confidence: c } = view.pending;
+    if (view.data.confidence && (a === null || c === null)) {
+      view.say(a === null ? `Confidence ${c}: now press R (real) or S (synthetic).`
+                          : `${a === "real" ? "Real" : "Synthetic"}: now choose how sure you are, 1–5.`);
+      return;
+    }
+    view.busy = true; root.classList.add("busy"); view.say("");
+    window.__urcdmAnsweredAt = performance.now();
+    view.setTrigger("answer", { case: view.caseId, answer: a, confidence: c, flagged: view.flagged,
+                                comment: view.comment.value.trim() });
+    view.advance();
+  };
+  // Show the prefetched next case at once; the server's reply (the next case's data) then only
+  // confirms it and unlocks the bar. Until then further answers are held back, never queued.
+  view.advance = () => {
+    const next = view.prefetched;
+    if (!next || !next.complete || !next.naturalWidth) return;
+    view.reset(view.data.next_case);
+    view.reveal(next.src, view.data.next_case, false);
+  };
+  view.reset = (caseId) => {
+    view.caseId = caseId;
+    view.pending = { answer: null, confidence: null }; view.flagged = false;
+    view.flag.classList.remove("on"); view.comment.value = ""; view.say(""); view.pick();
+  };
+  view.reveal = (src, caseId, unlock) => {
+    const img = view.viewer.img;
+    img.classList.remove("shown"); img.dataset.case = "";
+    img.onload = () => img.decode().catch(() => {}).then(() => {
+      view.viewer.fit(); img.classList.add("shown"); img.dataset.case = caseId;
+      // Timing marks for benchmarks/bench_study_readers.py: the frame that paints the image.
+      requestAnimationFrame(() => { window.__urcdmShownAt = performance.now(); });
+      if (unlock) view.unlock();
+    });
+    img.onerror = () => view.say("The image could not be loaded: your session may have ended. Reload the page.");
+    img.src = src;
+  };
+  view.unlock = () => { view.busy = false; root.classList.remove("busy"); window.__urcdmConfirmedAt = performance.now(); };
+  view.toggleFlag = () => { view.flagged = !view.flagged; view.flag.classList.toggle("on", view.flagged); };
+  view.onKey = (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || ["INPUT", "TEXTAREA"].includes(e.target.tagName)) return;
+    const key = e.key.toLowerCase();
+    const v = view.viewer;
+    if (key === "r" || key === "s") view.submit(key === "r" ? "real" : "synthetic", null);
+    else if (view.data.confidence && ["1", "2", "3", "4", "5"].includes(key)) view.submit(null, Number(key));
+    else if (key === "f") view.toggleFlag();
+    else if (key === "+" || key === "=") v.zoomAt(1.5, ...v.centre());
+    else if (key === "-") v.zoomAt(1 / 1.5, ...v.centre());
+    else if (key === "0") v.fit();
+    else return;
+    // Ours alone: Streamlit's own shortcut for R is "rerun the app", which would delay the answer.
+    e.preventDefault(); e.stopImmediatePropagation();
+  };
+  view.show = (data) => {
+    const fresh = data.case !== view.caseId;
+    view.data = data;
+    if (!view.bar) buildBar(root, view, data.confidence);
+    view.progress.textContent = `Case ${data.index + 1} of ${data.total}`;
+    if (fresh) {
+      view.reset(data.case);
+      view.reveal(data.image, data.case, true);
+    } else if (view.busy) {
+      view.unlock();  // the server has stored the answer and confirms the case already on screen
+    }
+    if (data.next !== view.prefetchedUrl) {
+      // The next case is fetched and decoded now, so answering shows it without waiting for the network.
+      view.prefetchedUrl = data.next; view.prefetched = null;
+      if (data.next) { const next = new Image(); next.src = data.next; next.decode().catch(() => {}); view.prefetched = next; }
+    }
+    view.pick();
+    layout(view);
+  };
+  return view;
+}
+
+export default function (component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let view = parentElement.__urcdmView;
+  if (!view) view = parentElement.__urcdmView = createView(parentElement);
+  view.setTrigger = setTriggerValue;
+  view.show(data);
+  view.onResize = view.onResize || (() => layout(view));
+  // The same function objects each time, so a second mount adds no second listener.
+  // Capture phase on window: the reader's keys are seen before any of the page's own handlers.
+  window.addEventListener("keydown", view.onKey, true);
+  window.addEventListener("resize", view.onResize);
+  return () => { window.removeEventListener("keydown", view.onKey, true); window.removeEventListener("resize", view.onResize); };
+}

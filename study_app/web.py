@@ -1,0 +1,83 @@
+"""What the study's web server adds to Streamlit's: the case-image route and the security headers.
+
+Case images are not static files. ``/case-image/<case id><suffix>?session=<token>`` answers only a
+live reader session that is assigned that case, and every refusal is the same bare 403, so the
+route tells a stranger nothing (not even whether a case exists). Answers carry no ETag or
+Last-Modified: every served file has one byte length (``study_app.rendering.pad``), and nothing else
+in the headers may differ by class.
+
+Every response gets a content security policy, ``frame-ancestors 'none'`` with X-Frame-Options (no
+page of the study can be framed by another site), no referrer (the URL holds the session token) and
+no cross-origin sharing. Streamlit's metrics and static-file routes answer 404.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from study_app.gate import current_gate
+
+IMAGE_ROUTE = "/case-image"
+BLOCKED_PREFIXES = ("/_stcore/metrics", "/app/static")
+# Streamlit's front end needs inline styles and scripts, blob: workers and its own websocket;
+# nothing may come from another origin, and no other site may frame the study.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:", "style-src 'self' 'unsafe-inline'",
+    "img-src 'self' data: blob:", "font-src 'self' data:", "connect-src 'self'", "worker-src 'self' blob:",
+    "frame-src 'self' blob: data:", "object-src 'none'", "base-uri 'none'", "form-action 'self'",
+    "frame-ancestors 'none'"])
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+_DROPPED = {b"access-control-allow-origin", b"access-control-allow-credentials"}
+_MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
+
+
+def study_routes(workdir: Path) -> list[Route]:
+    async def case_image(request: Request) -> Response:
+        gate = current_gate(workdir)
+        name, suffix = request.path_params["name"], gate.prepared.study.display.suffix
+        case_id = name.removesuffix(suffix)
+        if case_id == name or not gate.may_see(request.query_params.get("session"), case_id):
+            return PlainTextResponse("forbidden", status_code=403, headers={"Cache-Control": "no-store"})
+        data = (gate.images / name).read_bytes()
+        # Never stored, so a revoked session leaves nothing to reopen on a shared computer; the page's
+        # prefetch still works, as a document reuses an image it has already loaded (HTML's list of
+        # available images), whatever the HTTP cache is told.
+        return Response(data, media_type=_MEDIA_TYPES[suffix], headers={"Cache-Control": "no-store"})
+
+    return [Route(IMAGE_ROUTE + "/{name}", case_image, methods=["GET"])]
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (not Starlette's BaseHTTPMiddleware, which would buffer every response)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["path"].startswith(BLOCKED_PREFIXES):
+            response = PlainTextResponse("not found", status_code=404)
+            return await response(scope, receive, self._secured(send))
+        return await self.app(scope, receive, self._secured(send))
+
+    @staticmethod
+    def _secured(send):
+        async def secured(message):
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _DROPPED]
+                names = {name for name, _ in SECURITY_HEADERS}
+                message = {**message, "headers": [(k, v) for k, v in kept if k.lower() not in names] + SECURITY_HEADERS}
+            await send(message)
+
+        return secured
