@@ -3,7 +3,7 @@
 - rendering: parity-encoding cases read from a large pyramid (the crop is read from the pyramid level
   that matches the display size, never the whole slide): seconds per case, bytes per case, peak RSS.
 - browser (when chromium + chromedriver are installed): the running app, a reader logged in, time
-  from pressing an answer to the next case's image decoded in the pan/zoom viewer.
+  from an answer key to the next case's image painted, and to the answer stored (the bar unlocked).
 
     python benchmarks/bench_study.py [--display 4096] [--cases 12] [--slide-size 16384]
 """
@@ -14,12 +14,9 @@ import argparse
 import json
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +52,7 @@ def build_study(root: Path, slide_size: int, display: int, cases: int) -> Path:
     study = {"title": "bench", "seed": 0, "display": {"size": display, "format": "jpeg", "quality": 92},
              "arms": [{"name": "ARM-1", "real": {"slides": str(root / "real.tiff"), "crops": crops},
                        "synthetic": {"slides": str(root / "fake.tiff"), "crops": crops}}],
-             "access": {"readers": [{"id": "bench", "code": "bench"}]}, "admin": {"secret_env": "URCDM_BENCH_ADMIN"}}
+             "access": {"open": True}, "admin": {"secret_env": "URCDM_BENCH_ADMIN"}}
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
@@ -73,65 +70,20 @@ def bench_rendering(study_file: Path) -> tuple[dict, object]:
 
 
 def bench_browser(prepared, answers: int) -> dict:
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
+    """One reader in headless chromium (``bench_study_readers``' reader): answer -> next image shown and stored."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
         return {"skipped": "chromium / chromedriver not installed"}
-    from selenium import webdriver
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    import threading
 
-    from study_app.server import streamlit_command
+    from bench_study_readers import Reader, start_server, summary
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(streamlit_command(prepared.entry, port, "127.0.0.1"), cwd=prepared.workdir,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1200"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
-    wait = WebDriverWait(driver, 120)
-
-    def click(label: str) -> None:
-        wait.until(lambda d: d.find_element(By.XPATH, f"//button[normalize-space(.)='{label}']")).click()
-
-    def image_shown(number: int) -> None:
-        wait.until(lambda d: d.find_elements(By.XPATH, f"//*[contains(text(), 'Case {number} of')]"))
-        frame = wait.until(lambda d: d.find_element(By.TAG_NAME, "iframe"))
-        driver.switch_to.frame(frame)
-        try:
-            wait.until(lambda d: d.execute_script(
-                "const i = document.getElementById('case-image'); return i && i.complete && i.naturalWidth > 0"))
-        finally:
-            driver.switch_to.default_content()
-
+    server, url = start_server(prepared)
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(url + "_stcore/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.3)
-        driver.get(url)
-        wait.until(lambda d: d.find_element(By.XPATH, "//input[@aria-label='Reader ID']")).send_keys("bench")
-        driver.find_element(By.XPATH, "//input[@aria-label='Access code']").send_keys("bench")
-        click("Start")
-        click("Begin")
-        image_shown(1)
-        timings = []
-        for number in range(1, answers + 1):
-            started = time.perf_counter()
-            click("Real" if number % 2 else "Synthetic")
-            image_shown(number + 1)
-            timings.append(time.perf_counter() - started)
-        return {"answers": answers, "answer_to_next_image_s_median": round(float(np.median(timings)), 3),
-                "answer_to_next_image_s_max": round(max(timings), 3)}
+        reader = Reader("bench", url, answers, 0.5, threading.Barrier(1))
+        reader.run()
+        return {"answers": answers, "shown": summary(reader.shown_ms), "stored": summary(reader.stored_ms),
+                "error": reader.error}
     finally:
-        driver.quit()
         server.terminate()
         server.wait(timeout=30)
 
@@ -150,7 +102,7 @@ def main() -> None:
         slides_s = time.perf_counter() - started
         rendering, prepared = bench_rendering(study_file)
         result = {"display_px": args.display, "slide_px": args.slide_size, "slide_build_s": round(slides_s, 1),
-                  "rendering": rendering, "browser": bench_browser(prepared, min(args.answers, args.cases - 1))}
+                  "rendering": rendering, "browser": bench_browser(prepared, min(args.answers, args.cases // 2 - 1))}
     json.dump(result, sys.stdout, indent=2)
     print()
 

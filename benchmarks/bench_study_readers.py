@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -81,6 +82,8 @@ def new_browser():
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")), options=options)
 
 
+# Twenty browsers starting at once on two cores time out: they start one by one, then answer together.
+_STARTING = threading.Lock()
 READY = ("const r = document.querySelector('.urcdm-reader'), i = document.getElementById('case-image');"
          "return !!(r && i && !r.classList.contains('busy') && i.classList.contains('shown') && i.dataset.case"
          " && window.__urcdmShownAt && window.__urcdmConfirmedAt)")
@@ -101,14 +104,17 @@ class Reader(threading.Thread):
 
         driver = None
         try:
-            driver = new_browser()
-            wait = WebDriverWait(driver, 300, poll_frequency=0.05)
-            driver.get(self.url)
-            wait.until(lambda d: d.find_element(By.XPATH, "//input[@aria-label='Reader ID']")).send_keys(self.name_)
-            driver.find_element(By.XPATH, "//button[normalize-space(.)='Start']").click()
-            wait.until(lambda d: d.find_element(By.XPATH, "//button[normalize-space(.)='Begin']")).click()
-            wait.until(lambda d: d.execute_script(READY.replace(" && window.__urcdmShownAt && window.__urcdmConfirmedAt", "")))
-            self.go.wait(timeout=600)
+            with _STARTING:
+                driver = new_browser()
+                wait = WebDriverWait(driver, 300, poll_frequency=0.05)
+                driver.get(self.url)
+                wait.until(lambda d: d.find_element(By.XPATH, "//input[@aria-label='Reader ID']")).send_keys(self.name_)
+                driver.find_element(By.XPATH, "//button[normalize-space(.)='Start']").click()
+                wait.until(lambda d: d.find_element(By.XPATH, "//button[normalize-space(.)='Begin']")).click()
+                wait.until(lambda d: d.execute_script(READY.replace(" && window.__urcdmShownAt && window.__urcdmConfirmedAt", "")))
+            self.go.wait(timeout=1200)
+            # Times are taken in the page; slow polling keeps twenty drivers from eating the CPU they measure.
+            wait = WebDriverWait(driver, 300, poll_frequency=0.25)
             rng = random.Random(self.name_)
             for number in range(self.answers):
                 time.sleep(self.look_s * rng.uniform(0.5, 1.5))
@@ -138,16 +144,26 @@ def summary(values: list[float]) -> dict:
             "p95_ms": round(float(np.percentile(array, 95)), 1), "max_ms": round(float(array.max()), 1)}
 
 
-def bench(url: str, readers: int, answers: int, look_s: float, tag: str) -> dict:
-    go = threading.Barrier(readers)
+def bench(url: str, server: psutil.Process, readers: int, answers: int, look_s: float, tag: str) -> dict:
+    all_in = threading.Event()
+    go = threading.Barrier(readers, action=all_in.set)
     threads = [Reader(f"{tag}-{i}", url, answers, look_s, go) for i in range(readers)]
     for thread in threads:
         thread.start()
+    while not all_in.wait(0.1) and any(t.is_alive() for t in threads):
+        pass
+    # CPU from the moment all readers answer: the server's share against the machine's (the browsers).
+    server_before, machine_before, started = sum(server.cpu_times()[:2]), psutil.cpu_times(), time.monotonic()
     for thread in threads:
         thread.join()
-    return {"readers": readers, "answers_each": answers,
-            "shown": summary([v for t in threads for v in t.shown_ms]),
-            "stored": summary([v for t in threads for v in t.stored_ms]),
+    seconds = time.monotonic() - started
+    machine = sum(psutil.cpu_times()[:3]) - sum(machine_before[:3])
+    server_cpu = sum(server.cpu_times()[:2]) - server_before
+    stored = [v for t in threads for v in t.stored_ms]
+    return {"readers": readers, "answers_each": answers, "wall_s": round(seconds, 1),
+            "shown": summary([v for t in threads for v in t.shown_ms]), "stored": summary(stored),
+            "server_cpu_ms_per_answer": round(1000 * server_cpu / max(len(stored), 1), 1),
+            "server_share_of_busy_cpu": round(server_cpu / machine, 3) if machine else None,
             "errors": [t.error for t in threads if t.error]}
 
 
@@ -166,7 +182,8 @@ def main() -> None:
         sizes = [p.stat().st_size for p in prepared.image_folder.iterdir()]
         server, url = start_server(prepared)
         try:
-            runs = [bench(url, int(n), args.answers, args.look, f"r{n}") for n in args.readers.split(",")]
+            process = psutil.Process(server.pid)
+            runs = [bench(url, process, int(n), args.answers, args.look, f"r{n}") for n in args.readers.split(",")]
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -114,11 +114,6 @@ def click_button(driver, label: str) -> None:
     wait_for(driver, f"//button[normalize-space(.)='{label}']").click()
 
 
-def wait_for_case(driver, number: int, total: int) -> None:
-    WebDriverWait(driver, WAIT_S).until(
-        EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), 'Case {number} of {total}')]")))
-
-
 READY = ("const r = document.querySelector('.urcdm-reader'), i = document.getElementById('case-image');"
          "return !!(r && i && !r.classList.contains('busy') && i.classList.contains('shown')) && i.dataset.case")
 
@@ -132,14 +127,14 @@ def log_in(driver, url: str, reader: str = READER, code: str | None = None) -> N
 
 def shown_case(driver) -> dict:
     """The case on screen once its image is painted and the bar takes answers."""
-    case = WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda d: d.execute_script(READY))
+    WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda d: d.execute_script(READY))
     return driver.execute_script(
         "const i = document.getElementById('case-image'), bar = document.querySelector('.urcdm-bar');"
         "const r = bar.getBoundingClientRect();"
         "return {case: i.dataset.case, src: i.src, width: i.naturalWidth, bar_top: r.top, bar_bottom: r.bottom,"
         " window_height: innerHeight, stage: document.querySelector('.urcdm-stage').clientHeight,"
         " progress: document.querySelector('.urcdm-progress').textContent,"
-        " keys: document.querySelector('.urcdm-keys').textContent}", )
+        " keys: document.querySelector('.urcdm-keys').textContent}")
 
 
 def press(driver, *keys: str) -> None:
@@ -189,8 +184,9 @@ def test_a_reader_answers_by_keyboard_at_two_window_sizes_reloads_and_continues(
         seen.append(case.content_id)
         if number == 0:  # a confidence alone asks for the answer, next to the bar
             press(browser, "4")
-            message = browser.find_element(By.CSS_SELECTOR, ".urcdm-message").text
-            assert "press R" in message and shown_case(browser)["case"] == case.id
+            message, after = browser.find_element(By.CSS_SELECTOR, ".urcdm-message").text, shown_case(browser)
+            assert "press R" in message and after["case"] == case.id
+            assert after["bar_bottom"] <= after["window_height"] and after["stage"] == shown["stage"]  # nothing moved
             press(browser, "s")
         elif number == 1:  # one click on the scale: "real, 2 of 5"
             browser.find_element(By.CSS_SELECTOR, "button.real[data-confidence='2']").click()
