@@ -5,6 +5,8 @@
     urcdm-study demo [--out build/study-demo]      a small demo study from embedded data, served
     urcdm-study export STUDY.yaml -o ANSWERS.csv   the raw answers, as the app's organiser view exports them
     urcdm-study score ANSWERS.csv [--by arm|all] [--positive synthetic|real] [--json]
+    urcdm-study mrmc RATINGS.csv [--cov jackknife|delong|unbiased] [--arm ARM] [--json]
+                                                   OR MRMC ROC analysis (Hillis ddf) of ratings or an export
     urcdm-study hash-secret                        hash an access code or organiser secret for the study file
 
 ANSWERS.csv needs the columns reader,case,arm,truth,answer (truth/answer: real or synthetic) and may
@@ -37,6 +39,14 @@ def build_parser() -> ArgumentParser:
     scorer.add_argument("--positive", choices=("synthetic", "real"), default="synthetic",
                         help="the answer counted as positive (default: synthetic, as in the paper)")
     add_output_options(scorer)
+
+    mrmc = commands.add_parser("mrmc", help="Obuchowski-Rockette MRMC ROC analysis of ratings",
+                               description="Obuchowski-Rockette MRMC analysis of empirical AUCs with Hillis' ddf.")
+    mrmc.add_argument("ratings", help="CSV with reader,arm,case,truth,rating, or an `urcdm-study export` CSV")
+    mrmc.add_argument("--cov", choices=("jackknife", "delong", "unbiased"), default="jackknife",
+                      help="case-level covariance estimator (default: jackknife)")
+    mrmc.add_argument("--arm", help="analyse this arm alone (single-arm AUC and CI)")
+    add_output_options(mrmc)
 
     preparer = commands.add_parser("prepare", help="render the study's cases into its folder",
                                    description="Render every case (same format, size, quality; no metadata) into the study folder.")
@@ -102,6 +112,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mrmc(args: argparse.Namespace) -> int:
+    from study_app.mrmc import analyse
+    from study_app.mrmc_io import format_report, read_design
+
+    design = read_design(args.ratings, arm=args.arm)
+    result = analyse(design.ratings, design.truth, args.cov, design.readers, design.arms)
+    print_json(result) if args.json else print(format_report(result))
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from study_app.prepare import prepare
     from study_app.study import load_study
@@ -160,7 +180,7 @@ def cmd_hash_secret(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"score": cmd_score, "prepare": cmd_prepare, "run": cmd_run, "demo": cmd_demo, "export": cmd_export,
-            "hash-secret": cmd_hash_secret}
+            "hash-secret": cmd_hash_secret, "mrmc": cmd_mrmc}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

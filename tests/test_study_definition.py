@@ -52,6 +52,11 @@ def test_a_valid_study_parses_with_paths_resolved_against_the_study_file():
     assert (arm.synthetic.crops.mode, arm.synthetic.crops.level, arm.synthetic.crops.patch_size) == ("fixed", 2, 512)
     assert study.workdir == Path("/studies/s.study") and study.readers == {"path-01": "abc"}
     assert study.display.format == "jpeg" and study.balance == "equal" and study.shared_cases
+    assert study.session_hours == 12
+    assert parse(with_change("access.session_hours", 0.5)).session_hours == 0.5
+    for bad in (0, -1, 24 * 15, "long"):
+        with pytest.raises(UserError, match=r"^access\.session_hours"):
+            parse(with_change("access.session_hours", bad))
 
 
 @pytest.mark.parametrize("path, value, field", [
