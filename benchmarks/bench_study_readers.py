@@ -27,31 +27,22 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_study import NoiseTissue  # noqa: E402
+import bench_study  # noqa: E402
 
 from study_app.prepare import prepare  # noqa: E402
 from study_app.server import streamlit_command  # noqa: E402
 from study_app.study import load_study  # noqa: E402
-from urcdm.pyramid import write_pyramid  # noqa: E402
 
 WINDOW = (1366, 768)
 
 
 def build_study(root: Path, display: int, per_reader: int) -> Path:
-    for name, seed in (("real", 1), ("fake", 2)):
-        write_pyramid(NoiseTissue(8192, seed), root / f"{name}.tiff", tile=512, quality=90, mpp=0.5, overwrite=True)
-    crops = {"n": per_reader, "level": 2, "size": display}  # URCDM level 2: full resolution
-    study = {"title": "bench", "seed": 0, "cases_per_reader": per_reader, "answers": {"confidence": True},
-             "display": {"size": display, "format": "jpeg", "quality": 92},
-             "arms": [{"name": "ARM-1", "real": {"slides": str(root / "real.tiff"), "crops": crops},
-                       "synthetic": {"slides": str(root / "fake.tiff"), "crops": crops}}],
-             "access": {"open": True}, "admin": {"secret_env": "URCDM_BENCH_ADMIN"}}
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    # Full-resolution (URCDM level 2) crops: shown 1:1 at ``display`` px, as a demo or a fixed-scale study is.
+    crops = {"n": per_reader, "level": 2, "size": display}
+    return bench_study.build_study(root, 8192, display, 2 * per_reader, crops=crops, cases_per_reader=per_reader,
+                                   answers={"confidence": True})
 
 
 def start_server(prepared) -> tuple[subprocess.Popen, str]:

@@ -151,14 +151,14 @@ def _on_answer(gate: Gate, store: AnswerStore, reader: str) -> None:
 
 
 def _next_case(gate: Gate, reader: str, case_id: str) -> str | None:
-    order = [case.id for case in gate.prepared.reader_cases(reader)]
+    order = [case.id for case in gate.reader_cases(reader)]
     position = order.index(case_id)
     return order[position + 1] if position + 1 < len(order) else None
 
 
 def reader_page(gate: Gate, store: AnswerStore, reader: str, token: str) -> None:
     prepared, study = gate.prepared, gate.prepared.study
-    cases = prepared.reader_cases(reader)
+    cases = gate.reader_cases(reader)
     index = store.first_unanswered(reader, [case.id for case in cases])
     st.html(COMPACT_PAGE)
     _flash()

@@ -29,12 +29,11 @@ _ARMS = {"BLURRED-ARM": "blurred", "STAIN-ARM": "stain-shift"}
 CROP_SIZE = 256  # px, at full resolution: a quarter of the 512^2 micrograph per case
 
 
-def build_demo(out: Path, fresh: bool = False, repeat: int | None = None, crops: int = 8) -> tuple[Path, str]:
+def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, str]:
     """Write the demo slides and ``study.yaml`` under ``out``; returns (study file, organiser secret).
 
     An existing demo is reused (answers and all) unless ``fresh``, which deletes ``out`` first.
-    ``crops``: crops per slide and arm. ``repeat`` is ignored (the real slide was once a mirrored
-    mosaic of that many tiles a side; it is now the micrograph as it is); kept for older callers.
+    ``crops``: crops per slide and arm.
     """
     study_file, secret_file = out / "study.yaml", out / "organiser-secret.txt"
     if study_file.exists() and secret_file.exists() and not fresh:

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 
 from study_app.access import credential_fingerprint
+from study_app.cases import Case
 from study_app.prepare import MANIFEST, PreparedStudy, open_prepared
 from study_app.sessions import SESSIONS, Session, SessionStore
 
@@ -25,6 +26,7 @@ class Gate:
     def __init__(self, prepared: PreparedStudy):
         self.prepared = prepared
         self.sessions = SessionStore(prepared.workdir / SESSIONS)
+        self._orders: dict[str, list[Case]] = {}
         self._assigned: dict[str, frozenset[str]] = {}
 
     @property
@@ -53,18 +55,20 @@ class Gate:
     def session(self, token: str | None) -> Session | None:
         return self.sessions.lookup(token, self.fingerprint)
 
+    def reader_cases(self, reader: str) -> list[Case]:
+        """The reader's cases in order, worked out once per study version (every page run and image asks)."""
+        if reader not in self._orders:
+            self._orders[reader] = self.prepared.reader_cases(reader)
+            self._assigned[reader] = frozenset(case.id for case in self._orders[reader])
+        return self._orders[reader]
+
     def assigned(self, reader: str) -> frozenset[str]:
-        if reader not in self._assigned:
-            self._assigned[reader] = frozenset(case.id for case in self.prepared.reader_cases(reader))
+        self.reader_cases(reader)
         return self._assigned[reader]
 
     def may_see(self, token: str | None, case_id: str) -> bool:
         session = self.session(token)
         return session is not None and session.role == "reader" and case_id in self.assigned(session.subject)
-
-    @cached_property
-    def images(self) -> Path:
-        return self.prepared.image_folder
 
 
 _lock = threading.Lock()
@@ -75,13 +79,20 @@ def _mtime(path: Path | str | None) -> float:
     return Path(path).stat().st_mtime if path and Path(path).exists() else 0.0
 
 
+@lru_cache(maxsize=8)
+def _study_file(manifest: str, manifest_mtime: float) -> str | None:
+    return json.loads(Path(manifest).read_text()).get("study_file")
+
+
 def current_gate(workdir: Path) -> Gate:
-    """The gate of the study as its files are now (cached until the manifest or study file changes)."""
+    """The gate of the study as its files are now (cached until the manifest or study file changes;
+    checking costs two stats, not a read of the manifest)."""
     manifest = workdir / MANIFEST
     if not manifest.exists():
         open_prepared(workdir)  # raises the "not a prepared study" error
-    study_file = json.loads(manifest.read_text()).get("study_file")
-    stamp = (str(workdir), _mtime(manifest), _mtime(study_file))
+    manifest_mtime = _mtime(manifest)
+    study_file = _study_file(str(manifest), manifest_mtime)
+    stamp = (str(workdir), manifest_mtime, _mtime(study_file))
     with _lock:
         gate = _gates.get(stamp)
         if gate is None:

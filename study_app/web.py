@@ -37,7 +37,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
-_DROPPED = {b"access-control-allow-origin", b"access-control-allow-credentials"}
+_DROPPED = {b"access-control-allow-origin", b"access-control-allow-credentials"} | {name for name, _ in SECURITY_HEADERS}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 
 
@@ -48,7 +48,7 @@ def study_routes(workdir: Path) -> list[Route]:
         case_id = name.removesuffix(suffix)
         if case_id == name or not gate.may_see(request.query_params.get("session"), case_id):
             return PlainTextResponse("forbidden", status_code=403, headers={"Cache-Control": "no-store"})
-        data = (gate.images / name).read_bytes()
+        data = (gate.prepared.image_folder / name).read_bytes()
         # Never stored, so a revoked session leaves nothing to reopen on a shared computer; the page's
         # prefetch still works, as a document reuses an image it has already loaded (HTML's list of
         # available images), whatever the HTTP cache is told.
@@ -76,8 +76,7 @@ class SecurityHeaders:
         async def secured(message):
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _DROPPED]
-                names = {name for name, _ in SECURITY_HEADERS}
-                message = {**message, "headers": [(k, v) for k, v in kept if k.lower() not in names] + SECURITY_HEADERS}
+                message = {**message, "headers": kept + SECURITY_HEADERS}
             await send(message)
 
         return secured

@@ -84,7 +84,7 @@ def demo_study_template(tmp_path_factory) -> tuple[Path, str]:
     from study_app.study import load_study
 
     out = tmp_path_factory.mktemp("study-demo")
-    study_file, secret = build_demo(out, repeat=2, crops=6)
+    study_file, secret = build_demo(out, crops=6)
     prepare(load_study(study_file), progress=False)
     return out, secret
 

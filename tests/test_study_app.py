@@ -48,7 +48,7 @@ def reader_data(app: AppTest) -> dict | None:
 def answer(workdir, label: str, confidence: int = 3, reader: str = READER) -> tuple[str, str | None]:
     gate = current_gate(workdir)
     store = AnswerStore(gate.prepared.store_path)
-    order = [c.id for c in gate.prepared.reader_cases(reader)]
+    order = [c.id for c in gate.reader_cases(reader)]
     case = order[store.first_unanswered(reader, order)]
     given = {"case": case, "answer": label, "confidence": confidence, "flagged": False, "comment": ""}
     return case, record_answer(gate, store, reader, given, time.time() - 2)

@@ -24,7 +24,7 @@ from urcdm.errors import UserError
 @pytest.fixture(scope="module")
 def demo_study(tmp_path_factory):
     """The embedded demo: both arms draw their real crops from one slide, so they share images."""
-    return build_demo(tmp_path_factory.mktemp("blinding") / "demo", repeat=2, crops=6)[0]
+    return build_demo(tmp_path_factory.mktemp("blinding") / "demo", crops=6)[0]
 
 
 def test_a_reader_never_sees_the_same_image_twice(demo_study):

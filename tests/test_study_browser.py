@@ -87,7 +87,7 @@ class StudyServer:
 def running_app(tmp_path):
     from study_app.demo import build_demo
 
-    study_file, _ = build_demo(tmp_path / "demo", repeat=2, crops=6)
+    study_file, _ = build_demo(tmp_path / "demo", crops=6)
     server = StudyServer(study_file, free_port())
     server.start()
     yield server
