@@ -3,12 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+OSD    := urcdm/deepzoom/static/openseadragon/openseadragon.min.js
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
 .PHONY: setup test demo bench clean
 
 # Idempotent: rebuilds only when the venv is missing or the dependency files changed.
-setup: $(STAMP)
+setup: $(STAMP) $(OSD)
+
+# OpenSeadragon (the deep-zoom viewer) is on npm, not PyPI: the version pinned in web/package-lock.json,
+# copied into the package so `urcdm view` and whole-slide studies serve it themselves (offline, no CDN).
+$(OSD): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	rm -rf urcdm/deepzoom/static/openseadragon
+	cp -r web/node_modules/openseadragon/build/openseadragon urcdm/deepzoom/static/openseadragon
+	touch $(OSD)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

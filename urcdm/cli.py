@@ -1,5 +1,5 @@
-"""``urcdm``: the model-side command line: slide inspection and conversion, configs, training and
-sampling."""
+"""``urcdm``: the model-side command line: slide inspection and conversion, configs, training,
+sampling and the deep-zoom viewer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from urcdm import __version__, sample_cli, train_cli
+from urcdm import __version__, sample_cli, train_cli, view_cli
 from urcdm.clikit import ArgumentParser, add_output_options, print_json, print_table, run_cli
 from urcdm.errors import UserError
 from urcdm.pyramid import SlideSource, write_pyramid
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(handler=cmd_convert)
     train_cli.add_commands(commands)
     sample_cli.add_commands(commands)
+    view_cli.add_commands(commands)
     return parser
 
 

@@ -35,6 +35,11 @@ class OpenSlideSlide(Slide):
             return None
 
     @property
+    def openslide(self) -> openslide.OpenSlide:
+        """The OpenSlide handle itself, for OpenSlide's own tools (its Deep Zoom tiler)."""
+        return self._osr
+
+    @property
     def properties(self) -> dict[str, str]:
         """The raw OpenSlide properties (vendor metadata)."""
         return dict(self._osr.properties)

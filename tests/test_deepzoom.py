@@ -1,0 +1,162 @@
+"""Deep Zoom tiles and ``urcdm view``: tiles against OpenSlide's tiler and against direct reads,
+the page in chromium, and the error contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import openslide
+import pytest
+from openslide.deepzoom import DeepZoomGenerator
+
+from urcdm.deepzoom.tiles import DeepZoomSlide, SlideView
+from urcdm.errors import UserError
+from urcdm.pyramid import ArraySource, write_pyramid
+from urcdm.slides import open_slide
+from urcdm.slides.image_slide import TiffSlide
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory, tissue_rgb):
+    path = tmp_path_factory.mktemp("dz") / "tissue.tiff"
+    write_pyramid(ArraySource(tissue_rgb), path, tile=256, quality=90, mpp=0.5, progress=False)
+    return path
+
+
+def tile_l0_box(generator: DeepZoomGenerator, level: int, col: int, row: int) -> tuple[float, ...]:
+    """A tile's rectangle in level-0 pixels, from the Deep Zoom layout alone (power-of-two levels,
+    tile_size, overlap), independently of how the tiler reads it."""
+    scale = 2 ** (generator.level_count - 1 - level)
+    tile, overlap = 254, 1
+    x = col * tile - (overlap if col else 0)
+    y = row * tile - (overlap if row else 0)
+    return x * scale, y * scale
+
+
+def test_our_reader_gives_openslides_tiles(pyramid):
+    """Through SlideView (tifffile) the tiler sees what it sees through OpenSlide, on the same file."""
+    reference = DeepZoomGenerator(openslide.OpenSlide(str(pyramid)), tile_size=254, overlap=1)
+    ours = DeepZoomGenerator(SlideView(TiffSlide(pyramid)), tile_size=254, overlap=1)
+    assert ours.level_tiles == reference.level_tiles and ours.get_dzi("jpeg") == reference.get_dzi("jpeg")
+    for level in range(reference.level_count):
+        cols, rows = reference.level_tiles[level]
+        for address in {(0, 0), (cols - 1, rows - 1), (cols // 2, rows // 2)}:
+            expected = np.asarray(reference.get_tile(level, address).convert("RGB"), dtype=int)
+            got = np.asarray(ours.get_tile(level, address), dtype=int)
+            assert got.shape == expected.shape
+            assert np.abs(got - expected).max() <= 1, (level, address)  # one JPEG decoder vs another
+
+
+@pytest.mark.parametrize("reader", ["openslide", "tifffile"])
+def test_tiles_at_each_level_equal_a_direct_read(pyramid, reader):
+    slide = open_slide(pyramid) if reader == "openslide" else TiffSlide(pyramid)
+    deep_zoom = DeepZoomSlide(slide)
+    generator = deep_zoom.generator
+    assert generator.level_dimensions[-1] == slide.dimensions
+    checked = 0
+    coarsest = slide.level_downsamples[-1]
+    for level in range(generator.level_count):
+        scale = 2 ** (generator.level_count - 1 - level)
+        if scale > 2 * coarsest:
+            # Below the pyramid's coarsest level the tiler shrinks by more than 2, where PIL's
+            # thumbnail box-reduces before its Lanczos pass: a softer filter than read_region's.
+            continue
+        cols, rows = generator.level_tiles[level]
+        for col, row in {(0, 0), (cols - 1, rows - 1), (cols // 2, rows // 2)}:
+            tile = np.asarray(deep_zoom.tile_image(level, col, row), dtype=int)
+            height, width = tile.shape[:2]
+            if min(height, width) < 32:
+                continue  # a few pixels: any two resamplers disagree there
+            x, y = tile_l0_box(generator, level, col, row)
+            # OpenSlide's tiler fits a partial tile's window into its size keeping the aspect ratio,
+            # so it can come out a pixel short: the window is the layout's, the size the tile's.
+            layout_w, layout_h = generator.get_tile_dimensions(level, (col, row))
+            direct = slide.read_region(x, y, layout_w * scale, layout_h * scale, out_size=(width, height)).astype(int)
+            # Inside the slide only: the last tile's window may reach up to scale - 1 pixels past its edge.
+            inside_w = min(width, int((slide.dimensions[0] - x) // scale) - 1)
+            inside_h = min(height, int((slide.dimensions[1] - y) // scale) - 1)
+            difference = np.abs(tile - direct)[:inside_h, :inside_w]
+            assert difference.mean() < 1.5, (level, col, row, difference.mean())
+            checked += 1
+    assert checked >= 9
+
+
+def test_tile_addresses_outside_the_pyramid_are_refused(pyramid):
+    deep_zoom = DeepZoomSlide(open_slide(pyramid))
+    cols, rows = deep_zoom.generator.level_tiles[-1]
+    assert deep_zoom.tile_jpeg(deep_zoom.level_count - 1, cols - 1, rows - 1)[:2] == b"\xff\xd8"
+    for level, col, row in [(deep_zoom.level_count, 0, 0), (0, 1, 0), (deep_zoom.level_count - 1, cols, 0)]:
+        with pytest.raises(UserError):
+            deep_zoom.tile_image(level, col, row)
+
+
+def run_view(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "urcdm.cli", "view", *args], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=cwd)
+
+
+def test_view_refuses_an_unreadable_slide(tmp_path, pyramid):
+    broken = tmp_path / "broken.svs"
+    broken.write_bytes(b"II*\x00" + b"\x00" * 64)
+    result = run_view(str(pyramid), str(broken), "--port", "0")
+    assert result.returncode == 2 and result.stderr.startswith("error:") and "broken.svs" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
+
+
+def test_view_without_openseadragon_says_how_to_install_it(tmp_path, pyramid):
+    import os
+    env = dict(os.environ, URCDM_OPENSEADRAGON=str(tmp_path))
+    result = run_view(str(pyramid), "--port", "0", env=env)
+    assert result.returncode == 2 and "make setup" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+def test_view_page_shows_two_slides_in_step(tmp_path, pyramid, tissue_rgb):
+    """``urcdm view A B`` as a user runs it (relative paths, another folder): the page loads in
+    chromium, fetches tiles of both, and zooming one moves the other to the same magnification."""
+    from selenium import webdriver
+
+    other = tmp_path / "other.tiff"  # half the pixels at twice the mpp: the same tissue area
+    write_pyramid(ArraySource(tissue_rgb[::2, ::2].copy()), other, tile=256, quality=90, mpp=1.0, progress=False)
+    shutil.copy(pyramid, tmp_path / "tissue.tiff")
+    (tmp_path / "work").mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", "../tissue.tiff", "../other.tiff",
+                               "--port", "0", "--json"], cwd=tmp_path / "work", stdout=subprocess.PIPE, text=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,768"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    try:
+        url = json.loads(server.stdout.readline())["url"]
+        driver.get(url)
+        deadline = time.time() + 60
+        while not driver.execute_script("return document.body.dataset.firstViewMs") and time.time() < deadline:
+            time.sleep(0.1)
+        assert driver.execute_script("return document.body.dataset.firstViewMs"), "the first view never finished loading"
+        fetched = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(r => r.name).filter(n => n.includes('_files/'))")
+        assert any("/slide/0_files/" in name for name in fetched) and any("/slide/1_files/" in name for name in fetched)
+        screen_per_micron = """return window.urcdmViewers.map(e => e.viewer.viewport.viewportToImageZoom(
+                                   e.viewer.viewport.getZoom(true)) / e.slide.mpp)"""
+        before = driver.execute_script(screen_per_micron)[0]
+        driver.execute_script("const v = window.urcdmViewers[0].viewer.viewport; v.zoomBy(6, null, true); "
+                              "v.panTo(v.imageToViewportCoordinates(900, 700), true);")
+        first, second = driver.execute_script(screen_per_micron)
+        assert first == pytest.approx(6 * before, rel=1e-6) and second == pytest.approx(first, rel=1e-6)
+        centres = driver.execute_script("""return window.urcdmViewers.map(e => {
+            const c = e.viewer.viewport.viewportToImageCoordinates(e.viewer.viewport.getCenter(true));
+            return [c.x * e.slide.mpp, c.y * e.slide.mpp]; })""")
+        assert centres[0] == pytest.approx(centres[1], abs=0.5) and centres[0] == pytest.approx([450, 350], abs=0.5)
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(10)

@@ -1,0 +1,86 @@
+"""``urcdm view``: a local web server that shows slides side by side in OpenSeadragon.
+
+Routes: ``/`` the page, ``/slides.json`` what it shows, ``/slide/<i>.dzi`` and
+``/slide/<i>_files/<level>/<col>_<row>.jpeg`` each slide's Deep Zoom image (OpenSeadragon's
+default URL layout), ``/static/`` our page's files and ``/osd/`` OpenSeadragon. Tiles are made on
+request by worker threads (Starlette runs plain functions in its thread pool), so memory is one
+bounded tile cache per slide, whatever the slide's size.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Sequence
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from urcdm.deepzoom.assets import STATIC, openseadragon_folder
+from urcdm.deepzoom.tiles import DeepZoomSlide
+from urcdm.errors import UserError
+from urcdm.slides import open_slide
+
+
+def open_slides(paths: Sequence[str | Path]) -> list[DeepZoomSlide]:
+    """Every slide opened before the server starts: a bad one is an ``error:`` line, not a broken page."""
+    return [DeepZoomSlide(open_slide(path)) for path in paths]
+
+
+def viewer_app(slides: Sequence[DeepZoomSlide]) -> Starlette:
+    osd = openseadragon_folder()
+
+    def slide_at(request: Request) -> DeepZoomSlide | None:
+        index = request.path_params["index"]
+        return slides[index] if index < len(slides) else None
+
+    def page(request: Request) -> Response:
+        return FileResponse(STATIC / "view.html", headers={"Cache-Control": "no-store"})
+
+    def listing(request: Request) -> Response:
+        return JSONResponse([dict(slide.describe(), dzi=f"slide/{i}.dzi") for i, slide in enumerate(slides)])
+
+    def dzi(request: Request) -> Response:
+        slide = slide_at(request)
+        if slide is None:
+            return PlainTextResponse("no such slide", status_code=404)
+        return Response(slide.dzi(), media_type="application/xml")
+
+    def tile(request: Request) -> Response:
+        slide = slide_at(request)
+        if slide is None:
+            return PlainTextResponse("no such slide", status_code=404)
+        level, col, row = (request.path_params[k] for k in ("level", "col", "row"))
+        try:
+            data = slide.tile_jpeg(level, col, row)
+        except UserError as exc:
+            return PlainTextResponse(str(exc), status_code=404)
+        # The files do not change while the viewer runs: let the browser keep what it has seen.
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    return Starlette(routes=[
+        Route("/", page),
+        Route("/slides.json", listing),
+        Route("/slide/{index:int}.dzi", dzi),
+        Route("/slide/{index:int}_files/{level:int}/{col:int}_{row:int}.jpeg", tile),
+        Mount("/static", StaticFiles(directory=STATIC)),
+        Mount("/osd", StaticFiles(directory=osd)),
+    ])
+
+
+def free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
+def check_port(address: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); choose another --port") from None

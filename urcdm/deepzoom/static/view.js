@@ -1,0 +1,89 @@
+// Slides side by side; with "synchronise" on, moving one moves the others to the same place and the
+// same magnification in microns (level-0 pixels where a slide records no mpp).
+"use strict";
+
+const panels = document.getElementById("panels");
+const syncBox = document.getElementById("sync");
+const viewers = [];
+let following = false; // true while we move the other viewers, so their events are not echoed back
+const started = performance.now();
+
+// Microns when every slide records its mpp; otherwise all are synchronised in level-0 pixels.
+function micronsPerPixel(slide) { return viewers.every((entry) => entry.slide.mpp) ? slide.mpp : 1; }
+
+function describeScale(entry) {
+  const viewport = entry.viewer.viewport;
+  const screenPerImage = viewport.viewportToImageZoom(viewport.getZoom(true));
+  const zoomText = `${(screenPerImage * 100).toFixed(screenPerImage < 0.1 ? 2 : 0)} %`;
+  if (!entry.slide.mpp) return `${zoomText} of full resolution`;
+  const micronsPerScreenPixel = entry.slide.mpp / screenPerImage;
+  // A 40x objective images about 0.25 um per pixel: the equivalent objective is 10 / (um per pixel).
+  return `${micronsPerScreenPixel.toPrecision(3)} µm/px, ≈${(10 / micronsPerScreenPixel).toPrecision(2)}×  (${zoomText})`;
+}
+
+function follow(leader) {
+  const lead = leader.viewer.viewport;
+  const centre = lead.viewportToImageCoordinates(lead.getCenter(true));
+  const leadMpp = micronsPerPixel(leader.slide);
+  const screenPerMicron = lead.viewportToImageZoom(lead.getZoom(true)) / leadMpp;
+  following = true;
+  for (const entry of viewers) {
+    if (entry === leader || !entry.opened) continue;
+    const mpp = micronsPerPixel(entry.slide);
+    const viewport = entry.viewer.viewport;
+    viewport.zoomTo(viewport.imageToViewportZoom(screenPerMicron * mpp), null, true);
+    viewport.panTo(viewport.imageToViewportCoordinates(centre.x * leadMpp / mpp, centre.y * leadMpp / mpp), true);
+    entry.scale.textContent = describeScale(entry);
+  }
+  following = false;
+}
+
+function markFirstView() {
+  if (document.body.dataset.firstViewMs) return;
+  const allLoaded = viewers.every((entry) => entry.opened && entry.viewer.world.getItemAt(0).getFullyLoaded());
+  if (allLoaded) document.body.dataset.firstViewMs = String(Math.round(performance.now() - started));
+}
+
+function addPanel(slide, index) {
+  const panel = document.createElement("section");
+  panel.className = "panel";
+  const size = `${slide.width.toLocaleString()} × ${slide.height.toLocaleString()} px`;
+  const mpp = slide.mpp ? `${slide.mpp} µm/px` : "mpp unknown";
+  panel.innerHTML = `<div class="caption"><span class="name"></span><span>${size}, ${mpp}</span>` +
+                    `<span class="scale"></span></div><div class="viewer" id="viewer-${index}"></div>`;
+  panel.querySelector(".name").textContent = slide.name;
+  panel.querySelector(".name").title = slide.name;
+  panels.appendChild(panel);
+  const viewer = OpenSeadragon({
+    id: `viewer-${index}`, prefixUrl: "osd/images/", tileSources: slide.dzi,
+    showNavigator: true, navigatorPosition: "BOTTOM_RIGHT", maxZoomPixelRatio: 4,
+    visibilityRatio: 0.2, crossOriginPolicy: false, timeout: 60000,
+    // The 2D canvas draws plain image tiles as well as WebGL does, and hospital desktops and remote
+    // sessions often have no GPU, where WebGL falls back to a slow software renderer.
+    drawer: "canvas",
+  });
+  const entry = { slide, viewer, opened: false, scale: panel.querySelector(".scale") };
+  viewers.push(entry);
+  viewer.addHandler("open", () => {
+    entry.opened = true;
+    viewer.world.getItemAt(0).addHandler("fully-loaded-change", markFirstView);
+    entry.scale.textContent = describeScale(entry);
+    // Once all are open, the others start where the first one is (its whole slide in view).
+    if (syncBox.checked && viewers.every((other) => other.opened)) follow(viewers[0]);
+  });
+  viewer.addHandler("open-failed", (event) => { entry.scale.textContent = `cannot open: ${event.message}`; });
+  viewer.addHandler("viewport-change", () => {
+    entry.scale.textContent = describeScale(entry);
+    if (!following && syncBox.checked) follow(entry);
+  });
+}
+
+fetch("slides.json").then((response) => response.json()).then((slides) => {
+  slides.forEach(addPanel);
+  const unknown = slides.filter((slide) => !slide.mpp).length;
+  if (unknown && slides.length > 1) {
+    document.getElementById("note").textContent =
+      `${unknown} of ${slides.length} slides record no mpp: they are synchronised in pixels, not microns`;
+  }
+  window.urcdmViewers = viewers;
+});

@@ -1,0 +1,99 @@
+"""Deep Zoom tiles of any slide the toolkit reads, with OpenSlide's own tiler doing the geometry.
+
+openslide-python's ``DeepZoomGenerator`` is the reference Deep Zoom tiler of this field: it picks
+the slide level that matches each Deep Zoom level, reads the tile's window there and resizes it
+(Lanczos). A slide that OpenSlide reads (SVS, our pyramids, ...) goes to it unchanged, so its
+tiles are OpenSlide's to the bit; ``SlideView`` presents any other ``Slide`` (a plain tiled or
+untiled TIFF, a PNG) through the same interface. Either way a 41344 x 41344 pyramid is read one
+tile window at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from functools import lru_cache
+from typing import Mapping
+
+import numpy as np
+from openslide import PROPERTY_NAME_BACKGROUND_COLOR
+from openslide.deepzoom import DeepZoomGenerator
+from PIL import Image
+
+from urcdm.errors import UserError
+from urcdm.slides import FILL_RGB, Slide
+from urcdm.slides.openslide_slide import OpenSlideSlide
+
+TILE_SIZE = 254  # + 2 px overlap = 256-px JPEGs, OpenSlide's and OpenSeadragon's usual choice
+OVERLAP = 1
+JPEG_QUALITY = 90
+CACHED_TILES = 1024  # about 25 MB of encoded tiles per slide: repeated pans are free, memory bounded
+
+
+class SlideView:
+    """The part of ``openslide.OpenSlide`` that ``DeepZoomGenerator`` uses, over a ``Slide``."""
+
+    def __init__(self, slide: Slide):
+        self.slide = slide
+        self.level_count = slide.level_count
+        self.level_dimensions = slide.level_dimensions
+        self.level_downsamples = slide.level_downsamples
+        self.dimensions = slide.dimensions
+        # No bounds properties: the whole level-0 plane is shown. Glass where nothing was imaged.
+        self.properties: Mapping[str, str] = {PROPERTY_NAME_BACKGROUND_COLOR: "%02x%02x%02x" % FILL_RGB}
+        # tifffile and Pillow file handles are not safe to share between the server's threads.
+        self._lock = threading.Lock()
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return self.slide.best_level_for_downsample(downsample)
+
+    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image.Image:
+        # Same contract as OpenSlide: origin in level-0 pixels, size in level pixels, RGBA out.
+        downsample = self.level_downsamples[level]
+        x, y = (int(round(v / downsample)) for v in location)
+        with self._lock:
+            rgb = self.slide.read_level_window(level, x, y, *size)
+        alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
+        return Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
+
+
+class DeepZoomSlide:
+    """One slide as a Deep Zoom image: the DZI descriptor and JPEG tiles, cached."""
+
+    def __init__(self, slide: Slide, tile_size: int = TILE_SIZE, overlap: int = OVERLAP, quality: int = JPEG_QUALITY):
+        self.slide = slide
+        self.quality = quality
+        # OpenSlide's own handle keeps its exact level downsamples (2.0005, not 2) and level choice.
+        source = slide.openslide if isinstance(slide, OpenSlideSlide) else SlideView(slide)
+        self.generator = DeepZoomGenerator(source, tile_size=tile_size, overlap=overlap)
+        self.tile_size, self.overlap = tile_size, overlap
+        self.tile_jpeg = lru_cache(maxsize=CACHED_TILES)(self._encode)
+
+    @property
+    def level_count(self) -> int:
+        return self.generator.level_count
+
+    def tile_image(self, level: int, col: int, row: int) -> Image.Image:
+        """The RGB tile; ``UserError`` for an address outside the pyramid."""
+        if not 0 <= level < self.generator.level_count:
+            raise UserError(f"no Deep Zoom level {level} (the slide has {self.generator.level_count})")
+        cols, rows = self.generator.level_tiles[level]
+        if not (0 <= col < cols and 0 <= row < rows):
+            raise UserError(f"no tile ({col}, {row}) at Deep Zoom level {level} ({cols} x {rows} tiles)")
+        return self.generator.get_tile(level, (col, row))
+
+    def _encode(self, level: int, col: int, row: int) -> bytes:
+        buffer = io.BytesIO()
+        self.tile_image(level, col, row).save(buffer, "JPEG", quality=self.quality)
+        return buffer.getvalue()
+
+    def dzi(self) -> str:
+        return self.generator.get_dzi("jpeg")
+
+    def describe(self) -> dict:
+        """What the viewer page needs: size, physical scale and the tile layout."""
+        width, height = self.slide.dimensions
+        mpp = self.slide.mpp
+        return {"name": self.slide.path.name, "width": width, "height": height,
+                "mpp": round(sum(mpp) / 2, 6) if mpp else None, "vendor": self.slide.vendor,
+                "tile_size": self.tile_size, "overlap": self.overlap, "levels": self.generator.level_count}
