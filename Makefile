@@ -58,6 +58,7 @@ bench: setup
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_sampler.py
 	$(PY) benchmarks/bench_seams.py
+	$(PY) benchmarks/bench_viewer.py
 
 clean:
-	rm -rf build $(VENV) .pytest_cache
+	rm -rf build $(VENV) .pytest_cache web/node_modules urcdm/deepzoom/static/openseadragon

@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=1000)
     parser.add_argument("--workdir", default=None, help="where the canvas and pyramid go (needs ~size^2*3.6 bytes)")
     parser.add_argument("--keep", action="store_true", help="keep the pyramid")
+    parser.add_argument("--mpp", type=float, help="microns per pixel to record (default: none)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="urcdm-bench-", dir=args.workdir))
@@ -72,7 +73,7 @@ def main() -> None:
         result["canvas_peak_rss_mb"] = round(peak_rss_mb(), 1)
 
         started = time.perf_counter()
-        info = write_pyramid(canvas, workdir / "slide.tiff", quality=args.quality, workdir=workdir)
+        info = write_pyramid(canvas, workdir / "slide.tiff", quality=args.quality, workdir=workdir, mpp=args.mpp)
         result["pyramid_write_s"] = round(time.perf_counter() - started, 1)
         result["pyramid_peak_rss_mb"] = round(peak_rss_mb(), 1)
         result["file_bytes"] = info.file_bytes

@@ -9,6 +9,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from study_app.admin_mrmc import mrmc_section
 from study_app.agreement import alpha_per_arm
 from study_app.prepare import PreparedStudy
 from study_app.scoring import score
@@ -53,6 +54,7 @@ def page(prepared: PreparedStudy, store: AnswerStore) -> None:
             partial_rows = [row for row in result_rows(score(partial, by="arm", positive=positive)) if row["reader"] != "total"]
             st.dataframe(pd.DataFrame(partial_rows), hide_index=True)
         _agreement(alpha_per_arm(every))  # over every answer: unfinished readers too
+        mrmc_section(every, finished)
     with plots_tab:
         if answers:
             _plots(rows, confusion_rows(answers))

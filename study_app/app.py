@@ -132,9 +132,17 @@ def record_answer(gate: Gate, store: AnswerStore, reader: str, given, shown_at: 
         return "Choose real or synthetic, and how sure you are (1-5)."
     case = gate.prepared.case(given["case"])
     new, stored = store.record(reader, case.id, case.arm, case.truth, answer, confidence, shown_at, time.time(),
-                               case.image_id, flagged=bool(given.get("flagged")), comment=str(given.get("comment") or "")[:500])
+                               case.image_id, flagged=bool(given.get("flagged")), comment=str(given.get("comment") or "")[:500],
+                               max_zoom=_zoom(given.get("max_zoom")))
     if not new and (stored.answer != answer or stored.confidence != confidence):
         return "That case was already answered; the first answer was kept."
+    return None
+
+
+def _zoom(value) -> float | None:
+    """The browser's furthest zoom, if it is a plausible number (it comes from the client)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e4:
+        return float(value)
     return None
 
 
@@ -183,6 +191,7 @@ def reader_page(gate: Gate, store: AnswerStore, reader: str, token: str) -> None
     if study.show_magnification:
         st.caption(f"Magnification: {study.arm(case.arm).magnification}")
     following = cases[index + 1] if index + 1 < len(cases) else None
-    case_reader(case.id, prepared.image_url_path(case, token),
-                (following.id, prepared.image_url_path(following, token)) if following else None, index, len(cases),
-                study.confidence, on_answer=lambda: _on_answer(gate, store, reader))
+    # A whole slide is not prefetched: its tiles are fetched as the reader pans and zooms.
+    prefetch = (following.id, None if following.whole_slide else prepared.image_url_path(following, token)) if following else None
+    case_reader(case.id, prepared.image_url_path(case, token), prefetch, index, len(cases), study.confidence,
+                on_answer=lambda: _on_answer(gate, store, reader), slide=prepared.slide_view(case, token))

@@ -27,6 +27,7 @@ class Case:
     crop: tuple[float, ...] | None   # (x, y, size[, frame x, y, w, h]) in level-0 px of the source; None: the whole image
     image_id: str = ""                  # sha256 prefix of the bytes served, filled in when rendered
     content_id: str = ""                # sha256 prefix of the decoded pixels shown: equal content, equal id
+    whole_slide: bool = False           # a whole slide, read in the deep-zoom viewer (crop then None)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -4,7 +4,8 @@
       cases.json       server side only: case id -> arm, truth, source, crop, image and content ids;
                        the display side every case is rendered at (the smallest source side, capped)
       parity.json      server side only: what the served files show per class (study_app.parity)
-      static/          the case images, <case id>.jpg; served only to readers assigned them (study_app.web)
+      static/          the case images, <case id>.jpg, and whole slides' tiles, <case id>_files/<level>/<col>_<row>.jpg;
+                       served only to readers assigned them (study_app.web)
       answers.sqlite   every answer (study_app.store)
       study.key        random key behind the opaque ids and session tokens (mode 0600)
       sessions.sqlite  login sessions and wrong-code counts (study_app.sessions)
@@ -36,10 +37,11 @@ from study_app.parity import parity_report, served_attributes
 from study_app.rendering import pad, padding_plan, render_case, source_side, write_served
 from study_app.store import AnswerStore
 from study_app.study import Source, Study, load_study
+from study_app.whole_slides import SlideLayout, equalise_tiles, plan_layout, render_slides
 from urcdm.errors import UserError
 
 MANIFEST, STATIC, ANSWERS, KEY, ENTRY = "cases.json", "static", "answers.sqlite", "study.key", "reader_app.py"
-PARITY = "parity.json"
+PARITY, SLIDE_PARITY = "parity.json", "parity_slides.json"
 PAGE = "reader_page.py"
 # The server entry is an st.App so that the study's own routes (the authenticated case images) and
 # its security headers sit in front of Streamlit's; the page script is what each browser session runs.
@@ -73,6 +75,7 @@ class PreparedStudy:
     cases: list[Case]
     dropped: dict[str, int]
     display_side: int | None = None  # the side every case is served at; None: the display cap (older manifests)
+    slide_layout: SlideLayout | None = None  # how every whole-slide case is tiled; None: the study has none
 
     @property
     def store_path(self) -> Path:
@@ -99,6 +102,14 @@ class PreparedStudy:
     def image_url_path(self, case: Case, session: str) -> str:
         """Where a reader's browser fetches the case (``study_app.web``): only with their live session."""
         return f"/case-image/{case.id}{self.study.display.suffix}?session={session}"
+
+    def slide_view(self, case: Case, session: str) -> dict | None:
+        """What the viewer needs to read a whole-slide case (``study_app.web`` serves its tiles), or None."""
+        if not case.whole_slide or self.slide_layout is None:
+            return None
+        layout = self.slide_layout
+        return {"tiles": f"/case-tiles/{case.id}_files/", "query": f"?session={session}", "width": layout.side,
+                "height": layout.side, "tile_size": layout.tile_size, "overlap": layout.overlap, "mpp": layout.mpp}
 
     def summary(self) -> dict:
         arms = {arm.name: {t: sum(1 for c in self.cases if c.arm == arm.name and c.truth == t) for t in TRUTHS}
@@ -160,8 +171,10 @@ def open_prepared(workdir: Path) -> PreparedStudy:
     side = _expected_side(study, manifest)
     if settings_digest(study, side) != manifest["settings"]:
         raise UserError(f"{manifest['study_file']}: changed since its cases were prepared; run `urcdm-study prepare` again")
+    layout = manifest.get("whole_slide_layout")
     return PreparedStudy(study, workdir, _load_key(workdir), [Case.from_dict(c) for c in manifest["cases"]],
-                         manifest.get("left_out_for_balance", {}), manifest.get("display_side", side))
+                         manifest.get("left_out_for_balance", {}), manifest.get("display_side", side),
+                         SlideLayout(**layout) if layout else None)
 
 
 def prepare(study: Study, progress: bool = True) -> PreparedStudy:
@@ -188,9 +201,12 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
     sides: dict[str, int] = {}  # case id -> source side (what 1:1 would show)
     for arm in study.arms:
         for truth in TRUTHS:
-            for path, crop, side in _source_items(arm.source(truth), f"{arm.name}/{truth}", study.seed):
-                cases.append(Case(opaque_id(key, "case", arm.name, truth, path, crop), arm.name, truth, path, crop))
-                sides[cases[-1].id] = side
+            source = arm.source(truth)
+            for path, crop, side in _source_items(source, f"{arm.name}/{truth}", study.seed):
+                cases.append(Case(opaque_id(key, "case", arm.name, truth, path, crop), arm.name, truth, path, crop,
+                                  whole_slide=source.whole))
+                if not source.whole:
+                    sides[cases[-1].id] = side
     dropped = {}
     if study.balance == "equal":
         cases, dropped = balance_pool(cases, study.seed)
@@ -198,25 +214,30 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
             if count:
                 print(f"{arm}: {count} case(s) left out so that real and synthetic are equal", file=sys.stderr)
     check_assignable(cases, study.cases_per_reader, study.balance)
-    smallest = min((sides[case.id] for case in cases), default=study.display.size)
+    smallest = min((sides[case.id] for case in cases if case.id in sides), default=study.display.size)
     side = study.display.side(smallest)
-    larger = sum(sides[case.id] > side for case in cases)
+    larger = sum(sides.get(case.id, 0) > side for case in cases)
     if larger:
         print(f"display side {side} px ({'the display.size cap' if side < smallest else 'the smallest case'}): "
-              f"{larger} of {len(cases)} cases are larger and are shown downsampled", file=sys.stderr)
-    rendered = _render_all(cases, study, workdir, progress, side)
+              f"{larger} of {len(sides)} cases are larger and are shown downsampled", file=sys.stderr)
+    slides = [case for case in cases if case.whole_slide]
+    layout = plan_layout(slides, study.whole_slides) if slides else None
+    rendered = _render_all(cases, study, workdir, progress, side, layout)
     _write_json(workdir / MANIFEST, {"study_file": str(study.path.resolve()) if study.path else None,
                                      "settings": settings_digest(study, side), "display_side": side,
                                      "source_side": smallest, "left_out_for_balance": dropped,
+                                     **({"whole_slide_layout": layout.as_dict()} if layout else {}),
                                      "cases": [c.as_dict() for c in rendered]})
     _write_entry(workdir, study)
-    return PreparedStudy(study, workdir, key, rendered, dropped, side)
+    return PreparedStudy(study, workdir, key, rendered, dropped, side, layout)
 
 
 def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tuple[float, ...] | None, int]]:
     """(file, crop, source side) triples: every image of an image source, or the seeded crops of a
     slide source (x, y, size and the frame they are cut from, as in ``evaluation.crops.CROP_COLUMNS``);
     the side is what the case has at source resolution (``rendering.source_side``)."""
+    if source.whole:  # opened (and a bad one named) when the layout is planned
+        return [(str(path.resolve()), None, 0) for path in list_images(source.spec)]
     if source.crops is None:
         images, _ = open_images(list_images(source.spec), label=label)
         return [(str(Path(image.path).resolve()), None, source_side(None, None, (image.width, image.height)))
@@ -232,15 +253,25 @@ def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tupl
 
 
 def _images_present(workdir: Path, manifest: dict, study: Study) -> bool:
-    return all((workdir / STATIC / f"{c['id']}{study.display.suffix}").is_file() for c in manifest["cases"])
+    def present(case: dict) -> bool:
+        if case.get("whole_slide"):
+            return (workdir / STATIC / f"{case['id']}_files").is_dir()
+        return (workdir / STATIC / f"{case['id']}{study.display.suffix}").is_file()
+    return all(present(case) for case in manifest["cases"])
 
 
-def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool, side: int) -> list[Case]:
+def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool, side: int,
+                layout: SlideLayout | None) -> list[Case]:
     # Rendered beside the final folder and swapped in whole, so a crash never leaves a half-rendered set.
     temp = Path(tempfile.mkdtemp(dir=workdir, prefix=".static.", suffix=".partial"))
     try:
+        slides = [case for case in cases if case.whole_slide]
+        tiled = render_slides(slides, layout, study.display, temp, progress) if slides else []
+        if tiled:
+            _write_json(workdir / SLIDE_PARITY, equalise_tiles(tiled, temp))
         rendered = []
-        for case in tqdm(cases, desc="rendering cases", unit="image", disable=not progress):
+        for case in tqdm([c for c in cases if not c.whole_slide], desc="rendering cases", unit="image",
+                         disable=not progress or len(slides) == len(cases)):
             try:
                 content_id = render_case(case, study.display, temp, side)
             except UserError:
@@ -248,8 +279,10 @@ def _render_all(cases: list[Case], study: Study, workdir: Path, progress: bool, 
             except Exception as exc:  # a reader failure is the file's, reported by name
                 raise UserError(f"{case.source}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
             rendered.append(Case(**{**case.as_dict(), "crop": case.crop, "content_id": content_id}))
-        check_no_repeats(rendered, study.split_shared)
-        rendered = _equal_lengths_checked(rendered, study, temp, workdir)
+        check_no_repeats(rendered + tiled, study.split_shared)
+        rendered = _equal_lengths_checked(rendered, study, temp, workdir) if rendered else []
+        by_id = {case.id: case for case in rendered + tiled}
+        rendered = [by_id[case.id] for case in cases]
         old = workdir / STATIC
         if old.exists():
             shutil.rmtree(old)

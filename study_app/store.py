@@ -34,16 +34,18 @@ CREATE TABLE IF NOT EXISTS answers (
     app_version TEXT NOT NULL,
     flagged     INTEGER NOT NULL DEFAULT 0,
     comment     TEXT NOT NULL DEFAULT '',
+    max_zoom    REAL,
     UNIQUE (reader, case_id)
 );
 CREATE INDEX IF NOT EXISTS answers_by_reader ON answers (reader);
 """
 EXPORT_COLUMNS = ("reader", "case", "arm", "truth", "answer", "confidence", "shown_at", "answered_at",
-                  "seconds", "image_id", "app_version", "flagged", "comment")
+                  "seconds", "image_id", "app_version", "flagged", "comment", "max_zoom")
 # Columns added after the first release: a study answered with an older version gains them, empty.
-_ADDED_COLUMNS = {"flagged": "INTEGER NOT NULL DEFAULT 0", "comment": "TEXT NOT NULL DEFAULT ''"}
+# max_zoom: the furthest the reader zoomed in, in screen pixels per pixel of the case as served (1 = 1:1).
+_ADDED_COLUMNS = {"flagged": "INTEGER NOT NULL DEFAULT 0", "comment": "TEXT NOT NULL DEFAULT ''", "max_zoom": "REAL"}
 _SELECT = ("SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version,"
-           " flagged, comment FROM answers")
+           " flagged, comment, max_zoom FROM answers")
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -61,6 +63,7 @@ class StoredAnswer:
     app_version: str
     flagged: bool = False
     comment: str = ""
+    max_zoom: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -68,7 +71,7 @@ class StoredAnswer:
 
 
 def _stored(row: tuple) -> StoredAnswer:
-    return StoredAnswer(*row[:10], flagged=bool(row[10]), comment=row[11])
+    return StoredAnswer(*row[:10], flagged=bool(row[10]), comment=row[11], max_zoom=row[12])
 
 
 class AnswerStore:
@@ -94,14 +97,14 @@ class AnswerStore:
 
     def record(self, reader: str, case: str, arm: str, truth: str, answer: str, confidence: int | None,
                shown_at: float, answered_at: float, image_id: str, flagged: bool = False,
-               comment: str = "") -> tuple[bool, StoredAnswer]:
+               comment: str = "", max_zoom: float | None = None) -> tuple[bool, StoredAnswer]:
         """Store one answer; returns (newly stored?, the stored answer: this one or the earlier one)."""
         db = self._connection()
         cursor = db.execute(
             "INSERT OR IGNORE INTO answers (reader, case_id, arm, truth, answer, confidence, shown_at, answered_at,"
-            " image_id, app_version, flagged, comment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " image_id, app_version, flagged, comment, max_zoom) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (reader, case, arm, truth, answer, confidence, shown_at, answered_at, image_id, __version__, int(flagged),
-             comment))
+             comment, max_zoom))
         return cursor.rowcount == 1, self.get(reader, case)
 
     def get(self, reader: str, case: str) -> StoredAnswer | None:
@@ -138,7 +141,8 @@ class AnswerStore:
         writer.writerow(EXPORT_COLUMNS)
         for a in answers:
             writer.writerow([a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
-                             f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version, int(a.flagged), a.comment])
+                             f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version, int(a.flagged), a.comment,
+                             "" if a.max_zoom is None else f"{a.max_zoom:.4g}"])
         return len(answers)
 
     def close(self) -> None:

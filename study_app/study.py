@@ -21,6 +21,11 @@
           crops: {n: 40, level: 2, size: 1024, min_tissue: 0.5}
           # or {n: 40, mode: pfid, size: 1024, min: 2048}: urcdm-eval's pfid law, min/max the
           # sides the image is resized to (here: 1024 px cut from the image shrunk to 2048 px or more)
+      - name: whole slides                          # read in the deep-zoom viewer, pan and zoom
+        real: {slides: wsi/*.svs, whole: true}
+        synthetic: {slides: samples/*.tiff, whole: true}
+    whole_slides: {mpp: 0.25, max_side: 41344}      # optional: every slide is re-tiled at this mpp (default:
+                                                    # the synthetic slides'), as one square of one side
     access:
       readers:                                      # or `open: true` (any reader id)
         - {id: path-01, code: "scrypt:..."}         # `urcdm-study hash-secret`; plain codes also work
@@ -57,8 +62,11 @@ class Source:
     spec: str
     crops: CropProtocol | None = None
     n: int | None = None
+    whole: bool = False  # whole slides, read in the deep-zoom viewer
 
     def describe(self) -> str:
+        if self.whole:
+            return f"whole slides {self.spec}"
         return self.spec if self.crops is None else f"{self.n} crops ({self.crops.describe()}) of {self.spec}"
 
 
@@ -71,6 +79,18 @@ class Arm:
 
     def source(self, truth: str) -> Source:
         return self.real if truth == "real" else self.synthetic
+
+    @property
+    def whole_slides(self) -> bool:
+        return self.real.whole
+
+
+@dataclass(frozen=True)
+class WholeSlides:
+    """How whole-slide cases are re-tiled: one mpp (None: the synthetic slides') and a cap on the side."""
+
+    mpp: float | None = None
+    max_side: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +132,7 @@ class Study:
     confidence: bool = False
     session_hours: float = 12.0
     display: Display = field(default_factory=Display)
+    whole_slides: WholeSlides = field(default_factory=WholeSlides)
     path: Path | None = None
 
     def arm(self, name: str) -> Arm:
@@ -125,12 +146,15 @@ class Study:
         """
         base = self.path.parent if self.path else None
         return {"seed": self.seed, "display": vars(self.display), "split_shared": self.split_shared,
+                **({"whole_slides": vars(self.whole_slides)} if any(a.whole_slides for a in self.arms) else {}),
                 "arms": [{"name": a.name, **{t: _source_settings(a.source(t), base) for t in TRUTHS}} for a in self.arms]}
 
 
 def _source_settings(source: Source, base: Path | None) -> dict:
     spec = os.path.relpath(source.spec, base) if base is not None and os.path.isabs(source.spec) else source.spec
-    return {"spec": spec, "n": source.n, "crops": source.crops.as_dict() if source.crops else None}
+    settings = {"spec": spec, "n": source.n, "crops": source.crops.as_dict() if source.crops else None}
+    # Only when set: the identity of a study prepared before whole slides existed stays the same.
+    return settings | {"whole": True} if source.whole else settings
 
 
 class _Fields:
@@ -186,7 +210,8 @@ def load_study(path: str | Path) -> Study:
 def parse_study(values, base: Path, default_workdir: Path, path: Path | None = None) -> Study:
     top = _Fields(values, "")
     top.reject_unknown({"title", "instructions", "seed", "cases_per_reader", "balance", "shared_cases", "shared_images",
-                        "show_magnification", "display", "answers", "arms", "access", "admin", "workdir"})
+                        "show_magnification", "display", "answers", "arms", "access", "admin", "workdir",
+                        "whole_slides"})
     arms_list = top.get("arms", list, required=True)
     if not arms_list:
         raise UserError("arms: at least one arm is needed")
@@ -237,7 +262,8 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
         seed=top.get("seed", int, 0), cases_per_reader=cases_per_reader, balance=balance,
         shared_cases=top.get("shared_cases", bool, True), split_shared=shared_images == "split",
         show_magnification=show_magnification, session_hours=session_hours,
-        confidence=answers.get("confidence", bool, False), display=_parse_display(top.sub("display")), path=path)
+        confidence=answers.get("confidence", bool, False), display=_parse_display(top.sub("display")),
+        whole_slides=_parse_whole_slides(top.sub("whole_slides")), path=path)
 
 
 def _resolve(spec: str, base: Path) -> Path:
@@ -252,20 +278,30 @@ def _parse_arm(values, where: str, base: Path) -> Arm:
     if not name:
         raise UserError(f"{arm.name('name')}: empty")
     magnification = arm.get("magnification", (str, int, float))
-    return Arm(name=name, real=_parse_source(arm, "real", base), synthetic=_parse_source(arm, "synthetic", base),
-               magnification=None if magnification is None else str(magnification))
+    real, synthetic = _parse_source(arm, "real", base), _parse_source(arm, "synthetic", base)
+    if real.whole != synthetic.whole:
+        raise UserError(f"{where}: `whole: true` on one side only; an arm shows whole slides on both sides or on neither")
+    return Arm(name=name, real=real, synthetic=synthetic, magnification=None if magnification is None else str(magnification))
 
 
 def _parse_source(arm: _Fields, truth: str, base: Path) -> Source:
     source = arm.sub(truth, required=True)
-    source.reject_unknown({"images", "slides", "crops"})
+    source.reject_unknown({"images", "slides", "crops", "whole"})
     images, slides = source.get("images", str), source.get("slides", str)
     if (images is None) == (slides is None):
-        raise UserError(f"{source.where}: give exactly one of `images` (used as they are) or `slides` (with `crops`)")
+        raise UserError(f"{source.where}: give exactly one of `images` (used as they are) or `slides` "
+                        f"(with `crops`, or `whole: true`)")
     if images is not None:
-        if "crops" in source.values:
-            raise UserError(f"{source.name('crops')}: crops are drawn from `slides`, not from `images`")
+        if "crops" in source.values or "whole" in source.values:
+            key = "crops" if "crops" in source.values else "whole"
+            raise UserError(f"{source.name(key)}: only for `slides`, not for `images`")
         return Source(str(_resolve(images, base)))
+    if source.get("whole", bool, False):
+        if "crops" in source.values:
+            raise UserError(f"{source.where}: give `crops` or `whole: true`, not both")
+        return Source(str(_resolve(slides, base)), whole=True)
+    if "crops" not in source.values:
+        raise UserError(f"{source.where}: `slides` needs `crops` (crops drawn from them) or `whole: true` (read whole)")
     crops = source.sub("crops", required=True)
     crops.reject_unknown({"n", "mode", "size", "level", "mpp", "min", "max", "min_tissue"})
     n = crops.get("n", int, required=True)
@@ -314,6 +350,16 @@ def _parse_admin(admin: _Fields) -> tuple[str | None, str | None]:
     if hashed is not None and not is_hashed_secret(hashed):
         raise UserError(f"{admin.name('secret_hash')}: not a hash made by `urcdm-study hash-secret`")
     return env, hashed
+
+
+def _parse_whole_slides(values: _Fields) -> WholeSlides:
+    values.reject_unknown({"mpp", "max_side"})
+    mpp, max_side = values.get("mpp", (int, float)), values.get("max_side", int)
+    if mpp is not None and not 0.05 <= mpp <= 100:
+        raise UserError(f"{values.name('mpp')}: microns per pixel between 0.05 and 100, got {mpp}")
+    if max_side is not None and max_side < 256:
+        raise UserError(f"{values.name('max_side')}: at least 256 px, got {max_side}")
+    return WholeSlides(None if mpp is None else float(mpp), max_side)
 
 
 def _parse_display(display: _Fields) -> Display:

@@ -1,10 +1,14 @@
-"""What the study's web server adds to Streamlit's: the case-image route and the security headers.
+"""What the study's web server adds to Streamlit's: the case-image and tile routes, security headers.
 
 Case images are not static files. ``/case-image/<case id><suffix>?session=<token>`` answers only a
 live reader session that is assigned that case, and every refusal is the same bare 403, so the
-route tells a stranger nothing (not even whether a case exists). Answers carry no ETag or
-Last-Modified: every served file has one byte length (``study_app.rendering.pad``), and nothing else
-in the headers may differ by class.
+route tells a stranger nothing (not even whether a case exists). Whole-slide cases are read tile by
+tile, ``/case-tiles/<case id>_files/<level>/<col>_<row>.jpg?session=<token>``, under the same rule;
+``/viewer-lib/`` serves OpenSeadragon itself (installed by ``make setup``, never from a CDN).
+
+Answers carry no ETag or Last-Modified: every served image has one byte length, and every tile the
+byte length of its level (``study_app.rendering.pad``), and nothing else in the headers may differ
+by class.
 
 Every response gets a content security policy, ``frame-ancestors 'none'`` with X-Frame-Options (no
 page of the study can be framed by another site), no referrer (the URL holds the session token) and
@@ -17,11 +21,13 @@ from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from study_app.gate import current_gate
+from urcdm.deepzoom.assets import openseadragon_folder
 
-IMAGE_ROUTE = "/case-image"
+IMAGE_ROUTE, TILE_ROUTE, VIEWER_ROUTE = "/case-image", "/case-tiles", "/viewer-lib"
 BLOCKED_PREFIXES = ("/_stcore/metrics", "/app/static")
 # Streamlit's front end needs inline styles and scripts, blob: workers and its own websocket;
 # nothing may come from another origin, and no other site may frame the study.
@@ -41,20 +47,42 @@ _DROPPED = {b"access-control-allow-origin", b"access-control-allow-credentials"}
 _MEDIA_TYPES = {".jpg": "image/jpeg", ".png": "image/png"}
 
 
-def study_routes(workdir: Path) -> list[Route]:
+def _forbidden() -> Response:
+    return PlainTextResponse("forbidden", status_code=403, headers={"Cache-Control": "no-store"})
+
+
+def study_routes(workdir: Path) -> list[Route | Mount]:
     async def case_image(request: Request) -> Response:
         gate = current_gate(workdir)
         name, suffix = request.path_params["name"], gate.prepared.study.display.suffix
         case_id = name.removesuffix(suffix)
         if case_id == name or not gate.may_see(request.query_params.get("session"), case_id):
-            return PlainTextResponse("forbidden", status_code=403, headers={"Cache-Control": "no-store"})
+            return _forbidden()
+        if gate.prepared.case(case_id).whole_slide:
+            return _forbidden()  # read through its tiles
         data = (gate.prepared.image_folder / name).read_bytes()
         # Never stored, so a revoked session leaves nothing to reopen on a shared computer; the page's
         # prefetch still works, as a document reuses an image it has already loaded (HTML's list of
         # available images), whatever the HTTP cache is told.
         return Response(data, media_type=_MEDIA_TYPES[suffix], headers={"Cache-Control": "no-store"})
 
-    return [Route(IMAGE_ROUTE + "/{name}", case_image, methods=["GET"])]
+    async def case_tile(request: Request) -> Response:
+        gate = current_gate(workdir)
+        case_id, level, col, row = (request.path_params[k] for k in ("case", "level", "col", "row"))
+        if not gate.may_see(request.query_params.get("session"), case_id) or not gate.prepared.case(case_id).whole_slide:
+            return _forbidden()
+        path = gate.prepared.image_folder / f"{case_id}_files" / str(level) / f"{col}_{row}.jpg"
+        if not path.is_file():
+            return PlainTextResponse("no such tile", status_code=404, headers={"Cache-Control": "no-store"})
+        return Response(path.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    routes: list[Route | Mount] = [
+        Route(IMAGE_ROUTE + "/{name}", case_image, methods=["GET"]),
+        Route(TILE_ROUTE + "/{case}_files/{level:int}/{col:int}_{row:int}.jpg", case_tile, methods=["GET"]),
+    ]
+    if current_gate(workdir).prepared.slide_layout is not None:
+        routes.append(Mount(VIEWER_ROUTE, StaticFiles(directory=openseadragon_folder())))
+    return routes
 
 
 class SecurityHeaders:

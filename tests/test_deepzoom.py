@@ -14,14 +14,14 @@ import openslide
 import pytest
 from openslide.deepzoom import DeepZoomGenerator
 
-from urcdm.deepzoom.tiles import DeepZoomSlide, SlideView
+from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium
+from urcdm.deepzoom.tiles import DeepZoomSlide
+from urcdm.deepzoom.views import SlideView
 from urcdm.errors import UserError
 from urcdm.pyramid import ArraySource, write_pyramid
 from urcdm.slides import open_slide
 from urcdm.slides.image_slide import TiffSlide
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -118,23 +118,18 @@ def test_view_without_openseadragon_says_how_to_install_it(tmp_path, pyramid):
     assert result.returncode == 2 and "make setup" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 def test_view_page_shows_two_slides_in_step(tmp_path, pyramid, tissue_rgb):
     """``urcdm view A B`` as a user runs it (relative paths, another folder): the page loads in
     chromium, fetches tiles of both, and zooming one moves the other to the same magnification."""
-    from selenium import webdriver
-
+    pytest.importorskip("selenium")
     other = tmp_path / "other.tiff"  # half the pixels at twice the mpp: the same tissue area
     write_pyramid(ArraySource(tissue_rgb[::2, ::2].copy()), other, tile=256, quality=90, mpp=1.0, progress=False)
     shutil.copy(pyramid, tmp_path / "tissue.tiff")
     (tmp_path / "work").mkdir()
     server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", "../tissue.tiff", "../other.tiff",
                                "--port", "0", "--json"], cwd=tmp_path / "work", stdout=subprocess.PIPE, text=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,768"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     try:
         url = json.loads(server.stdout.readline())["url"]
         driver.get(url)

@@ -111,7 +111,7 @@ def test_answers_are_stored_with_their_truth_flag_and_comment_and_the_page_moves
         assert (a.reader, a.arm, a.truth, a.image_id) == (READER, case.arm, case.truth, case.image_id)
         assert 0 <= a.seconds < 120
     exported = store.csv_text().splitlines()
-    assert exported[0].endswith(",flagged,comment") and exported[1].endswith(",1,odd nuclei")
+    assert exported[0].endswith(",flagged,comment,max_zoom") and exported[1].endswith(",1,odd nuclei,")
 
 
 def test_incomplete_foreign_and_repeated_answers_are_refused(study_workdir):
@@ -235,7 +235,8 @@ def test_the_organiser_view_needs_the_secret_and_survives_a_refresh(study_workdi
         answer(study_workdir, "real")
     app = new_session(study_workdir, token)
     assert not app.exception and not any("still reading" in h.value for h in app.subheader)
-    assert {d.label for d in app.get("download_button")} == {"Raw answers (CSV)", "Results table (CSV)", "Results (JSON)"}
+    assert {d.label for d in app.get("download_button")} == {"Raw answers (CSV)", "Results table (CSV)", "Results (JSON)",
+                                                               "MRMC ratings (CSV)"}
 
 
 def test_an_environment_secret_that_is_unset_keeps_the_organiser_view_closed(study_workdir, monkeypatch):

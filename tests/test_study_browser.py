@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,16 +27,14 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium  # noqa: E402
 from study_app.access import FREE_TRIES  # noqa: E402
 from study_app.demo import DEMO_READERS  # noqa: E402
 from study_app.prepare import open_prepared  # noqa: E402
 from study_app.study import load_study  # noqa: E402
 from study_app.store import AnswerStore  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs chromium and chromedriver (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 WAIT_S = 60
 READER = "reader-1"
 
@@ -96,12 +93,8 @@ def running_app(tmp_path):
 
 @pytest.fixture
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,768"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # websocket frames, for the leak check
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    # Performance logs carry the websocket frames, for the leak check.
+    driver = headless_chromium(capabilities={"goog:loggingPrefs": {"performance": "ALL"}})
     yield driver
     driver.quit()
 

@@ -1,7 +1,8 @@
 // The case reader: one pan/zoom image, the answer bar and the keyboard, mounted once and updated per case.
 // Streamlit calls this function again with new `data` for every case; the DOM and the zoom code persist.
-// Hand-written rather than OpenSeadragon: one image of at most a few thousand pixels needs transforms,
-// not a tile pyramid, and nothing may come from a CDN on a hospital network.
+// Crops are shown by the hand-written viewer below: one image of at most a few thousand pixels needs
+// transforms, not a tile pyramid. Whole slides are read in OpenSeadragon, which the study server
+// itself serves (/viewer-lib/): nothing may come from a CDN on a hospital network.
 
 const KEYS_HELP = (confidence) => confidence
   ? "Keys: <kbd>R</kbd> real · <kbd>S</kbd> synthetic, with <kbd>1</kbd>–<kbd>5</kbd> how sure (1 guessing, 5 certain), " +
@@ -23,8 +24,9 @@ function buildViewer(root) {
   img.alt = "case image"; img.draggable = false; img.id = "case-image";
   const tools = element("div", "urcdm-tools", stage);
   const zoomLabel = element("div", "urcdm-zoom", stage);
-  const v = { stage, img, scale: 1, tx: 0, ty: 0, fitScale: 1, drag: null };
+  const v = { stage, img, zoomLabel, scale: 1, tx: 0, ty: 0, fitScale: 1, drag: null, maxZoom: 0, slide: null };
   v.apply = () => {
+    if (!v.slide) v.maxZoom = Math.max(v.maxZoom, v.scale);
     img.style.transform = `translate(${v.tx}px, ${v.ty}px) scale(${v.scale})`;
     img.style.imageRendering = v.scale >= 1 ? "pixelated" : "auto";  // 1:1 and above: crisp source pixels
     zoomLabel.textContent = `${Math.round(v.scale * 100)} %`;
@@ -42,19 +44,28 @@ function buildViewer(root) {
   };
   v.centre = () => [stage.clientWidth / 2, stage.clientHeight / 2];
   v.native = (cx, cy) => v.zoomAt(1 / v.scale, cx, cy);  // one source pixel per screen (CSS) pixel
-  for (const [label, title, action] of [["+", "zoom in (+)", () => v.zoomAt(1.5, ...v.centre())],
-      ["−", "zoom out (−)", () => v.zoomAt(1 / 1.5, ...v.centre())], ["fit", "fit to frame (0)", () => v.fit()],
-      ["1:1", "one image pixel per screen pixel", () => v.native(...v.centre())]]) {
+  // One set of actions for the tool buttons and the keys, on whichever viewer shows the case.
+  v.act = (action) => {
+    if (v.slide) return v.slide[action]();
+    if (action === "in") v.zoomAt(1.5, ...v.centre());
+    else if (action === "out") v.zoomAt(1 / 1.5, ...v.centre());
+    else if (action === "fit") v.fit();
+    else v.native(...v.centre());
+  };
+  for (const [label, title, action] of [["+", "zoom in (+)", "in"], ["−", "zoom out (−)", "out"],
+      ["fit", "fit to frame (0)", "fit"], ["1:1", "one image pixel per screen pixel", "native"]]) {
     const button = element("button", "", tools, label);
-    button.title = title; button.onclick = action;
+    button.title = title; button.onclick = () => v.act(action);
   }
+  v.osdBox = element("div", "urcdm-osd", stage);
   stage.addEventListener("wheel", (e) => {
+    if (v.slide) return;  // OpenSeadragon zooms the slide itself
     e.preventDefault();
     const r = stage.getBoundingClientRect();
     v.zoomAt(e.deltaY < 0 ? 1.2 : 1 / 1.2, e.clientX - r.left, e.clientY - r.top);
   }, { passive: false });
   stage.addEventListener("pointerdown", (e) => {
-    if (e.target.tagName === "BUTTON") return;
+    if (e.target.tagName === "BUTTON" || v.slide) return;
     v.drag = [e.clientX - v.tx, e.clientY - v.ty]; stage.classList.add("dragging"); stage.setPointerCapture(e.pointerId);
   });
   stage.addEventListener("pointermove", (e) => {
@@ -62,10 +73,54 @@ function buildViewer(root) {
   });
   stage.addEventListener("pointerup", () => { v.drag = null; stage.classList.remove("dragging"); });
   stage.addEventListener("dblclick", (e) => {
+    if (v.slide) return;
     const r = stage.getBoundingClientRect();
     if (Math.abs(v.scale - v.fitScale) > 1e-6) v.fit(); else v.native(e.clientX - r.left, e.clientY - r.top);
   });
   return v;
+}
+
+let osdLoading = null;
+function loadOpenSeadragon() {
+  osdLoading = osdLoading || new Promise((resolve, reject) => {
+    const script = document.createElement("script");
+    script.src = "/viewer-lib/openseadragon.min.js";
+    script.onload = () => resolve(window.OpenSeadragon); script.onerror = reject;
+    document.head.appendChild(script);
+  });
+  return osdLoading;
+}
+
+// A whole slide in OpenSeadragon: its tiles come one by one from the study's authenticated route.
+function showSlide(v, slide, caseId, onShown, onFailed) {
+  v.img.classList.remove("shown"); v.img.dataset.case = "";
+  v.osdBox.classList.add("shown"); v.osdBox.dataset.case = "";
+  v.maxZoom = 0;
+  loadOpenSeadragon().then((OSD) => {
+    if (!v.osd) {
+      v.osd = OSD({ element: v.osdBox, prefixUrl: "/viewer-lib/images/", showNavigationControl: false,
+                    showNavigator: true, navigatorPosition: "TOP_RIGHT", maxZoomPixelRatio: 4,
+                    visibilityRatio: 0.2, drawer: "canvas", keyboardShortcuts: false });
+      v.osd.addHandler("zoom", (e) => {
+        if (!v.slide) return;
+        const zoom = v.osd.viewport.viewportToImageZoom(e.zoom);  // screen pixels per slide pixel
+        v.maxZoom = Math.max(v.maxZoom, zoom);
+        v.zoomLabel.textContent = `${zoom < 0.1 ? (zoom * 100).toFixed(1) : Math.round(zoom * 100)} %`;
+      });
+      const vp = () => v.osd.viewport;
+      v.slideActions = { in: () => vp().zoomBy(1.5), out: () => vp().zoomBy(1 / 1.5), fit: () => vp().goHome(),
+                         native: () => vp().zoomTo(vp().imageToViewportZoom(1)) };
+    }
+    v.slide = v.slideActions;
+    v.osd.addOnceHandler("open", () => {
+      v.osdBox.dataset.case = caseId;
+      v.maxZoom = v.osd.viewport.viewportToImageZoom(v.osd.viewport.getHomeZoom());
+      onShown();
+    });
+    v.osd.addOnceHandler("open-failed", onFailed);
+    v.osd.open({ width: slide.width, height: slide.height, tileSize: slide.tile_size, tileOverlap: slide.overlap,
+                 getTileUrl: (level, x, y) => `${slide.tiles}${level}/${x}_${y}.jpg${slide.query}` });
+  }).catch(onFailed);
 }
 
 function buildBar(root, view, confidence) {
@@ -136,7 +191,7 @@ function createView(root) {
     view.busy = true; root.classList.add("busy"); view.say("");
     window.__urcdmAnsweredAt = performance.now();
     view.setTrigger("answer", { case: view.caseId, answer: a, confidence: c, flagged: view.flagged,
-                                comment: view.comment.value.trim() });
+                                comment: view.comment.value.trim(), max_zoom: view.viewer.maxZoom || null });
     view.advance();
   };
   // Show the prefetched next case at once; the server's reply (the next case's data) then only
@@ -155,8 +210,9 @@ function createView(root) {
   view.reveal = (src, caseId, unlock) => {
     const img = view.viewer.img;
     img.classList.remove("shown"); img.dataset.case = "";
+    view.viewer.slide = null; view.viewer.osdBox.classList.remove("shown");
     img.onload = () => img.decode().catch(() => {}).then(() => {
-      view.viewer.fit(); img.classList.add("shown"); img.dataset.case = caseId;
+      view.viewer.maxZoom = 0; view.viewer.fit(); img.classList.add("shown"); img.dataset.case = caseId;
       // Timing marks for benchmarks/bench_study_readers.py: the frame that paints the image.
       requestAnimationFrame(() => { window.__urcdmShownAt = performance.now(); });
       if (unlock) view.unlock();
@@ -173,9 +229,9 @@ function createView(root) {
     if (key === "r" || key === "s") view.submit(key === "r" ? "real" : "synthetic", null);
     else if (view.data.confidence && ["1", "2", "3", "4", "5"].includes(key)) view.submit(null, Number(key));
     else if (key === "f") view.toggleFlag();
-    else if (key === "+" || key === "=") v.zoomAt(1.5, ...v.centre());
-    else if (key === "-") v.zoomAt(1 / 1.5, ...v.centre());
-    else if (key === "0") v.fit();
+    else if (key === "+" || key === "=") v.act("in");
+    else if (key === "-") v.act("out");
+    else if (key === "0") v.act("fit");
     else return;
     // Ours alone: Streamlit's own shortcut for R is "rerun the app", which would delay the answer.
     e.preventDefault(); e.stopImmediatePropagation();
@@ -187,7 +243,14 @@ function createView(root) {
     view.progress.textContent = `Case ${data.index + 1} of ${data.total}`;
     if (fresh) {
       view.reset(data.case);
-      view.reveal(data.image, data.case, true);
+      if (data.slide) {
+        showSlide(view.viewer, data.slide, data.case, () => {
+          requestAnimationFrame(() => { window.__urcdmShownAt = performance.now(); });
+          view.unlock();
+        }, () => view.say("The slide could not be opened: your session may have ended. Reload the page."));
+      } else {
+        view.reveal(data.image, data.case, true);
+      }
     } else if (view.busy) {
       view.unlock();  // the server has stored the answer and confirms the case already on screen
     }

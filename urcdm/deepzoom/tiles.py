@@ -11,50 +11,20 @@ tile window at a time.
 from __future__ import annotations
 
 import io
-import threading
 from functools import lru_cache
-from typing import Mapping
 
-import numpy as np
-from openslide import PROPERTY_NAME_BACKGROUND_COLOR
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
+from urcdm.deepzoom.views import SlideView
 from urcdm.errors import UserError
-from urcdm.slides import FILL_RGB, Slide
+from urcdm.slides import Slide
 from urcdm.slides.openslide_slide import OpenSlideSlide
 
 TILE_SIZE = 254  # + 2 px overlap = 256-px JPEGs, OpenSlide's and OpenSeadragon's usual choice
 OVERLAP = 1
 JPEG_QUALITY = 90
 CACHED_TILES = 1024  # about 25 MB of encoded tiles per slide: repeated pans are free, memory bounded
-
-
-class SlideView:
-    """The part of ``openslide.OpenSlide`` that ``DeepZoomGenerator`` uses, over a ``Slide``."""
-
-    def __init__(self, slide: Slide):
-        self.slide = slide
-        self.level_count = slide.level_count
-        self.level_dimensions = slide.level_dimensions
-        self.level_downsamples = slide.level_downsamples
-        self.dimensions = slide.dimensions
-        # No bounds properties: the whole level-0 plane is shown. Glass where nothing was imaged.
-        self.properties: Mapping[str, str] = {PROPERTY_NAME_BACKGROUND_COLOR: "%02x%02x%02x" % FILL_RGB}
-        # tifffile and Pillow file handles are not safe to share between the server's threads.
-        self._lock = threading.Lock()
-
-    def get_best_level_for_downsample(self, downsample: float) -> int:
-        return self.slide.best_level_for_downsample(downsample)
-
-    def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image.Image:
-        # Same contract as OpenSlide: origin in level-0 pixels, size in level pixels, RGBA out.
-        downsample = self.level_downsamples[level]
-        x, y = (int(round(v / downsample)) for v in location)
-        with self._lock:
-            rgb = self.slide.read_level_window(level, x, y, *size)
-        alpha = np.full(rgb.shape[:2] + (1,), 255, np.uint8)
-        return Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA")
 
 
 class DeepZoomSlide:
