@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 OSD    := urcdm/deepzoom/static/openseadragon/openseadragon.min.js
 PIP_QUIET := 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo bench notebooks clean
 
 # Idempotent: rebuilds only when the venv is missing or the dependency files changed.
 setup: $(STAMP) $(OSD)
@@ -47,6 +47,10 @@ demo: setup
 	done
 	$(DEMO_EVAL) all $(DEMO)/real.npz $(DEMO)/blurred $(DEMO_FLAGS) --json > $(DEMO)/blurred.json
 	@echo "demo: JSON result in $(DEMO)/blurred.json"
+
+# Runs every notebook with its default parameters and writes the outputs into the committed .ipynb.
+notebooks: setup
+	$(PY) notebooks/run.py
 
 bench: setup
 	$(PY) benchmarks/bench_pyramid.py
