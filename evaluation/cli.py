@@ -49,6 +49,8 @@ def _add_crop_options(parser: argparse.ArgumentParser, command: str) -> None:
         scale.add_argument("--whole", action="store_true", help="whole images (centred square), one per image")
         scale.add_argument("--level", type=int, default=None, help="fixed-scale crops at URCDM magnification level 0, 1 or 2")
         scale.add_argument("--mpp", type=float, default=None, help="fixed-scale crops at this many microns per pixel")
+        scale.add_argument("--span", type=int, default=None,
+                           help="fixed-scale crops covering this many level-0 pixels (e.g. a tiny-config level's span)")
     group.add_argument("--min-tissue", type=float, default=0.0, help="redraw crops with less tissue than this fraction (default 0: off)")
     group.add_argument("--seed", type=int, default=0, help="crop sampling seed (default 0)")
     group.add_argument("--skip-bad", action="store_true", help="leave out unreadable files (reported) instead of failing")
@@ -104,7 +106,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _mode(args: argparse.Namespace) -> str:
-    if getattr(args, "level", None) is not None or getattr(args, "mpp", None) is not None:
+    if any(getattr(args, key, None) is not None for key in ("level", "mpp", "span")):
         return "fixed"
     if getattr(args, "whole", False) or args.command == "fid":
         return "whole"
@@ -114,7 +116,7 @@ def _mode(args: argparse.Namespace) -> str:
 def _protocol(args: argparse.Namespace, image_size: int) -> CropProtocol:
     return CropProtocol(mode=_mode(args), patch_size=args.patch_size, image_size=image_size, min_size=args.min_size,
                         max_size=args.max_size, level=getattr(args, "level", None), mpp=getattr(args, "mpp", None),
-                        min_tissue=args.min_tissue)
+                        span=getattr(args, "span", None), min_tissue=args.min_tissue)
 
 
 def _options(args: argparse.Namespace, protocol: CropProtocol, ranks) -> RunOptions:

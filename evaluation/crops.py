@@ -14,8 +14,9 @@ filter stops at its edges, as it does at the edges of an image resized whole):
 - ``whole`` — each image once, its centred square read at ``image_size`` with PIL bicubic, as
   clean-fid resizes (FID-10k on 1024^2 low-resolution outputs); ``image_size`` equal to the images'
   own size feeds them as they are, so the network resizes them as torch-fidelity's pipeline does.
-- ``fixed`` — random crops at one magnification: a URCDM level (``level``) or a physical
-  resolution (``mpp``), e.g. FID at each of the three levels.
+- ``fixed`` — random crops at one magnification: a URCDM level (``level``), a physical
+  resolution (``mpp``), or a span in level-0 pixels (``span``: another config's level, e.g. the
+  tiny preset's), e.g. FID at each of the three levels.
 
 In ``pfid`` and ``fixed`` the images take shuffled, cycled turns (anyres-gan's sampler), so every
 image gives n / N crops, give or take one. Every crop is read at ``patch_size`` pixels (the
@@ -54,6 +55,7 @@ class CropProtocol:
     level: int | None = None
     mpp: float | None = None
     min_tissue: float = 0.0
+    span: int | None = None       # fixed: level-0 pixels per crop side (instead of a paper level or an mpp)
     sampling: str = SAMPLING
 
     def __post_init__(self):
@@ -63,10 +65,13 @@ class CropProtocol:
             raise UserError(f"unknown crop sampling law {self.sampling!r}")
         if self.patch_size < 1 or self.image_size < 1:
             raise UserError("--patch-size and --image-size must be positive")
-        if self.mode == "fixed" and (self.level is None) == (self.mpp is None):
-            raise UserError("a fixed-scale protocol needs exactly one of --level or --mpp")
-        if self.mode != "fixed" and (self.level is not None or self.mpp is not None):
-            raise UserError(f"--level/--mpp select the fixed-scale protocol, not {self.mode}")
+        scales = sum(value is not None for value in (self.level, self.mpp, self.span))
+        if self.mode == "fixed" and scales != 1:
+            raise UserError("a fixed-scale protocol needs exactly one of --level, --mpp or --span")
+        if self.mode != "fixed" and scales:
+            raise UserError(f"--level/--mpp/--span select the fixed-scale protocol, not {self.mode}")
+        if self.span is not None and self.span < self.patch_size:
+            raise UserError(f"--span {self.span} is below --patch-size {self.patch_size}: crops are never upsampled")
         if self.mode != "pfid" and (self.min_size is not None or self.max_size is not None):
             raise UserError("--min/--max apply to the pfid protocol only")
         if self.min_size is not None and self.min_size < self.patch_size:
@@ -108,11 +113,17 @@ class CropProtocol:
             return f"patch{self.patch_size}-min{self.min_size or self.patch_size}max{self.max_size or 0}"
         if self.mode == "whole":
             return f"whole{self.image_size}"
-        scale = f"level{self.level}" if self.level is not None else f"mpp{self.mpp:g}"
+        scale = f"level{self.level}" if self.level is not None else \
+            f"span{self.span}" if self.span is not None else f"mpp{self.mpp:g}"
         return f"fixed-{scale}-patch{self.patch_size}"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if values["span"] is None:
+            # Added later: left out when unused, so the identity of every earlier protocol (a study's
+            # prepared cases, a statistics file's header) stays what it was.
+            del values["span"]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "CropProtocol":
@@ -132,7 +143,7 @@ class CropProtocol:
         return text + (f", tissue >= {self.min_tissue:g}" if self.min_tissue else "")
 
     def differences(self, other: "CropProtocol") -> list[str]:
-        mine, theirs = self.as_dict(), other.as_dict()
+        mine, theirs = asdict(self), asdict(other)
         return [f"{key} {theirs[key]!r} vs {mine[key]!r}" for key in mine if mine[key] != theirs[key]]
 
 
@@ -149,6 +160,8 @@ def fixed_span(protocol: CropProtocol, image: ImageInfo) -> int | None:
     """The fixed protocol's crop side in this image's level-0 pixels, or None if it does not fit."""
     if protocol.level is not None:
         span = round(protocol.patch_size * level_downsample(protocol.level))
+    elif protocol.span is not None:
+        span = protocol.span
     else:
         if image.mpp is None:
             raise UserError(f"{image.path}: resolution (mpp) unknown, so --mpp cannot be honoured; use --level")

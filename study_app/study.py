@@ -18,7 +18,7 @@
         real: {images: real-crops/}                 # folder, glob, list file or one image
         synthetic:                                  # or slides plus a crop spec (evaluation crops)
           slides: samples/*.tiff
-          crops: {n: 40, level: 2, size: 1024, min_tissue: 0.5}
+          crops: {n: 40, level: 2, size: 1024, min_tissue: 0.5}   # level, mpp, or span (level-0 px per crop)
           # or {n: 40, mode: pfid, size: 1024, min: 2048}: urcdm-eval's pfid law, min/max the
           # sides the image is resized to (here: 1024 px cut from the image shrunk to 2048 px or more)
       - name: whole slides                          # read in the deep-zoom viewer, pan and zoom
@@ -303,16 +303,16 @@ def _parse_source(arm: _Fields, truth: str, base: Path) -> Source:
     if "crops" not in source.values:
         raise UserError(f"{source.where}: `slides` needs `crops` (crops drawn from them) or `whole: true` (read whole)")
     crops = source.sub("crops", required=True)
-    crops.reject_unknown({"n", "mode", "size", "level", "mpp", "min", "max", "min_tissue"})
+    crops.reject_unknown({"n", "mode", "size", "level", "mpp", "span", "min", "max", "min_tissue"})
     n = crops.get("n", int, required=True)
     if n < 1:
         raise UserError(f"{crops.name('n')}: must be at least 1")
-    level, mpp = crops.get("level", int), crops.get("mpp", (int, float))
-    mode = crops.get("mode", str, "fixed" if level is not None or mpp is not None else "pfid")
+    level, mpp, span = crops.get("level", int), crops.get("mpp", (int, float)), crops.get("span", int)
+    mode = crops.get("mode", str, "fixed" if (level, mpp, span) != (None, None, None) else "pfid")
     size = crops.get("size", int, 1024)
     try:
         protocol = CropProtocol(mode=mode, patch_size=size, image_size=size, min_size=crops.get("min", int),
-                                max_size=crops.get("max", int), level=level, mpp=mpp,
+                                max_size=crops.get("max", int), level=level, mpp=mpp, span=span,
                                 min_tissue=float(crops.get("min_tissue", (int, float), 0.0)))
     except UserError as exc:
         raise UserError(f"{crops.where}: {exc}") from None

@@ -40,6 +40,24 @@ def training_slides(real_data, tmp_path_factory) -> Path:
     return folder
 
 
+def micro_config(folder: Path) -> Path:
+    """The tiny unets on a smaller slide: 3 x 3 last-level patches instead of 9 x 9 (14 patches a
+    slide instead of 91), written as a config YAML as a user would. For the tests that sample whole
+    slides several times over (resume, torchrun, the notebook chain)."""
+    from urcdm.config import LevelSpec, tiny
+
+    small = tiny()
+    small = small.__class__(**{**small.__dict__, "name": "micro",
+                               "levels": (LevelSpec(176, 1), LevelSpec(128, 2), LevelSpec(64, 3))})
+    small.save(folder / "micro.yaml")
+    return folder / "micro.yaml"
+
+
+@pytest.fixture(scope="session")
+def micro_config_file(tmp_path_factory) -> Path:
+    return micro_config(tmp_path_factory.mktemp("micro-config"))
+
+
 def tissue_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """An RGB uint8 image of real-looking tissue texture: IHC tiles mirrored and shifted at random."""
     base = skimage_data.immunohistochemistry()

@@ -172,3 +172,23 @@ def test_protocols_read_back_without_a_sampling_law_are_legacy_in_every_mode():
     for mode in ("pfid", "whole"):
         old = CropProtocol.from_dict({k: v for k, v in CropProtocol(mode=mode).as_dict().items() if k != "sampling"})
         assert old.sampling == LEGACY_SAMPLING and old.differences(CropProtocol(mode=mode))
+
+
+def test_fixed_crops_by_span_cover_that_many_level0_pixels_and_keep_older_identities():
+    """--span: fixed-scale crops of S level-0 pixels whatever the image's mpp (a tiny-config level);
+    protocols without it keep the identity (as_dict) they had before it existed."""
+    from evaluation.crops import fixed_span
+
+    protocol = CropProtocol(mode="fixed", patch_size=64, image_size=64, span=192)
+    assert protocol.name == "fixed-span192-patch64" and protocol.as_dict()["span"] == 192
+    assert fixed_span(protocol, ImageInfo("a", 500, 400, None)) == 192
+    assert fixed_span(protocol, ImageInfo("b", 500, 150, 0.25)) is None  # does not fit
+    crops = sample_crops([ImageInfo("a", 500, 400, None)], protocol, 20, seed=1)
+    assert all(crop[3] == 192 and 0 <= crop[1] <= 500 - 192 and 0 <= crop[2] <= 400 - 192 for crop in crops)
+    older = CropProtocol(mode="fixed", patch_size=64, image_size=64, level=2)
+    assert "span" not in older.as_dict() and CropProtocol.from_dict(older.as_dict()) == older
+    assert older.differences(protocol) and not older.differences(CropProtocol.from_dict(older.as_dict()))
+    with pytest.raises(UserError, match="exactly one of --level, --mpp or --span"):
+        CropProtocol(mode="fixed", patch_size=64, image_size=64, level=1, span=192)
+    with pytest.raises(UserError, match="never upsampled"):
+        CropProtocol(mode="fixed", patch_size=64, image_size=64, span=32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,7 @@ pytest.importorskip("papermill")
 import jupytext  # noqa: E402
 from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
-from conftest import REPO_ROOT  # noqa: E402
+from conftest import PLUGINS, REPO_ROOT, TINY_EXTRACTOR  # noqa: E402
 from study_app.cli import main as study_cli  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "notebooks"))
@@ -27,7 +28,7 @@ TABLE1 = REPO_ROOT / "notebooks" / "01_table1_reader_study.py"
 def outputs(path: Path) -> str:
     """Everything the executed notebook printed or displayed, as text."""
     text = []
-    for cell in nbformat.read(path, 4).cells:
+    for cell in nbformat.read(str(path), 4).cells:
         for output in cell.get("outputs", []):
             text.append(output.get("text", "") or output.get("data", {}).get("text/plain", ""))
     return "\n".join(text)
@@ -43,7 +44,7 @@ def run_table1(tmp_path: Path, name: str, **parameters) -> Path:
 def test_committed_notebooks_are_their_sources_run():
     """Each .ipynb holds exactly its py:percent source's cells (jupytext pairing), with outputs."""
     for source in notebooks.sources():
-        committed = nbformat.read(source.with_suffix(".ipynb"), 4)
+        committed = nbformat.read(str(source.with_suffix(".ipynb")), 4)
         paired = jupytext.read(source)
         assert [(c.cell_type, c.source) for c in committed.cells] == [(c.cell_type, c.source) for c in paired.cells], source
         assert any(cell.get("outputs") for cell in committed.cells if cell.cell_type == "code"), f"{source}: not run"
@@ -92,6 +93,90 @@ def test_table1_with_an_unreadable_answers_file_stops_with_one_error_line(real_d
     with pytest.raises(PapermillExecutionError) as failure:
         run_table1(tmp_path, "bad", data_dir=str(real_data), answers=str(bad))
     assert failure.value.exec_count <= 3  # parameters, papermill's injected ones, then the first cell
-    executed = nbformat.read(tmp_path / "bad" / "executed.ipynb", 4)
+    executed = nbformat.read(str(tmp_path / "bad" / "executed.ipynb"), 4)
     stderr = [o["text"] for c in executed.cells for o in c.get("outputs", []) if o.get("name") == "stderr"]
     assert any(text.startswith("error: ") and "missing column" in text for text in stderr)
+
+
+# Notebooks 02-04 share one build folder, as `make notebooks` runs them; CI-sized parameters: the
+# tiny unets on a smaller slide (3 x 3 last-level patches instead of 9 x 9, a config YAML like any
+# user's), a few training and sampling steps, two slides per method, few crops, and the tests' small
+# plug-in extractor instead of Inception (4 crops/s on 2 cores). They check that the chain runs and
+# what it writes, not the numbers, which the defaults produce (the committed notebooks).
+CHAIN_PARAMETERS = {
+    "02_fid_pfid": {"train_steps": 3, "slides_per_method": 2, "sample_steps": "2,2,2", "real_regions": 6, "n_pfid": 48,
+                    "n_scale": 32, "workers": 0, "extractor": TINY_EXTRACTOR},
+    "03_gigapixel_sampling": {"sample_steps": "2,2,2"},
+    "04_study_from_samples": {"crops_per_side": 2, "cases_per_reader": 2, "readers": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def chain(real_data, micro_config_file, tmp_path_factory):
+    root = tmp_path_factory.mktemp("notebook-chain")
+    config = str(micro_config_file)
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(PLUGINS), prepend=os.pathsep)  # the kernel imports the plug-in extractor
+        for name, parameters in CHAIN_PARAMETERS.items():
+            extra = {"data_dir": str(real_data)} if name != "04_study_from_samples" else {}
+            executed = root / f"{name}.ipynb"
+            notebooks.execute(REPO_ROOT / "notebooks" / f"{name}.py", executed,
+                              {"build": str(root / "build"), "figures": str(root / "figures"), "config": config,
+                               **extra, **parameters})
+            runs[name] = executed
+    return root, runs
+
+
+def test_fid_notebook_trains_samples_and_scores_both_methods(chain):
+    root, runs = chain
+    build = root / "build" / "micro"
+    assert len(list((build / "models").glob("*/checkpoint.pt"))) == 12  # 9 URCDM unets + 3 outpainting
+    for method in ("urcdm", "outpaint"):
+        assert len(list((build / "samples" / method).glob("seed*.tiff"))) == 2
+    text = outputs(runs["02_fid_pfid"])
+    assert "pFID-50k" in text and "comparable" in text and "ours differs from the paper in: config micro" in text
+    assert (root / "figures" / "fid_by_magnification.png").stat().st_size > 10_000
+
+
+def test_sampling_notebook_draws_the_geometry_scores_seams_and_projects_the_cost(chain):
+    root, runs = chain
+    text = outputs(runs["03_gigapixel_sampling"])
+    assert "EFLOP" in text and "NVIDIA H200" in text and "seam score" in text
+    for figure in ("geometry_on_a_real_slide.png", "sampled_slide_three_zooms.png"):
+        assert (root / "figures" / figure).stat().st_size > 10_000
+
+
+def test_study_notebook_prepares_a_study_and_stops_before_answers(chain):
+    root, runs = chain
+    study = root / "build" / "micro" / "study"
+    cases = json.loads((study / "run" / "cases.json").read_text())["cases"]
+    assert {c["arm"] for c in cases} == {"URCDM", "Outpainting"} and not (study / "run" / "answers.sqlite").exists() \
+        or not _answered(study / "run" / "answers.sqlite")
+    assert "urcdm-study run" in outputs(runs["04_study_from_samples"])
+
+
+def _answered(store: Path) -> int:
+    from study_app.store import AnswerStore
+    return len(AnswerStore(store).all_answers())
+
+
+def test_a_models_folder_of_another_config_stops_the_notebook_first(tmp_path, capsys):
+    """The check runs in the first cell after the parameters of every notebook that uses models, and
+    refuses models trained with another config with one error line (the cell fails: SystemExit)."""
+    from urcdm.config import tiny
+    from urcdm.notebook import check_models_folder, user_errors
+
+    for name in ("02_fid_pfid", "03_gigapixel_sampling"):
+        code = [c.source for c in jupytext.read(REPO_ROOT / "notebooks" / f"{name}.py").cells if c.cell_type == "code"]
+        assert "check_models_folder(" in code[1], name  # code[0] is the parameters cell
+    run = tmp_path / "models" / "l0u0"
+    run.mkdir(parents=True)
+    other = tiny()
+    other.__class__(**{**other.__dict__, "name": "other"}).save(run / "config.yaml")
+    check_models_folder(tmp_path / "models" / "missing", tiny())  # nothing trained yet: nothing to refuse
+    with pytest.raises(SystemExit) as stop, user_errors():
+        check_models_folder(tmp_path / "models", tiny())
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "trained with config 'other', not the 'tiny'" in err and err.count("\n") == 1

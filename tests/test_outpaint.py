@@ -12,7 +12,7 @@ import pytest
 
 from urcdm.backends import UpsampleBackend
 from urcdm.cli import main
-from urcdm.config import tiny
+from urcdm.config import load_config, tiny
 from urcdm.data import LevelWindows
 from urcdm.errors import UserError
 from urcdm.models import build_imagen, load_cascade, read_checkpoint
@@ -32,9 +32,10 @@ class RecordingBackend(UpsampleBackend):
 
 
 @pytest.fixture(scope="module")
-def outpaint_models(training_slides, tmp_path_factory):
+def outpaint_models(training_slides, micro_config_file, tmp_path_factory):
+    """The baseline's three tiny unets, for the micro slide (3 x 3 patches) to keep sampling short."""
     models = tmp_path_factory.mktemp("outpaint-models")
-    assert main(["train-all", "--config", "tiny", "--method", "outpaint", "--data", str(training_slides),
+    assert main(["train-all", "--config", str(micro_config_file), "--method", "outpaint", "--data", str(training_slides),
                  "--out", str(models), "--steps", "6", "--json"]) == 0
     return models
 
@@ -82,16 +83,16 @@ def test_trained_outpainting_models_sample_a_slide(outpaint_models, tmp_path, ca
     manifest = json.loads(capsys.readouterr().out)
     # --steps is a sampling choice: checkpoints trained with the config's steps still load
     assert [u["sample_steps"] for u in json.loads(out.with_suffix(".json").read_text())["config"]["unets"]] == [2, 2, 2]
-    assert manifest["method"] == "outpaint" and manifest["model_calls"] == 81 and manifest["levels"][0]["waves"] == 81
+    assert manifest["method"] == "outpaint" and manifest["model_calls"] == 9 and manifest["levels"][0]["waves"] == 9
     with openslide.OpenSlide(str(out)) as slide:
-        assert slide.dimensions == (512, 512)
-        assert np.asarray(slide.read_region((0, 0), 0, (512, 512)).convert("RGB")).std() > 0
+        assert slide.dimensions == (176, 176)
+        assert np.asarray(slide.read_region((0, 0), 0, (176, 176)).convert("RGB")).std() > 0
 
 
-def test_models_of_one_method_are_refused_as_the_other(outpaint_models, tmp_path, capsys):
+def test_models_of_one_method_are_refused_as_the_other(outpaint_models, micro_config_file, tmp_path, capsys):
     assert main(["sample", "--models", str(outpaint_models), "--out", str(tmp_path / "s.tiff")]) == 2
     assert "l0u0" in capsys.readouterr().err
-    config = tiny()
+    config = load_config(micro_config_file)
     paths = {unet: outpaint_models / f"outpaint-u{unet}" / "checkpoint.pt" for unet in range(3)}
     with pytest.raises(UserError, match="was trained for method outpaint, not urcdm"):
         load_cascade(config, 2, paths)

@@ -158,9 +158,10 @@ def test_too_little_disk_is_refused_before_any_work(tmp_path, monkeypatch, capsy
     assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out)]) == 0  # 1.3 MB is enough
 
 
-def _sample_command(out, *extra):
-    return [sys.executable, "-m", "urcdm.cli", "sample", "--config", "tiny", "--out", str(out), "--steps", "2,2,2",
-            "--batch-size", "4", "--seed", "3", "--json", *extra]
+def _sample_command(out, config, *extra):
+    """The tiny unets on the micro slide (3 x 3 last-level patches), one patch per model call."""
+    return [sys.executable, "-m", "urcdm.cli", "sample", "--config", str(config), "--out", str(out), "--steps", "2,2,2",
+            "--batch-size", "1", "--seed", "3", "--json", *extra]
 
 
 def _pixels(path) -> np.ndarray:
@@ -169,28 +170,32 @@ def _pixels(path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
+def straight_run(tmp_path_factory, micro_config_file):
     """An uninterrupted tiny diffusion sample (one thread, as each torchrun rank has)."""
     out = tmp_path_factory.mktemp("straight") / "slide.tiff"
-    subprocess.run(_sample_command(out), check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(_sample_command(out, micro_config_file), check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     return out
 
 
-def test_a_sample_killed_with_sigkill_and_rerun_is_pixel_identical(straight_run, tmp_path):
+def test_a_sample_killed_with_sigkill_and_rerun_is_pixel_identical(straight_run, micro_config_file, tmp_path):
     out = tmp_path / "slide.tiff"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(_sample_command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(_sample_command(out, micro_config_file), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=env)
     journal = tmp_path / ".slide.tiff.work" / "journal"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
-        # killed inside level 2's second wave, whose patches keep and blend strips of the first
-        if journal.exists() and sum(line.startswith("2 1 ") for line in journal.read_text().splitlines()) >= 2:
+        # killed inside level 2's second wave (after its first patch), whose patches keep and blend
+        # strips of the first
+        if journal.exists() and sum(line.startswith("2 1 ") for line in journal.read_text().splitlines()) >= 1:
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the sample finished before it could be killed"
     assert not out.exists()
-    finished = json.loads(subprocess.run(_sample_command(out), check=True, capture_output=True, env=env).stdout)
+    finished = json.loads(subprocess.run(_sample_command(out, micro_config_file), check=True, capture_output=True,
+                                         env=env).stdout)
     straight = json.loads(straight_run.with_suffix(".json").read_text())
     assert finished["resumed"] is True
     assert finished["levels"][1]["model_calls"] == 0  # level 1 was finished: nothing redone
@@ -209,10 +214,10 @@ def test_a_rerun_with_other_settings_does_not_mix_into_an_interrupted_slide(tmp_
     assert "interrupted run with other settings" in capsys.readouterr().err
 
 
-def test_torchrun_with_two_ranks_equals_one_process(straight_run, tmp_path):
+def test_torchrun_with_two_ranks_equals_one_process(straight_run, micro_config_file, tmp_path):
     out = tmp_path / "slide.tiff"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "urcdm.cli", "--", *_sample_command(out)[3:]]
+               "-m", "urcdm.cli", "--", *_sample_command(out, micro_config_file)[3:]]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert np.array_equal(_pixels(out), _pixels(straight_run))
     assert json.loads(out.with_suffix(".json").read_text())["world_size"] == 2

@@ -71,8 +71,8 @@ def test_demo_run_export_and_score_with_relative_paths_from_any_folder(tmp_path)
     prepared = json.loads((study / "study-run" / "cases.json").read_text())["cases"][0]
     AnswerStore(study / "study-run" / "answers.sqlite").record(
         "reader-1", prepared["id"], prepared["arm"], prepared["truth"], "real", 3, 1.0, 2.0, prepared["image_id"])
+    # (`urcdm-study demo` above already served it as build/study-demo/study.yaml from `work`)
     _serve(["urcdm-study", "run", "study.yaml"], cwd=study)
-    _serve(["urcdm-study", "run", "build/study-demo/study.yaml"], cwd=work)
     _serve(["urcdm-study", "run", "../work/build/./study-demo/study.yaml"], cwd=other)
 
     exported = _run(["urcdm-study", "export", "../work/build/study-demo/study.yaml", "-o", "answers.csv"], cwd=other)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import signal
 import subprocess
@@ -39,21 +40,27 @@ def trained(slides, tmp_path_factory):
                             root / f"l{level}u{unet}") for level, unet in JOBS}
 
 
-def fixed_batch_loss(slides: Path, level: int, unet: int, state: dict | None) -> float:
-    """Loss on fixed pairs with fixed noise and timesteps, so two weight sets are compared like for like."""
+@functools.lru_cache(maxsize=None)
+def fixed_batches(slides: Path, level: int) -> tuple:
+    """Four fixed batches of 16 training pairs of the level (read once for its three unets)."""
     config = tiny()
-    torch.manual_seed(0)  # the initial weights of a run with --seed 0
-    imagen = build_imagen(config, level, only=unet)
-    if state is not None:
-        imagen.unets[unet].load_state_dict(state)
     windows = LevelWindows.of(config, level)
     paths, positions = build_index(list_slides(slides), windows.span, config.white_threshold)
     pairs = TrainingPairs(paths, positions, windows)
+    return tuple(tuple(torch.stack(t) for t in zip(*(pairs[c] for c in batch_codes(123, i, 16, len(positions)))))
+                 for i in range(4))
+
+
+def fixed_batch_loss(slides: Path, level: int, unet: int, state: dict | None) -> float:
+    """Loss on fixed pairs with fixed noise and timesteps, so two weight sets are compared like for like."""
+    torch.manual_seed(0)  # the initial weights of a run with --seed 0
+    imagen = build_imagen(tiny(), level, only=unet)
+    if state is not None:
+        imagen.unets[unet].load_state_dict(state)
     losses = []
     with torch.no_grad():
-        for i in range(4):
+        for i, (target, context) in enumerate(fixed_batches(slides, level)):
             torch.manual_seed(1000 + i)
-            target, context = (torch.stack(t) for t in zip(*(pairs[c] for c in batch_codes(123, i, 16, len(positions)))))
             losses.append(float(imagen(target, unet=imagen.unets[unet], unet_number=unet + 1,
                                        cond_images=context if level else None)))
     return float(np.mean(losses))

@@ -14,6 +14,7 @@ number of DataLoader workers. Only windows are ever read, never a whole slide.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -101,10 +102,19 @@ def _index_key(path: Path, span: int, white_threshold: float) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+@functools.lru_cache(maxsize=32)
+def _tissue_mask(path: str, size: int, mtime_ns: int) -> SlideTissueMask:
+    # One mask per slide file, whatever the span: train-all indexes each slide at three spans, and the
+    # mask (a 2048-px thumbnail read and classified) was most of the indexing time.
+    with open_slide(path) as slide:
+        return SlideTissueMask.from_slide(slide)
+
+
 def slide_positions(slide: Slide, span: int, white_threshold: float) -> np.ndarray:
     """(x, y) origins of the windows on the lattice that are not mostly glass."""
     width, height = slide.dimensions
-    mask = SlideTissueMask.from_slide(slide)
+    stat = slide.path.stat()
+    mask = _tissue_mask(str(slide.path.resolve()), stat.st_size, stat.st_mtime_ns)
     keep = [(x, y) for y in lattice(height, span) for x in lattice(width, span)
             if 1.0 - mask.fraction_in(x, y, span, span) < white_threshold]
     return np.asarray(keep, dtype=np.int64).reshape(-1, 2)

@@ -1,4 +1,5 @@
-"""What the reproduction notebooks share: where the data is, and the toolkit's error contract in a cell.
+"""What the reproduction notebooks share: where the data is, the toolkit's error contract in a cell,
+and the command lines run in-process (the same code path as typing them).
 
 A notebook's first cells check its inputs; a missing folder or a bad file stops it there with the
 same one-line ``error:`` message the command line prints, instead of a traceback minutes later.
@@ -6,9 +7,11 @@ same one-line ``error:`` message the command line prints, instead of a traceback
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 from urcdm.errors import UserError
@@ -36,3 +39,25 @@ def user_errors():
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def cli(main, *args) -> dict | list | None:
+    """Run a command line in this process exactly as typed (plus ``--json``) and return its JSON
+    result; a failing command stops the notebook with its own one-line ``error:`` message."""
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        code = main([*map(str, args), "--json"])
+    if code:
+        raise SystemExit(code)  # the command has printed its error line
+    text = buffer.getvalue().strip()
+    return json.loads(text) if text else None
+
+
+def check_models_folder(models: Path, config) -> None:
+    """A models folder trained with another config is refused before any work (not at sampling time)."""
+    for saved in sorted(Path(models).glob("*/config.yaml")):
+        from urcdm.config import load_config
+
+        if load_config(saved) != config:
+            raise UserError(f"{saved}: these models were trained with config {load_config(saved).name!r}, "
+                            f"not the {config.name!r} asked for; use another build folder")
