@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 
 from study_app.prepare import PreparedStudy
-from urcdm.errors import UserError
+from urcdm.clikit import check_port_free
 
 
 def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
@@ -25,15 +24,6 @@ def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
         "--global.developmentMode", "false",
         "--browser.gatherUsageStats", "false",        # hospital networks: no calls home
     ]
-
-
-def check_port_free(port: int, address: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as exc:
-            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); choose another --port") from None
 
 
 def serve(prepared: PreparedStudy, port: int, address: str) -> int:

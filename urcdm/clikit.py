@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import socket
 import sys
 from typing import Callable, Sequence
 
@@ -72,3 +73,13 @@ def describe_only_main(prog: str, description: str) -> Callable[[Sequence[str] |
         return run_cli(parser, argv, lambda args: parser.print_help() or 0)
 
     return main
+
+
+def check_port_free(port: int, address: str) -> None:
+    """Fail with one line before a server starts, not with a traceback from inside it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); choose another --port") from None

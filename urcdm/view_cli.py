@@ -7,7 +7,7 @@ import json
 import sys
 import webbrowser
 
-from urcdm.clikit import add_output_options
+from urcdm.clikit import add_output_options, check_port_free
 
 
 def add_commands(commands) -> None:
@@ -29,12 +29,12 @@ def cmd_view(args: argparse.Namespace) -> int:
     # Imported here: the web stack is only needed by this command.
     import uvicorn
 
-    from urcdm.deepzoom.server import check_port, free_port, open_slides, viewer_app
+    from urcdm.deepzoom.server import free_port, open_slides, viewer_app
 
     slides = open_slides(args.slides)
     app = viewer_app(slides)
     port = args.port or free_port(args.address)
-    check_port(args.address, port)
+    check_port_free(port, args.address)
     url = f"http://{args.address}:{port}/"
     if args.json:
         print(json.dumps({"url": url, "slides": [slide.describe() for slide in slides]}), flush=True)
