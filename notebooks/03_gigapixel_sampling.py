@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
+from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from urcdm.cli import main as urcdm
 from urcdm.config import load_config, paper
@@ -62,6 +63,7 @@ with user_errors():
         raise UserError(f"{root / 'samples'}: no sampled slides; run notebooks/02_fid_pfid first (same build)")
 figure_dir = Path(figures)
 figure_dir.mkdir(parents=True, exist_ok=True)
+set_matplotlib_formats("jpeg")  # photographs of tissue: inline PNGs made this notebook 2.4 MB
 geometry = paper()
 print(f"paper geometry: level spans {[l.span for l in geometry.levels]} px, grids {[l.grid for l in geometry.levels]}, "
       f"{geometry.patch_px}-px patches, stride {geometry.stride}")
