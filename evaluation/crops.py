@@ -166,6 +166,9 @@ def fixed_span(protocol: CropProtocol, image: ImageInfo) -> int | None:
         if image.mpp is None:
             raise UserError(f"{image.path}: resolution (mpp) unknown, so --mpp cannot be honoured; use --level")
         span = round(protocol.patch_size * protocol.mpp / image.mpp)
+        if span < protocol.patch_size:
+            raise UserError(f"{image.path}: --mpp {protocol.mpp:g} is finer than the image's own {image.mpp:g} µm/px; "
+                            f"crops are never upsampled")
     return span if span <= min(image.width, image.height) else None
 
 

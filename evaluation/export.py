@@ -6,9 +6,6 @@ The directory appears only when complete: crops are written to a hidden sibling 
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image
@@ -18,8 +15,8 @@ from tqdm import tqdm
 from evaluation.pipeline import CropPlan
 from evaluation.crops import CROP_COLUMNS, CropProtocol, plain_numbers
 from evaluation.reading import CropDataset
-from urcdm.pyramid.writer import umask_permissions
-from urcdm.errors import OutputExistsError, SlideError, UserError
+from urcdm.errors import SlideError
+from urcdm.pyramid import atomic_directory
 
 MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("file", "source", *CROP_COLUMNS, "pixels", "mode", "level", "mpp", "seed")
@@ -27,37 +24,26 @@ MANIFEST_COLUMNS = ("file", "source", *CROP_COLUMNS, "pixels", "mode", "level", 
 
 def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrite: bool = False, workers: int = 2) -> Path:
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir}: already exists (use --overwrite to replace it)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory; crops are written to a new directory")
-    if not out_dir.parent.is_dir():
-        raise UserError(f"{out_dir.parent}: no such directory")
     # Crops are saved at the protocol's read size: the study shows the crop itself, not the
     # extractor's resized input.
     native = protocol.with_image_size(protocol.read_size)
     dataset = CropDataset([image.path for image in plan.images], plan.crops, native)
-    temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
     try:
-        width = len(str(len(plan.crops)))
-        with open(temp / MANIFEST, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(MANIFEST_COLUMNS)
-            loader = DataLoader(dataset, batch_size=None, num_workers=workers)
-            for index, pixels, message in tqdm(loader, total=len(dataset), desc="exporting crops", unit="crop", leave=False):
-                if message:
-                    raise SlideError(message)
-                crop = plain_numbers(plan.crops[index])
-                name = f"crop-{index:0{width}d}.png"
-                Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(temp / name)
-                writer.writerow((name, plan.images[crop[0]].path, *crop, native.read_size, protocol.mode,
-                                 "" if protocol.level is None else protocol.level,
-                                 "" if protocol.mpp is None else protocol.mpp, plan.seed))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        umask_permissions(temp, directory=True)
-        os.replace(temp, out_dir)
+        with atomic_directory(out_dir, overwrite) as temp:
+            width = len(str(len(plan.crops)))
+            with open(temp / MANIFEST, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(MANIFEST_COLUMNS)
+                loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+                for index, pixels, message in tqdm(loader, total=len(dataset), desc="exporting crops", unit="crop", leave=False):
+                    if message:
+                        raise SlideError(message)
+                    crop = plain_numbers(plan.crops[index])
+                    name = f"crop-{index:0{width}d}.png"
+                    Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(temp / name)
+                    writer.writerow((name, plan.images[crop[0]].path, *crop, native.read_size, protocol.mode,
+                                     "" if protocol.level is None else protocol.level,
+                                     "" if protocol.mpp is None else protocol.mpp, plan.seed))
     finally:
         dataset.close()
-        shutil.rmtree(temp, ignore_errors=True)
     return out_dir

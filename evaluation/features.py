@@ -3,19 +3,44 @@
 An extractor is anything that maps a uint8 tensor (B, 3, H, W) to float features (B, D). Built-ins:
 
 - ``inception-v3``          the standard FID Inception (torch-fidelity weights; see extractors.weights)
-- ``inception-v3-random``   same graph, seeded random weights: timing and offline smoke runs only
+- ``dinov2-vit{s,b,l,g}14`` DINOv2, dgm-eval's FD_DINOv2 features (extractors.dinov2)
+- ``clip-vitb32``           clean-fid's CLIP-FID features; ``clip-vitl14-336`` CMMD's (extractors.clip)
+- ``uni`` ``phikon`` ``phikon-v2`` ``conch`` ``virchow2`` ``h-optimus-0``   pathology foundation models
+- ``NAME-random``           the same graph with seeded random weights: timing and offline smoke runs only
 
-A plug-in ``package.module:factory`` names a callable returning such an extractor (a pathology
-foundation model, CLIP, ...). If the factory accepts ``device`` it is passed; an ``input_size``
-attribute on the extractor sets the default ``--image-size``; ``resizes_internally = True`` says
-it takes any size and resizes itself, so crops reach it as read; an ``extractor_id`` attribute is
-recorded in the statistics (default: the spec itself).
+Weights come from ``--weights`` (a file, or a folder holding it), else the model's variable, else the
+torch hub cache (``$TORCH_HOME/hub/checkpoints``; CLIP also ``~/.cache/clip``) or the Hugging Face
+cache (``models--ORG--NAME/snapshots/*/``), never from the network (only the FID Inception downloads,
+when online). The id recorded with statistics includes the weights' hash, ``NAME@sha256:<16 hex>``.
+
+==================  ==============================  =============================================
+name                variable                        file, and where it comes from
+==================  ==============================  =============================================
+inception-v3        URCDM_INCEPTION_WEIGHTS         weights-inception-2015-12-05-6726825d.pth (torch-fidelity)
+dinov2-vit?14       URCDM_DINOV2_VIT?14_WEIGHTS     dinov2_vit?14_pretrain.pth (dl.fbaipublicfiles.com), or
+                                                    model.safetensors (HF timm/vit_*_patch14_dinov2.lvd142m)
+clip-vitb32         URCDM_CLIP_VITB32_WEIGHTS       ViT-B-32.pt (OpenAI), or open_clip's (HF timm/vit_base_patch32_clip_224.openai)
+clip-vitl14-336     URCDM_CLIP_VITL14_336_WEIGHTS   ViT-L-14-336px.pt (OpenAI), or HF timm/vit_large_patch14_clip_336.openai
+uni                 URCDM_UNI_WEIGHTS               pytorch_model.bin (HF MahmoodLab/UNI, gated)
+phikon              URCDM_PHIKON_WEIGHTS            model.safetensors / pytorch_model.bin (HF owkin/phikon)
+phikon-v2           URCDM_PHIKON_V2_WEIGHTS         model.safetensors (HF owkin/phikon-v2)
+conch               URCDM_CONCH_WEIGHTS             pytorch_model.bin (HF MahmoodLab/CONCH, gated)
+virchow2            URCDM_VIRCHOW2_WEIGHTS          pytorch_model.bin (HF paige-ai/Virchow2, gated)
+h-optimus-0         URCDM_H_OPTIMUS_0_WEIGHTS       pytorch_model.bin (HF bioptimus/H-optimus-0, gated)
+==================  ==============================  =============================================
+
+A plug-in ``package.module:factory`` names a callable returning such an extractor. If the factory
+accepts ``device`` it is passed; an ``input_size`` attribute on the extractor sets the default
+``--image-size``; ``resizes_internally = True`` says it takes any size and resizes itself, so crops
+reach it as read; an ``extractor_id`` attribute is recorded in the statistics (default: the spec
+itself); a ``space`` attribute names its metrics (default: the spec, sanitised).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,6 +51,24 @@ from urcdm.errors import UserError
 
 STANDARD = "inception-v3"
 BUILTINS = ("inception-v3", "inception-v3-random")
+RANDOM_SUFFIX = "-random"
+# Registry name -> the module under evaluation.extractors that builds it (imported only when used,
+# so --help and the Inception path never import timm, open_clip or transformers).
+FOUNDATION_MODELS = {
+    "dinov2-vits14": "dinov2", "dinov2-vitb14": "dinov2", "dinov2-vitl14": "dinov2", "dinov2-vitg14": "dinov2",
+    "clip-vitb32": "clip", "clip-vitl14-336": "clip",
+    "uni": "uni", "phikon": "phikon", "phikon-v2": "phikon", "conch": "conch",
+    "virchow2": "virchow2", "h-optimus-0": "h_optimus",
+}
+
+
+def registered_names() -> list[str]:
+    return [*BUILTINS, *FOUNDATION_MODELS, *(name + RANDOM_SUFFIX for name in FOUNDATION_MODELS)]
+
+
+def sanitised_space(text: str) -> str:
+    """A metric-name-safe label: lower case, runs of anything else than [a-z0-9] as one '_'."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or "features"
 
 
 @dataclass
@@ -36,6 +79,11 @@ class Extractor:
     standard: bool             # numbers comparable to published FIDs
     device: torch.device
     resizes_internally: bool = False  # takes any size and resizes to input_size itself
+    space: str = ""            # short label metrics are named by (fd_<space>); default: from the id
+
+    def __post_init__(self) -> None:
+        if not self.space:
+            self.space = sanitised_space(self.id.split("@")[0])
 
     def default_image_size(self, mode: str, patch_size: int) -> int:
         """What crops are resized to before the network, unless --image-size says otherwise.
@@ -73,20 +121,38 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 def load_extractor(spec: str, weights: str | None = None, device: torch.device | None = None) -> Extractor:
     device = device or torch.device("cpu")
     if spec in BUILTINS:
-        from evaluation.extractors.inception import INPUT_SIZE, InceptionV3Features
-        from evaluation.extractors.weights import find_inception_weights, sha256_of
-
-        if spec == "inception-v3":
-            path = find_inception_weights(weights)
-            module, ident = InceptionV3Features(str(path)), f"inception-v3@sha256:{sha256_of(path)[:16]}"
-        else:
-            module, ident = InceptionV3Features(None, random_weights=True), "inception-v3-random@seed0"
-        return Extractor(ident, module.to(device), INPUT_SIZE, spec == STANDARD, device, resizes_internally=True)
+        return _load_inception(spec, weights, device)
+    base = spec[:-len(RANDOM_SUFFIX)] if spec.endswith(RANDOM_SUFFIX) else spec
+    if base in FOUNDATION_MODELS:
+        return _load_foundation(base, weights, spec != base, device)
     if ":" not in spec:
-        raise UserError(f"--extractor {spec}: not a built-in ({', '.join(BUILTINS)}) nor a module:factory plug-in")
+        raise UserError(f"--extractor {spec}: not a registered name ({', '.join(registered_names())}) "
+                        f"nor a module:factory plug-in")
     if weights:
-        raise UserError("--weights applies to the built-in inception-v3 only; plug-ins load their own")
+        raise UserError("--weights applies to the registered extractors only; plug-ins load their own")
     return _load_plugin(spec, device)
+
+
+def _load_inception(spec: str, weights: str | None, device: torch.device) -> Extractor:
+    from evaluation.extractors.inception import INPUT_SIZE, InceptionV3Features
+    from evaluation.extractors.weights import find_inception_weights, weights_id
+
+    if spec == "inception-v3":
+        path = find_inception_weights(weights)
+        module, ident = InceptionV3Features(str(path)), weights_id("inception-v3", path)
+    else:
+        module, ident = InceptionV3Features(None, random_weights=True), "inception-v3-random@seed0"
+    return Extractor(ident, module.to(device), INPUT_SIZE, spec == STANDARD, device, resizes_internally=True,
+                     space="inception")
+
+
+def _load_foundation(name: str, weights: str | None, random_weights: bool, device: torch.device) -> Extractor:
+    from evaluation.extractors.foundation import build
+
+    module = importlib.import_module(f"evaluation.extractors.{FOUNDATION_MODELS[name]}")
+    fn = build(module.RECIPE, name, weights, random_weights=random_weights).to(device)
+    return Extractor(fn.extractor_id, fn, fn.input_size, False, device, resizes_internally=fn.resizes_internally,
+                     space=fn.space)
 
 
 def _load_plugin(spec: str, device: torch.device) -> Extractor:
@@ -106,4 +172,5 @@ def _load_plugin(spec: str, device: torch.device) -> Extractor:
         fn = fn.to(device).eval()
     ident = str(getattr(fn, "extractor_id", spec))
     return Extractor(ident, fn, getattr(fn, "input_size", None), False, device,
-                     resizes_internally=bool(getattr(fn, "resizes_internally", False)))
+                     resizes_internally=bool(getattr(fn, "resizes_internally", False)),
+                     space=sanitised_space(str(getattr(fn, "space", "") or spec)))

@@ -18,7 +18,7 @@ from evaluation.features import Extractor
 from evaluation.inputs import ImageInfo, fingerprint, is_stats_spec, list_images, open_images
 from evaluation.stats import FeatureStats
 from urcdm.errors import UserError
-from urcdm.slides import SlideTissueMask, open_slide
+from urcdm.slides import slide_tissue_mask
 
 
 @dataclass
@@ -81,12 +81,7 @@ def side_statistics(spec: str, side: str, extractor: Extractor, options: RunOpti
 
 
 def _tissue_filter(images: list[ImageInfo], min_tissue: float):
-    masks: dict[int, SlideTissueMask] = {}
-
     def accept(index: int, x: int, y: int, size: int) -> bool:
-        if index not in masks:
-            with open_slide(images[index].path) as slide:
-                masks[index] = SlideTissueMask.from_slide(slide)
-        return masks[index].fraction_in(x, y, size, size) >= min_tissue
+        return slide_tissue_mask(images[index].path).fraction_in(x, y, size, size) >= min_tissue
 
     return accept

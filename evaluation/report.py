@@ -14,9 +14,15 @@ def side_summary(stats: FeatureStats) -> dict:
             "fingerprint": stats.fingerprint, "seed": stats.seed}
 
 
-def result_dict(metrics: dict, real: FeatureStats, fake: FeatureStats, extractor_id: str, standard: bool, seconds: float) -> dict:
+SETTING_KEYS = ("prc_k", "dc_k", "cmmd_estimator")
+
+
+def result_dict(metrics: dict, real: FeatureStats, fake: FeatureStats, extractor_id: str, standard: bool, seconds: float,
+                space: str = "inception") -> dict:
     return {
         **metrics,
+        "metrics": list(metrics),
+        "space": space,
         "n_real": real.n,
         "n_fake": fake.n,
         "protocol_name": real.protocol.name,
@@ -35,13 +41,14 @@ def print_result(result: dict, as_json: bool) -> None:
         print_json(result)
         return
     rows = []
-    for key in ("pfid", "fid"):
-        if key in result:
-            rows.append((key, f"{result[key]:.4f}"))
-    if "kid" in result:
-        rows.append(("kid", f"{result['kid']:.6f} ± {result['kid_std']:.6f} (subsets of {result['kid_subset_size']})"))
-    if "precision" in result:
-        rows += [("precision", f"{result['precision']:.4f}"), ("recall", f"{result['recall']:.4f}")]
+    for key in result["metrics"]:
+        value = result[key]
+        if key in SETTING_KEYS or key.endswith(("_std", "_subset_size")):
+            continue
+        if f"{key}_std" in result:
+            rows.append((key, f"{value:.6f} ± {result[key + '_std']:.6f} (subsets of {result[key + '_subset_size']})"))
+        else:
+            rows.append((key, f"{value:.4f}"))
     rows += [
         ("n real / fake", f"{result['n_real']} / {result['n_fake']}"),
         ("protocol", result["protocol_description"]),

@@ -116,6 +116,13 @@ class FeatureStats:
         if self.extractor != extractor:
             raise UserError(f"{name}: computed with extractor {self.extractor}, this run uses {extractor}; recompute the statistics")
 
+    def subset(self, rows: np.ndarray) -> "FeatureStats":
+        """The statistics of some of these crops (a real-vs-real split), recomputed from their features."""
+        features = self.require_features("a split of one side")
+        return FeatureStats.from_features(features[rows], protocol=self.protocol, extractor=self.extractor,
+                                          fingerprint=self.fingerprint, seed=self.seed, images=self.images,
+                                          crops=self.crops[rows], skipped=self.skipped, source=self.source)
+
     def require_features(self, metric: str) -> np.ndarray:
         if self.features is None:
             raise UserError(f"{self.source or 'statistics'}: holds only mean and covariance, but {metric} needs the "

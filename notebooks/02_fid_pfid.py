@@ -27,14 +27,14 @@
 
 # %% tags=["parameters"]
 data_dir = None          # the real-data folder; default $URCDM_TEST_DATA or ../shared/data beside the repository
-build = "build/tiny"     # models, samples and real regions; reused by a rerun and by notebooks 03 and 04
+build = "build"          # models, samples and real regions go in build/<config>; reused by reruns and notebooks 03, 04
 config = "tiny"          # tiny | paper | a config YAML
 train_steps = 200        # training steps per unet (the paper trained for days; tiny: a few minutes)
 slides_per_method = 3    # slides sampled with each method
 sample_steps = "16,8,8"  # sampling steps per unet (the paper: 1024,256,256)
 real_regions = 24        # real reference images: tissue regions of the real slides at the sampled slides' size
 n_pfid = 200             # pFID patches per side (the paper: 50000); Inception runs ~3.4 crops/s on 2 CPU cores
-n_scale = 100            # crops per side for FID at each level's magnification
+n_scale = 100            # synthetic crops per method at each level's magnification (twice as many real: the noise floor)
 patch = 64               # pFID / FID crop side (the paper's pFID: 256 on 41344-px slides)
 extractor = None         # None: the standard FID Inception if its weights are found, else inception-v3-random
 weights = None           # Inception weights file (pt_inception-2015-12-05)
@@ -43,10 +43,11 @@ figures = "figures"
 
 # %%
 import os
+import shutil
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import Image, display
 
 from evaluation.cli import main as urcdm_eval
 from evaluation.demo_data import best_extractor
@@ -123,32 +124,41 @@ if not regions.exists():
 print(len(list(regions.glob("*.png"))), "real regions of", slide_side, "px in", regions)
 
 # %% [markdown]
-# ## pFID, FID of the level-0 outputs, and FID at each level's magnification
+# ## pFID and FID of the level-0 outputs
 
 # %%
 def metric(command: str, fake: str, *options) -> dict:
     return cli(urcdm_eval, command, regions, fake, *options, *extractor_args, "--workers", workers)
 
 
+def fd_key(result: dict) -> str:
+    """pfid/fid in Inception space; pfd_<space>/fd_<space> in another extractor's."""
+    return result["metrics"][0]
+
+
 pfid = {m: metric("pfid", str(samples / m / "*.tiff"), "--n", n_pfid, "--patch-size", patch) for m in ("urcdm", "outpaint")}
 # Level 0 is the whole slide seen at patch_px: both sides are shrunk to it before Inception's own resize.
 level0 = metric("fid", str(samples / "urcdm" / "*.level0.png"), "--whole", "--image-size", settings.patch_px,
                 "--n", slides_per_method, "--allow-fewer")
-by_scale = [{"method": m, "level": level, "span": span,
-             "fid": metric("fid", str(samples / m / "*.tiff"), "--span", span, "--patch-size", patch, "--n", n_scale)["fid"]}
-            for m in ("urcdm", "outpaint") for level, span in enumerate(spans)]
-pd.DataFrame(by_scale).round(3)
+pd.DataFrame([{"method": m, fd_key(pfid[m]): pfid[m][fd_key(pfid[m])]} for m in pfid]
+             + [{"method": "urcdm level-0 outputs", fd_key(level0): level0[fd_key(level0)]}]).round(3)
+
+# %% [markdown]
+# ## FID against magnification
+#
+# `urcdm-eval scales` reads crops at each level's span from both methods' slides and from the real
+# regions. The real side gets twice the crops: split in half at random five times, one half is the
+# reference and the other is compared with it as well. That real-vs-real value (grey) is what FID reads
+# when only the sample differs: a method is worse than real tissue at a scale only where it stands
+# clear of the band. The bars are the spread over the five halvings.
 
 # %%
-fig, ax = plt.subplots(figsize=(5.5, 3.6))
-for method, rows in pd.DataFrame(by_scale).groupby("method", sort=False):
-    ax.plot(rows["level"], rows["fid"], marker="o", label=method)
-ax.set_xticks(range(len(spans)), [f"level {i}\n{s} px" for i, s in enumerate(spans)])
-ax.set_ylabel(f"FID ({chosen})")
-ax.set_title("FID against magnification: where along the zoom a generator fails", fontsize=10)
-ax.legend()
-fig.tight_layout()
-fig.savefig(figure_dir / "fid_by_magnification.png", dpi=110)
+by_scale = cli(urcdm_eval, "scales", regions, samples / "urcdm" / "*.tiff", samples / "outpaint" / "*.tiff",
+               "-o", root / "scales", "--overwrite", "--labels", "urcdm,outpaint", "--config", config,
+               "--patch-size", patch, "--n", n_scale, *extractor_args, "--workers", workers)
+shutil.copy(root / "scales" / "scales.png", figure_dir / "fid_by_magnification.png")
+display(Image(filename=str(figure_dir / "fid_by_magnification.png")))
+pd.DataFrame(by_scale["rows"])[["scale", "set", "metric", "mean", "std"]].round(3)
 
 # %% [markdown]
 # ## Beside the paper
@@ -164,8 +174,8 @@ differences = [text for text, differs in [
     (f"{n_pfid} pFID patches (paper: 50000)", n_pfid != 50000),
     (f"{slides_per_method} level-0 images (paper: 10000)", slides_per_method < 10000),
     (f"{train_steps} training steps per unet", settings.name != "paper")] if differs]
-ours = {("pFID-50k", "URCDM"): pfid["urcdm"]["pfid"], ("pFID-50k", "Outpainting"): pfid["outpaint"]["pfid"],
-        ("FID-10k", "LRDM (level-0 cascade alone)"): level0["fid"]}
+ours = {("pFID-50k", "URCDM"): pfid["urcdm"][fd_key(pfid["urcdm"])], ("pFID-50k", "Outpainting"): pfid["outpaint"][fd_key(pfid["outpaint"])],
+        ("FID-10k", "LRDM (level-0 cascade alone)"): level0[fd_key(level0)]}
 table = paper_metrics.assign(ours=[ours.get((r.metric, r.model)) for r in paper_metrics.itertuples()])
 table["comparable"] = "yes" if not differences else "no"
 print("ours differs from the paper in:", "; ".join(differences) if differences else "nothing")

@@ -24,7 +24,7 @@
 
 # %% tags=["parameters"]
 data_dir = None             # the real-data folder; default $URCDM_TEST_DATA or ../shared/data
-build = "build/tiny"        # notebook 02's build folder: its models and sampled slides are used here
+build = "build"             # notebook 02's build folder: its models and sampled slides are used here
 config = "tiny"             # the config the slides in `build` were sampled with
 layout_slide = "tcga-cr-7395-01a-01-ts1.svs"  # the real slide the paper geometry is drawn on
 sample_steps = "16,8,8"     # sampling steps for the no-cross-fade slides sampled here (as notebook 02's)

@@ -22,7 +22,7 @@
 # must answer (`urcdm-study run`); it never invents answers.
 
 # %% tags=["parameters"]
-build = "build/tiny"    # notebook 02's build folder (sampled slides and real regions)
+build = "build"         # notebook 02's build folder (sampled slides and real regions)
 config = "tiny"         # the config the slides were sampled with
 crops_per_side = 8      # crops per arm and class
 crop_level = 2          # the magnification level the crops are cut at (its span, at the config's patch size)

@@ -14,6 +14,11 @@ from evaluation.cli import main
 from tiny_extractors import colour_texture
 
 
+# Metrics in a plug-in's space carry its name: never mistaken for the Inception's FID.
+SPACE = "tiny_extractors_colour_texture"
+PFD = f"pfd_{SPACE}"
+
+
 def _run_json(capsys, *argv):
     assert main([*argv, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
@@ -54,24 +59,27 @@ def test_pfid_on_real_tiles_matches_a_scipy_reference(real_data, tmp_path, capsy
     fake = _reference_features(tmp_path / "fake.npz", 128, 64)
     with np.load(tmp_path / "real.npz") as data:
         assert np.abs(data["features"] - real).max() < 0.02  # same pixels up to resampling rounding
-    assert result["pfid"] == pytest.approx(_scipy_fid(real, fake), rel=0.02)
+    assert result[PFD] == pytest.approx(_scipy_fid(real, fake), rel=0.02)
     assert result["n_real"] == result["n_fake"] == 300
 
     # Directly from the images, the same crops are drawn (seeded by --seed and the inputs).
     direct = _run_json(capsys, "pfid", str(tissue), str(background), *common)
-    assert direct["pfid"] == pytest.approx(result["pfid"], rel=1e-9)
+    assert direct[PFD] == pytest.approx(result[PFD], rel=1e-9)
     # Tissue against tissue (other crops) is far closer than tissue against glass.
     itself = _run_json(capsys, "pfid", str(tissue), str(tissue), *common, "--seed", "0")
-    assert itself["pfid"] == pytest.approx(0.0, abs=1e-6)
+    assert itself[PFD] == pytest.approx(0.0, abs=1e-6)
     other_crops = _run_json(capsys, "pfid", str(tmp_path / "real.npz"), str(tissue), *common, "--seed", "1")
-    assert 0 < other_crops["pfid"] < result["pfid"] / 3
+    assert 0 < other_crops[PFD] < result[PFD] / 3
 
 
 def test_all_metrics_on_real_slides_and_tiles(real_data, tmp_path, capsys):
     tissue, _ = tile_lists(real_data, tmp_path)
     result = _run_json(capsys, "all", str(real_data / "slides" / "cmu-1-small-region.svs"), str(tissue),
                        "--n", "150", "--extractor", TINY_EXTRACTOR, "--workers", "2", "--min-tissue", "0.5")
-    for key in ("pfid", "kid", "kid_std", "precision", "recall", "n_real", "n_fake"):
-        assert key in result
-    assert result["pfid"] > 0 and 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
+    names = (PFD, f"kd_{SPACE}", f"kd_{SPACE}_std", f"precision_{SPACE}", f"recall_{SPACE}", f"density_{SPACE}",
+             f"coverage_{SPACE}")
+    assert all(name in result for name in names) and "pfid" not in result and result["space"] == SPACE
+    assert not any(name.startswith("cmmd") for name in result)  # CMMD is defined in CLIP spaces only
+    assert result[PFD] > 0 and 0 <= result[f"precision_{SPACE}"] <= 1 and 0 <= result[f"recall_{SPACE}"] <= 1
+    assert result[f"density_{SPACE}"] >= 0 and 0 <= result[f"coverage_{SPACE}"] <= 1
     assert result["standard_extractor"] is False and result["protocol"]["min_tissue"] == 0.5

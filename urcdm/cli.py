@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from urcdm import __version__, sample_cli, train_cli, view_cli
-from urcdm.clikit import ArgumentParser, add_output_options, print_json, print_table, run_cli
+from urcdm.clikit import ArgumentParser, add_output_options, bounded_int, positive_float, print_json, print_table, run_cli
 from urcdm.errors import UserError
 from urcdm.pyramid import SlideSource, write_pyramid
 from urcdm.slides import SlideTissueMask, open_slide
@@ -88,11 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--tile", type=int, default=512, choices=(256, 512), help="tile size (default 512)")
     compression = convert.add_mutually_exclusive_group()
     # default None, not 90: argparse cannot tell an explicit "--quality 90" from its default.
-    compression.add_argument("--quality", type=int, help="JPEG quality 1-100 (default 90)")
+    compression.add_argument("--quality", type=bounded_int(1, 100), help="JPEG quality 1-100 (default 90)")
     compression.add_argument("--lossless", action="store_true", help="deflate instead of JPEG: pixel-exact")
     convert.add_argument("--full-chroma", action="store_true",
                          help="JPEG colour at full resolution (4:4:4); default 4:2:0 as scanners write")
-    convert.add_argument("--mpp", type=float, help="microns per pixel to record (default: the input's, if known)")
+    convert.add_argument("--mpp", type=positive_float, help="microns per pixel to record (default: the input's, if known)")
     convert.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     add_output_options(convert)
     convert.set_defaults(handler=cmd_convert)
@@ -102,8 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_options_against_config(args: argparse.Namespace) -> None:
+    """A command's config-dependent ranges (unets per level, steps per unet), checked before it runs."""
+    check = getattr(args, "check", None)
+    if check is not None:
+        check(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_options_against_config(args)
+    return args.handler(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(build_parser(), argv, lambda args: args.handler(args))
+    return run_cli(build_parser(), argv, _run)
 
 
 if __name__ == "__main__":

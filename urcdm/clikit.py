@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import socket
 import sys
 from typing import Callable, Sequence
@@ -25,6 +26,54 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+# argparse ``type=`` functions. A bad value then fails while the command line is parsed, before any
+# slide is opened or model built, as one line: "error: argument --batch-size: expected an integer
+# >= 1, got '0' (see urcdm sample --help)". argparse names the option; the message names the range.
+
+def bounded_int(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    allowed = f"an integer >= {minimum}" if maximum is None else f"an integer in {minimum}..{maximum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = bounded_int(1)
+non_negative_int = bounded_int(0)
+# torch.manual_seed takes 0..2**64-1 and numpy's SeedSequence any non-negative integer; a negative seed
+# reached numpy as a traceback.
+random_seed = bounded_int(0, 2**64 - 1)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``nan`` and ``inf`` parse as floats but mean nothing as a size or rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def positive_int_list(text: str) -> tuple[int, ...]:
+    """Comma-separated integers >= 1, e.g. ``256,64,64``; how many is the caller's to check."""
+    try:
+        values = tuple(int(item) for item in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 256,64,64), got {text!r}")
+    return values
 
 
 def add_output_options(parser: argparse.ArgumentParser, json_output: bool = True) -> None:

@@ -14,7 +14,6 @@ number of DataLoader workers. Only windows are ever read, never a whole slide.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import sys
@@ -28,7 +27,7 @@ from torch.utils.data import Dataset, Sampler
 
 from urcdm.config import URCDMConfig, check_level, has_context
 from urcdm.errors import UserError
-from urcdm.slides import Slide, SlideTissueMask, open_slide
+from urcdm.slides import Slide, open_slide, slide_tissue_mask
 
 DIHEDRAL = 8
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".png", ".jpg", ".jpeg"}
@@ -102,19 +101,10 @@ def _index_key(path: Path, span: int, white_threshold: float) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-@functools.lru_cache(maxsize=32)
-def _tissue_mask(path: str, size: int, mtime_ns: int) -> SlideTissueMask:
-    # One mask per slide file, whatever the span: train-all indexes each slide at three spans, and the
-    # mask (a 2048-px thumbnail read and classified) was most of the indexing time.
-    with open_slide(path) as slide:
-        return SlideTissueMask.from_slide(slide)
-
-
 def slide_positions(slide: Slide, span: int, white_threshold: float) -> np.ndarray:
     """(x, y) origins of the windows on the lattice that are not mostly glass."""
     width, height = slide.dimensions
-    stat = slide.path.stat()
-    mask = _tissue_mask(str(slide.path.resolve()), stat.st_size, stat.st_mtime_ns)
+    mask = slide_tissue_mask(slide.path)
     keep = [(x, y) for y in lattice(height, span) for x in lattice(width, span)
             if 1.0 - mask.fraction_in(x, y, span, span) < white_threshold]
     return np.asarray(keep, dtype=np.int64).reshape(-1, 2)

@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from urcdm.clikit import add_output_options, print_json, print_table
+from urcdm.clikit import add_output_options, non_negative_int, positive_int, positive_int_list, print_json, print_table, random_seed
 from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
 from urcdm.schedule import SCHEDULERS
@@ -22,41 +22,70 @@ def add_commands(commands) -> None:
                                                      "MODELS/outpaint-u{U}/checkpoint.pt for --method outpaint (their config is used)")
     source.add_argument("--config", help="paper, tiny or a config YAML: freshly initialised models (a smoke test)")
     sample.add_argument("--out", type=Path, required=True, help="the pyramid to write (.tiff)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=random_seed, default=0)
     sample.add_argument("--method", choices=METHODS, default="urcdm",
                         help="urcdm (default), or outpaint: the paper's baseline, the last level alone with no context")
     sample.add_argument("--scheduler", choices=SCHEDULERS, help="default: checkerboard (urcdm), raster (outpaint)")
     sample.add_argument("--backend", choices=("diffusion", "upsample"), default="diffusion")
-    sample.add_argument("--batch-size", type=int, default=4, help="patches per model call (default 4)")
-    sample.add_argument("--blend", type=int, help="px of cross-fade into finished neighbours (default half the overlap)")
-    sample.add_argument("--steps", help="sampling steps per unet, e.g. 256,64,64 (default: the config's)")
+    sample.add_argument("--batch-size", type=positive_int, default=4, help="patches per model call (default 4)")
+    sample.add_argument("--blend", type=non_negative_int, help="px of cross-fade into finished neighbours (default half the overlap)")
+    sample.add_argument("--steps", type=positive_int_list, help="sampling steps per unet, e.g. 256,64,64 (default: the config's)")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
     sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
     sample.add_argument("--overwrite", action="store_true")
     add_output_options(sample)
-    sample.set_defaults(handler=cmd_sample)
+    sample.set_defaults(handler=cmd_sample, check=check_sample_options)
 
     seams = commands.add_parser("seams", help="score how visible a sampled slide's stitching is (1.0 = invisible)",
                                 description="Mean luminance step across the stitching lines / elsewhere, streamed "
                                             "through the slide in bands of rows.")
     seams.add_argument("slide", type=Path, help="a slide written by `urcdm sample` (its .json manifest gives the grid)")
     seams.add_argument("--config", help="the config it was sampled with, when the manifest is gone")
-    seams.add_argument("--band-rows", type=int, default=512, help="rows read at a time (default 512)")
+    seams.add_argument("--band-rows", type=positive_int, default=512, help="rows read at a time (default 512)")
     add_output_options(seams)
     seams.set_defaults(handler=cmd_seams)
 
 
-def _with_steps(config: URCDMConfig, steps: str | None) -> URCDMConfig:
+def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
+    """The ranges that depend on the config: steps per unet, the cross-fade within the overlap."""
+    if args.steps is not None:
+        unets = config.unets
+        if len(args.steps) != len(unets):
+            example = ",".join(str(u.timesteps) for u in unets)
+            raise UserError(f"--steps: config {config.name!r} has {len(unets)} unets per level, so give {len(unets)} "
+                            f"comma-separated values (e.g. {example}), got {len(args.steps)}")
+        for index, (unet, steps) in enumerate(zip(unets, args.steps)):
+            if steps > unet.timesteps:  # the config's own rule: sample_steps in (0, timesteps]
+                raise UserError(f"--steps: unet {index} has {unet.timesteps} timesteps, so its steps must be in "
+                                f"1..{unet.timesteps}, got {steps}")
+    overlap = config.patch_px - config.stride
+    if args.blend is not None and args.blend > overlap:
+        raise UserError(f"--blend must be in 0..{overlap} (the overlap of config {config.name!r}, in px), got {args.blend}")
+
+
+def check_sample_options(args: argparse.Namespace) -> None:
+    config = _config_before_loading(args)
+    if config is not None:
+        _check_run_options(args, config)
+
+
+def _config_before_loading(args: argparse.Namespace) -> URCDMConfig | None:
+    """The config to check options against before any checkpoint is read (seconds to minutes):
+    --config, or the YAML train writes beside each checkpoint; None when that is missing."""
+    if args.config is not None:
+        return load_config(args.config)
+    written = args.models / run_folder(args.method, 0, 0) / "config.yaml"
+    try:
+        return load_config(written) if written.is_file() else None
+    except UserError:
+        return None  # the checkpoint's own config decides, below
+
+
+def _with_steps(config: URCDMConfig, steps: tuple[int, ...] | None) -> URCDMConfig:
     if steps is None:
         return config
-    try:
-        values = [int(v) for v in steps.split(",")]
-    except ValueError:
-        raise UserError(f"--steps: expected comma-separated integers, got {steps!r}") from None
-    if len(values) != len(config.unets):
-        raise UserError(f"--steps: the cascade has {len(config.unets)} unets, got {len(values)} values")
-    return replace(config, unets=tuple(replace(u, sample_steps=v) for u, v in zip(config.unets, values)))
+    return replace(config, unets=tuple(replace(u, sample_steps=v) for u, v in zip(config.unets, steps)))
 
 
 def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, dict[int, Path]]:
@@ -77,8 +106,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from urcdm.models import build_imagen, load_cascade, read_checkpoint
     from urcdm.sampler import sample_slide
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
     if args.out.exists() and not args.overwrite:  # before minutes of model loading, not after
         raise UserError(f"{args.out}: already exists (use --overwrite to replace it)")
     if args.models is not None:
@@ -88,6 +115,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         config = from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
     else:
         config = load_config(args.config)
+    _check_run_options(args, config)
     config = _with_steps(config, args.steps)
     from urcdm.distributed import destroy_process_group, init_process_group, launched_ranks
     from urcdm.sampler import level0_from_slide
@@ -147,8 +175,6 @@ def cmd_seams(args: argparse.Namespace) -> int:
     from urcdm.seams import SeamTally, seam_lines
     from urcdm.slides import open_slide
 
-    if args.band_rows < 1:
-        raise UserError("--band-rows must be at least 1")
     config = _sampled_config(args.slide, args.config)
     grid = LevelGrid.of(config, len(config.levels) - 1)
     tally = SeamTally(seam_lines(grid))

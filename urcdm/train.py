@@ -95,6 +95,18 @@ def _truncate_log(path: Path, step: int) -> None:
         writer.writerows(rows)
 
 
+def _resumable_state(checkpoint_path: Path, job: Job, data_digest: str) -> dict | None:
+    """The checkpoint to resume from, checked against this job; None when there is none yet."""
+    if not checkpoint_path.exists():
+        return None
+    state = read_checkpoint(checkpoint_path)
+    check_checkpoint(state, checkpoint_path, job.config, job.level, job.unet, job.method)
+    if state["data"] != data_digest or state["seed"] != job.seed:
+        raise UserError(f"{checkpoint_path}: was trained on other slides or with another --seed; "
+                        "resume with the same --data and --seed, or choose a new --out")
+    return state
+
+
 def train(job: Job) -> dict:
     from accelerate import Accelerator
     from ema_pytorch import EMA
@@ -105,6 +117,20 @@ def train(job: Job) -> dict:
     held = split_validation(positions, windows.span, config.train.validation_fraction, job.seed)
     train_pairs = TrainingPairs(paths, positions[~held], windows)
     val_pairs = TrainingPairs(paths, positions[held], windows) if held.any() else None
+
+    job.out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, log_path = job.out / CHECKPOINT, job.out / "log.csv"
+    data_digest = _data_digest(paths)
+    state = _resumable_state(checkpoint_path, job, data_digest)
+
+    def summary(start: int, step: int, losses: list, seconds: float, world: int) -> dict:
+        return {"method": job.method, "level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start,
+                "trained_steps": step - start, "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
+                "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(paths),
+                "world_size": world}
+
+    if state is not None and state["step"] >= job.steps:
+        return summary(state["step"], state["step"], [], 0.0, 1)  # finished: a rerun builds no model
 
     accelerator = Accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -117,16 +143,8 @@ def train(job: Job) -> dict:
     ema = EMA(unet, beta=config.train.ema_beta, update_after_step=config.train.ema_update_after_step,
               update_every=config.train.ema_update_every).to(accelerator.device)
 
-    job.out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, log_path = job.out / CHECKPOINT, job.out / "log.csv"
-    data_digest = _data_digest(paths)
     start = 0
-    if checkpoint_path.exists():
-        state = read_checkpoint(checkpoint_path)
-        check_checkpoint(state, checkpoint_path, config, job.level, job.unet, job.method)
-        if state["data"] != data_digest or state["seed"] != job.seed:
-            raise UserError(f"{checkpoint_path}: was trained on other slides or with another --seed; "
-                            "resume with the same --data and --seed, or choose a new --out")
+    if state is not None:
         unet.load_state_dict(state["unet_state"])
         ema.load_state_dict(state["ema_state"])
         optimizer.load_state_dict(state["optimizer"])
@@ -201,8 +219,4 @@ def train(job: Job) -> dict:
             if step % config.train.checkpoint_every == 0 or step == job.steps:
                 checkpoint(step)
     bar.close()
-    seconds = time.perf_counter() - started
-    return {"method": job.method, "level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start, "trained_steps": step - start,
-            "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
-            "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(paths),
-            "world_size": world}
+    return summary(start, step, losses, time.perf_counter() - started, world)

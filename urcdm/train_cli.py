@@ -7,8 +7,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from urcdm.clikit import add_output_options, print_json
-from urcdm.config import METHODS, PRESETS, load_config, method_levels, run_folder
+from urcdm.clikit import add_output_options, non_negative_int, positive_int, print_json, random_seed
+from urcdm.config import METHODS, PRESETS, check_level, load_config, method_levels, run_folder
 from urcdm.errors import OutputExistsError, UserError
 
 
@@ -22,10 +22,10 @@ def add_commands(commands) -> None:
     train = commands.add_parser("train", help="train one (level, unet) of the cascades",
                                 description="Train one (level, unet); resumes from OUT/checkpoint.pt when it exists.")
     _add_job_options(train)
-    train.add_argument("--level", type=int, help="magnification level (0, 1, 2); --method outpaint: the last (default)")
-    train.add_argument("--unet", type=int, required=True, help="unet of the level's cascade (0, 1, 2)")
+    train.add_argument("--level", type=non_negative_int, help="magnification level (0, 1, 2); --method outpaint: the last (default)")
+    train.add_argument("--unet", type=non_negative_int, required=True, help="unet of the level's cascade (0, 1, 2)")
     add_output_options(train)
-    train.set_defaults(handler=cmd_train)
+    train.set_defaults(handler=cmd_train, check=check_train_options)
 
     train_all = commands.add_parser("train-all", help="the nine jobs: run them one after another, or print them",
                                     description="Run the nine (level, unet) jobs one after another into OUT/l{L}u{U} "
@@ -41,8 +41,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="paper, tiny, or a config YAML")
     parser.add_argument("--data", type=Path, required=True, help="folder of training slides (searched recursively)")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, config.yaml, log.csv")
-    parser.add_argument("--steps", type=int, default=None, help="train until this step (default: 20 for tiny, 100000 otherwise)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=None, help="train until this step (default: 20 for tiny, 100000 otherwise)")
+    parser.add_argument("--seed", type=random_seed, default=0)
     parser.add_argument("--method", choices=METHODS, default="urcdm",
                         help="urcdm (default), or outpaint: the baseline's context-free cascade at the last level")
 
@@ -73,6 +73,17 @@ def _run_job(config, level: int, unet: int, args, out: Path) -> dict:
     losses = result.pop("losses")
     result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
     return result
+
+
+def check_train_options(args: argparse.Namespace) -> None:
+    """The ranges that depend on the config, checked before any model is built (an --unet past the
+    cascade was an IndexError from inside imagen-pytorch)."""
+    config = load_config(args.config)
+    if args.level is not None:
+        check_level(config, args.method, args.level, "--level")
+    if args.unet >= len(config.unets):
+        raise UserError(f"--unet must be in 0..{len(config.unets) - 1} (config {config.name!r} has "
+                        f"{len(config.unets)} unets per level), got {args.unet}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

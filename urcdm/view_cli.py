@@ -7,7 +7,7 @@ import json
 import sys
 import webbrowser
 
-from urcdm.clikit import add_output_options, check_port_free
+from urcdm.clikit import add_output_options, bounded_int, check_port_free
 
 
 def add_commands(commands) -> None:
@@ -17,7 +17,7 @@ def add_commands(commands) -> None:
                     "level that matches the zoom, so a 41344 x 41344 slide opens at once. On a remote "
                     "server, forward the port: ssh -L 8765:localhost:8765 HOST.")
     view.add_argument("slides", nargs="+", metavar="SLIDE", help="slides to show: our pyramids, SVS, TIFF, PNG ...")
-    view.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765; 0 = any free port)")
+    view.add_argument("--port", type=bounded_int(0, 65535), default=8765, help="port to listen on (default 8765; 0 = any free port)")
     view.add_argument("--address", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1: this computer only)")
     view.add_argument("--open", action="store_true", help="open the page in the default browser")

@@ -101,6 +101,31 @@ def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
         temp_path.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_directory(out_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; it becomes ``out_dir`` only if the block succeeds.
+
+    A result made of several files (a table, its plot) appears whole or not at all, and an existing
+    folder is replaced only with ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise OutputExistsError(f"{out_dir}: already exists (use --overwrite to replace it)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory; the output is a new directory")
+    if not out_dir.parent.is_dir():
+        raise UserError(f"{out_dir.parent}: no such directory")
+    temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
+    try:
+        yield temp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        umask_permissions(temp, directory=True)
+        os.replace(temp, out_dir)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def umask_permissions(path: Path, directory: bool = False) -> None:
     """The mode a plain ``open``/``mkdir`` would have given: temporary files are created private
     (0600 / 0700), which must not leak into the published output."""

@@ -12,6 +12,7 @@ from urcdm.slides.tissue import (
     SlideTissueMask,
     TissueParams,
     is_background,
+    slide_tissue_mask,
     tissue_fraction,
     tissue_mask,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "TissueParams",
     "is_background",
     "open_slide",
+    "slide_tissue_mask",
     "tissue_fraction",
     "tissue_mask",
 ]

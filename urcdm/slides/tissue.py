@@ -12,6 +12,8 @@ tissue (the clear interiors of fat cells, small lumens) count as tissue, while o
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,3 +129,22 @@ class SlideTissueMask:
         y0, y1 = int(np.floor(y * sy)), max(int(np.floor(y * sy)) + 1, int(np.ceil((y + h) * sy)))
         inside = self.mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)]
         return float(inside.sum()) / ((x1 - x0) * (y1 - y0))
+
+
+def slide_tissue_mask(path: str | os.PathLike) -> SlideTissueMask:
+    """The tissue mask of a slide file, computed once per file version and process.
+
+    Training indexes each slide at three spans and evaluation draws crops at several scales; the
+    mask (a 2048-px thumbnail read and classified) was most of that time when made each time.
+    """
+    resolved = os.path.realpath(path)
+    stat = os.stat(resolved)
+    return _mask_of_file(resolved, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _mask_of_file(path: str, size: int, mtime_ns: int) -> SlideTissueMask:
+    from urcdm.slides.opening import open_slide  # opening imports the readers, which import this module
+
+    with open_slide(path) as slide:
+        return SlideTissueMask.from_slide(slide)

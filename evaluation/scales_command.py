@@ -1,0 +1,119 @@
+"""``urcdm-eval scales REAL FAKE [FAKE ...] -o DIR``: metrics at each magnification, with noise bars.
+
+Writes ``scales.json``, ``scales.csv``, ``scales.png`` and ``scales.svg`` into a new folder that
+appears only when all four are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+from evaluation.comparison import METRICS, parse_metrics
+from evaluation.commands import metric_settings
+from evaluation.inputs import is_stats_spec
+from evaluation.options import check_inputs, crop_protocol, image_size_for, load_run_extractor, run_options
+from evaluation.pipeline import side_statistics
+from evaluation.scales import REAL_VS_REAL, fake_label, parse_scales, scale_rows
+from evaluation.scales_plot import plot_scales
+from urcdm.clikit import print_json, print_table
+from urcdm.errors import UserError
+from urcdm.pyramid import atomic_directory
+
+DEFAULT_N = 10_000
+TABLE_COLUMNS = ("scale", "level", "span", "mpp", "set", "metric", "mean", "std", "n_reference", "n_compared")
+
+
+def add_scale_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("fake", nargs="+", help="one or more synthetic sets (each a directory, glob or list file)")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="folder to create for the table and the plot")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--labels", default=None, help="comma-separated names of the synthetic sets (default: their folders)")
+    group = parser.add_argument_group("scales (one of; default --levels 0,1,2)").add_mutually_exclusive_group()
+    group.add_argument("--levels", default=None, help="URCDM magnification levels of the paper, e.g. 0,1,2")
+    group.add_argument("--spans", default=None, help="crop sides in level-0 pixels, e.g. 8192,2048,512")
+    group.add_argument("--mpp", dest="mpps", default=None, help="resolutions in microns per pixel, e.g. 8,2,0.5")
+    group.add_argument("--config", default=None, help="each level's span in a URCDM config (tiny, paper or a YAML)")
+    parser.add_argument("--metric", default=None, help=f"comma-separated, from {', '.join(METRICS)} (default fd)")
+    parser.add_argument("--splits", type=int, default=5,
+                        help="random halvings of the real crops (2n are read): the real-vs-real floor and the bars (default 5)")
+
+
+def _scales(args: argparse.Namespace):
+    if args.config is None:
+        return parse_scales(args.levels, args.spans, args.mpps)
+    from urcdm.config import load_config  # the config module only: no models are built
+
+    config = load_config(args.config)
+    return parse_scales(config_spans=tuple(level.span for level in config.levels), config_name=config.name)
+
+
+def _labels(args: argparse.Namespace) -> list[str]:
+    labels = [part.strip() for part in args.labels.split(",")] if args.labels else [fake_label(f) for f in args.fake]
+    if len(labels) != len(args.fake):
+        raise UserError(f"--labels names {len(labels)} sets for {len(args.fake)} synthetic inputs")
+    if len(set(labels)) != len(labels) or REAL_VS_REAL in labels:
+        raise UserError(f"synthetic sets need distinct names other than {REAL_VS_REAL!r}, got {', '.join(labels)}; pass --labels")
+    return labels
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.output.exists() and not args.overwrite:
+        raise UserError(f"{args.output}: already exists (use --overwrite to replace it)")
+    if args.splits < 1:
+        raise UserError("--splits must be at least 1")
+    if args.n is not None and args.n < 2:
+        raise UserError("--n must be at least 2")
+    for spec in (args.real, *args.fake):
+        if is_stats_spec(spec):
+            raise UserError(f"{spec}: scales reads crops at every scale from the slides; a statistics file holds one scale")
+    check_inputs(args.real, *args.fake)
+
+
+def cmd_scales(args: argparse.Namespace, ranks) -> int:
+    started = time.perf_counter()
+    _check(args)
+    labels, scales = _labels(args), _scales(args)
+    extractor = load_run_extractor(args, ranks)
+    metrics = parse_metrics(args.metric, "scales", extractor.space)
+    n = args.n or DEFAULT_N
+    image_size = image_size_for(args, extractor, "fixed")
+    rows = []
+    for number, scale in enumerate(scales, start=1):
+        if ranks.is_main:
+            print(f"scale {number}/{len(scales)}: {scale.label}", file=sys.stderr)
+        protocol = crop_protocol(args, image_size, **scale.protocol_scale())
+        real = side_statistics(args.real, "real", extractor, run_options(args, protocol, ranks, n=2 * n))
+        fakes = {label: side_statistics(spec, label, extractor, run_options(args, protocol, ranks, n=n))
+                 for label, spec in zip(labels, args.fake)}
+        if ranks.is_main:
+            rows += scale_rows(scale, real, fakes, n, args.splits, args.seed, metrics, extractor.space, metric_settings(args))
+    if not ranks.is_main:
+        return 0
+    result = {"rows": rows, "scales": [s.label for s in scales], "sets": labels, "metrics": sorted({r["metric"] for r in rows}),
+              "n": n, "n_real_read": 2 * n, "splits": args.splits, "extractor": extractor.id, "space": extractor.space,
+              "standard_extractor": extractor.standard, "patch_size": args.patch_size, "image_size": image_size,
+              "real": args.real, "fake": dict(zip(labels, args.fake)), "seed": args.seed}
+    with atomic_directory(args.output, args.overwrite) as folder:
+        _write_table(rows, folder / "scales.csv")
+        plot_scales(rows, result["scales"], extractor.id, [folder / "scales.png", folder / "scales.svg"])
+        result |= {"output": str(args.output), "files": ["scales.json", "scales.csv", "scales.png", "scales.svg"],
+                   "seconds": round(time.perf_counter() - started, 2)}
+        (folder / "scales.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print_json(result)
+    else:
+        print_table([(f"{r['scale']} · {r['set']} · {r['metric']}", f"{r['mean']:.4f} ± {r['std']:.4f}") for r in rows]
+                    + [("output", f"{args.output}/scales.{{json,csv,png,svg}}"), ("time", f"{result['seconds']:.1f} s")])
+    return 0
+
+
+def _write_table(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
