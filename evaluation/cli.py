@@ -6,6 +6,7 @@ synthetic slides, in the FID Inception's feature space or another registered one
     urcdm-eval kid|prc|cmmd|dc REAL FAKE one metric; --metric fd,kid,... chooses several
     urcdm-eval all REAL FAKE             every metric the feature space allows, from one feature pass
     urcdm-eval scales REAL FAKE... -o D  metrics at each magnification, with real-vs-real noise bars, and a plot
+    urcdm-eval memorization SYN TRAIN --heldout HELD -o D   nearest training crops, copy rate, montages
     urcdm-eval stats INPUT -o real.npz   compute and save statistics once, compare many times
     urcdm-eval crops INPUT -o DIR        export a crop set (PNG + manifest.csv) for the reader study
 
@@ -26,6 +27,7 @@ from evaluation.comparison import DENSITY_NEIGHBOURHOOD, METRICS
 from evaluation.distributed import destroy_process_group, launched_ranks
 from evaluation.metrics import KID_SUBSET_SIZE, KID_SUBSETS, PRC_NEIGHBOURHOOD
 from evaluation.options import add_crop_options, add_extractor_options
+from evaluation.memorization_command import add_memorization_options, cmd_memorization
 from evaluation.scales_command import add_scale_options, cmd_scales
 from urcdm.clikit import ArgumentParser, add_output_options, run_cli
 from urcdm.errors import UserError
@@ -68,6 +70,11 @@ def build_parser() -> ArgumentParser:
     add_extractor_options(scales)
     _add_metric_settings(scales, choose=False)
     add_output_options(scales)
+    text = "memorisation audit: each synthetic crop's nearest training crops, a copy rate calibrated on held-out slides"
+    memorization = commands.add_parser("memorization", help=text, description=text)
+    add_memorization_options(memorization)
+    add_extractor_options(memorization)
+    add_output_options(memorization)
     stats = commands.add_parser("stats", help="compute and save feature statistics", description="compute and save feature statistics")
     stats.add_argument("input", help="directory, glob or list file of images")
     stats.add_argument("-o", "--output", required=True, type=Path, help="statistics file to write (.npz)")
@@ -95,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = argv[1:]
 
     def handler(args: argparse.Namespace) -> int:
-        command = {"stats": cmd_stats, "crops": cmd_crops, "scales": cmd_scales}.get(args.command, cmd_compare)
+        command = {"stats": cmd_stats, "crops": cmd_crops, "scales": cmd_scales,
+                   "memorization": cmd_memorization}.get(args.command, cmd_compare)
         try:
             return command(args, ranks)
         except UserError:

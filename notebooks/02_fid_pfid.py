@@ -42,6 +42,7 @@ workers = 2              # crop-reading processes
 figures = "figures"
 
 # %%
+import json
 import os
 import shutil
 from pathlib import Path
@@ -179,4 +180,7 @@ ours = {("pFID-50k", "URCDM"): pfid["urcdm"][fd_key(pfid["urcdm"])], ("pFID-50k"
 table = paper_metrics.assign(ours=[ours.get((r.metric, r.model)) for r in paper_metrics.itertuples()])
 table["comparable"] = "yes" if not differences else "no"
 print("ours differs from the paper in:", "; ".join(differences) if differences else "nothing")
+# Everything computed here, for scripts and the tests (a rerun with other parameters replaces it).
+(root / "results.json").write_text(json.dumps({"pfid": pfid, "level0": level0, "scales": by_scale, "training": runs,
+                                               "differences": differences}, indent=1, default=str))
 table[["metric", "model", "value", "ours", "comparable"]].rename(columns={"value": "paper"}).round(2)

@@ -139,6 +139,28 @@ def test_fid_notebook_trains_samples_and_scores_both_methods(chain):
     assert (root / "figures" / "fid_by_magnification.png").stat().st_size > 10_000
 
 
+def test_fid_notebook_reacts_to_its_parameters(chain, real_data, micro_config_file):
+    """A rerun on the same build with fewer pFID patches: training and sampling come from the build
+    (nothing trains again), and the pFIDs are computed anew from the new number of patches."""
+    root, runs = chain
+    results = root / "build" / "micro" / "results.json"
+    first = json.loads(results.read_text())
+    parameters = {**CHAIN_PARAMETERS["02_fid_pfid"], "n_pfid": 40}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(PLUGINS), prepend=os.pathsep)
+        notebooks.execute(REPO_ROOT / "notebooks" / "02_fid_pfid.py", root / "02_rerun.ipynb",
+                          {"build": str(root / "build"), "figures": str(root / "figures-rerun"),
+                           "config": str(micro_config_file), "data_dir": str(real_data), **parameters})
+    second = json.loads(results.read_text())
+    assert all(run["trained now"] == 0 for run in second["training"])
+    for method in ("urcdm", "outpaint"):
+        before, after = first["pfid"][method], second["pfid"][method]
+        assert (before["n_fake"], after["n_fake"]) == (48, 40)
+        key = before["metrics"][0]
+        assert after[key] != pytest.approx(before[key], rel=1e-6)
+    assert second["level0"] == first["level0"] | {"seconds": second["level0"]["seconds"]}  # untouched by n_pfid
+
+
 def test_sampling_notebook_draws_the_geometry_scores_seams_and_projects_the_cost(chain):
     root, runs = chain
     text = outputs(runs["03_gigapixel_sampling"])
