@@ -9,6 +9,7 @@ from pathlib import Path
 from evaluation.memorization import audit
 from evaluation.memorization.calibration import DEFAULT_QUANTILE
 from evaluation.memorization.audit import DEFAULT_MIN_TISSUE, DEFAULT_PAIRS
+from evaluation.memorization.crop_sets import scale_protocols
 from evaluation.options import check_inputs, load_run_extractor
 from evaluation.scales import parse_scales
 from urcdm.clikit import print_json, print_table
@@ -66,6 +67,7 @@ def cmd_memorization(args: argparse.Namespace, ranks) -> int:
         raise UserError("memorization runs in one process (its search uses the whole device); run it without torchrun")
     check_inputs(args.synthetic, args.training, args.heldout)
     spans = memorization_spans(args)
+    scale_protocols(spans, args.patch_size, args.patch_size, args.min_tissue)  # a bad scale: said before model loading
     extractor = load_run_extractor(args, ranks)
     report = audit(args.synthetic, args.training, args.heldout, extractor, spans, args.patch_size, args.n, args.stride,
                    args.output, extractor.device, n_heldout=args.n_heldout, k=args.k,

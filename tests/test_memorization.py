@@ -312,3 +312,17 @@ def test_bad_scales_and_inputs_are_user_errors(small_slides, tmp_path):
     with pytest.raises(UserError, match="stride-fraction"):
         audit(str(small_slides["synthetic"]), str(small_slides["glass"]), str(small_slides["heldout"]), thumbnail_extractor(),
               [SPAN], SPAN, 8, 1.5, tmp_path / "out", workers=0, progress=False)
+
+
+def test_command_line_refuses_a_bad_scale_before_loading_any_model(real_data, tmp_path, capsys):
+    """`urcdm-eval memorization` with a span below the patch: one error line about the scale, not
+    about the (offline, missing) Inception weights it would otherwise have loaded first."""
+    from evaluation.cli import main
+
+    slides = real_data / "slides"
+    code = main(["memorization", str(slides / "tcga-cr-7395-01a-01-ts1.svs"), str(slides / "tcga-cr-7395-01a-01-ts1.svs"),
+                 "--heldout", str(slides / "cmu-1-small-region.svs"), "-o", str(tmp_path / "audit"),
+                 "--spans", "32", "--patch-size", "64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "--span 32 is below --patch-size 64" in err[-1]
+    assert not (tmp_path / "audit").exists()
