@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evaluation import metrics as m
 from evaluation.metrics import KID_SUBSET_SIZE, KID_SUBSETS, PRC_NEIGHBOURHOOD
 from evaluation.stats import FeatureStats
 from urcdm.errors import UserError
@@ -66,8 +67,6 @@ def metric_name(base: str, space: str, patches: bool = False) -> str:
 def compare(real: FeatureStats, fake: FeatureStats, metrics: tuple[str, ...], space: str,
             settings: MetricSettings = MetricSettings()) -> dict:
     """The metrics between two sides, as a flat dict of named numbers (with their settings)."""
-    from evaluation import metrics as m
-
     if real.dim != fake.dim:
         raise UserError(f"feature dimensions differ: {real.dim} (real) vs {fake.dim} (fake)")
     patches = real.protocol.mode == "pfid"

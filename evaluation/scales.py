@@ -18,7 +18,6 @@ import numpy as np
 
 from evaluation.comparison import MetricSettings, compare
 from evaluation.report import SETTING_KEYS
-from evaluation.crops import CropProtocol
 from evaluation.stats import FeatureStats
 from urcdm.errors import UserError
 
@@ -92,7 +91,7 @@ def scale_rows(scale: Scale, real: FeatureStats, fakes: dict[str, FeatureStats],
     values: dict[tuple[str, str], list[float]] = {}
     for reference_rows, held_back_rows in real_splits(real.n, n, splits, seed):
         reference = real.subset(reference_rows)
-        compared = {label: fake for label, fake in fakes.items()} | {REAL_VS_REAL: real.subset(held_back_rows)}
+        compared = fakes | {REAL_VS_REAL: real.subset(held_back_rows)}
         for label, other in compared.items():
             for name, value in compare(reference, other, metrics, space, settings).items():
                 if not name.endswith(("_std", "_subset_size")) and name not in SETTING_KEYS:
@@ -105,7 +104,3 @@ def scale_rows(scale: Scale, real: FeatureStats, fakes: dict[str, FeatureStats],
                      "n_compared": n if label == REAL_VS_REAL else fakes[label].n})
     return rows
 
-
-def scale_protocol(base: CropProtocol, scale: Scale) -> CropProtocol:
-    return CropProtocol(mode="fixed", patch_size=base.patch_size, image_size=base.image_size,
-                        min_tissue=base.min_tissue, **scale.protocol_scale())
