@@ -31,6 +31,7 @@ sample_steps = "16,8,8"     # sampling steps for the no-cross-fade slides sample
 gpu = "NVIDIA H200"         # the GPU the paper-scale cost is projected for
 peak_tflops = 989.0         # its dense bf16 peak (H200 SXM: 989 TFLOP/s)
 utilisation = 0.4           # the share of that peak the sampler is assumed to reach
+view_side = 1000            # px of the real-slide overview the geometry is drawn and judged on
 figures = "figures"
 
 # %%
@@ -79,7 +80,6 @@ print(f"paper geometry: level spans {[l.span for l in geometry.levels]} px, grid
 
 # %%
 span0 = geometry.levels[0].span
-view_side = 1000
 with open_slide(data / "slides" / layout_slide) as slide:
     width, height = slide.dimensions
     frame = max(width, height)  # the level-0 square, centred on the slide; outside it is glass

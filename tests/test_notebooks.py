@@ -101,12 +101,13 @@ def test_table1_with_an_unreadable_answers_file_stops_with_one_error_line(real_d
 # Notebooks 02-04 share one build folder, as `make notebooks` runs them; CI-sized parameters: the
 # tiny unets on a smaller slide (3 x 3 last-level patches instead of 9 x 9, a config YAML like any
 # user's), a few training and sampling steps, two slides per method, few crops, and the tests' small
-# plug-in extractor instead of Inception (4 crops/s on 2 cores). They check that the chain runs and
+# plug-in extractor instead of Inception (4 crops/s on 2 cores), a smaller overview for the glass map.
+# They check that the chain runs and
 # what it writes, not the numbers, which the defaults produce (the committed notebooks).
 CHAIN_PARAMETERS = {
     "02_fid_pfid": {"train_steps": 3, "slides_per_method": 2, "sample_steps": "2,2,2", "real_regions": 6, "n_pfid": 48,
                     "n_scale": 32, "workers": 0, "extractor": TINY_EXTRACTOR},
-    "03_gigapixel_sampling": {"sample_steps": "2,2,2"},
+    "03_gigapixel_sampling": {"sample_steps": "2,2,2", "view_side": 300},
     "04_study_from_samples": {"crops_per_side": 2, "cases_per_reader": 2, "readers": 2},
 }
 

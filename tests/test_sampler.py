@@ -159,9 +159,11 @@ def test_too_little_disk_is_refused_before_any_work(tmp_path, monkeypatch, capsy
 
 
 def _sample_command(out, config, *extra):
-    """The tiny unets on the micro slide (3 x 3 last-level patches), one patch per model call."""
+    """The tiny unets on the micro slide (3 x 3 last-level patches), one patch per model call, with a
+    deterministic solver (DPM-Solver++ 2M): resume and torchrun must give the same pixels under it too;
+    the paper's ancestral sampler is the one the other tests here use."""
     return [sys.executable, "-m", "urcdm.cli", "sample", "--config", str(config), "--out", str(out), "--steps", "2,2,2",
-            "--batch-size", "1", "--seed", "3", "--json", *extra]
+            "--batch-size", "1", "--seed", "3", "--solver", "dpmpp_2m", "--json", *extra]
 
 
 def _pixels(path) -> np.ndarray:

@@ -61,12 +61,21 @@ class DiffusionBackend:
 
     A batch is seeded from the seed of its first patch, so a rerun with the same ``--batch-size`` makes
     the same pixels; imagen-pytorch draws its noise for the whole batch at once.
+
+    ``solver``: ``ancestral`` (imagen-pytorch's own sampler, the paper's) or one of
+    ``urcdm.sampling.solvers.SOLVERS``, each unet taking the steps its Imagen was built with.
     """
 
     name = "diffusion"
 
-    def __init__(self, imagens: Sequence | Mapping[int, object], device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
+    def __init__(self, imagens: Sequence | Mapping[int, object], device: torch.device | str = "cpu",
+                 solver: str = "ancestral"):
+        from urcdm.sampling import SOLVER_NAMES
+
+        if solver not in SOLVER_NAMES:
+            raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVER_NAMES)}")
+        self.device, self.solver = torch.device(device), solver
+        self.unet_evaluations = 0
         by_level = imagens if isinstance(imagens, Mapping) else dict(enumerate(imagens))
         self.imagens = {level: imagen.to(self.device).eval() for level, imagen in by_level.items()}
 
@@ -77,12 +86,20 @@ class DiffusionBackend:
     @torch.no_grad()
     def generate(self, level, contexts, known, masks, seeds):
         from urcdm.models import sample
+        from urcdm.sampling.cascade import sample_cascade
+        from urcdm.sampling.solvers import unet_evaluations
 
         torch.manual_seed(int(seeds[0]))
         has_known = bool(masks.any())
-        images = sample(
-            self.imagens[level], batch_size=len(seeds),
-            cond_images=None if contexts is None else self._tensor(contexts, self.device),
-            inpaint_images=self._tensor(known, self.device) if has_known else None,
-            inpaint_masks=torch.from_numpy(masks).to(self.device) if has_known else None)
+        imagen = self.imagens[level]
+        steps = [scheduler.num_timesteps for scheduler in imagen.noise_schedulers]  # built with the sampling steps
+        self.unet_evaluations += len(seeds) * sum(unet_evaluations(self.solver, n) for n in steps)
+        inputs = dict(batch_size=len(seeds), cond_images=None if contexts is None else self._tensor(contexts, self.device),
+                      inpaint_images=self._tensor(known, self.device) if has_known else None,
+                      inpaint_masks=torch.from_numpy(masks).to(self.device) if has_known else None)
+        if self.solver == "ancestral":
+            images = sample(imagen, **inputs)
+        else:
+            generator = torch.Generator().manual_seed(int(seeds[0]))
+            images = sample_cascade(imagen, self.solver, steps, generator=generator, **inputs)
         return (images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())

@@ -11,6 +11,7 @@ from pathlib import Path
 from urcdm.clikit import add_output_options, non_negative_int, positive_int, positive_int_list, print_json, print_table, random_seed
 from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
+from urcdm.sampling import ANCESTRAL, SOLVER_NAMES
 from urcdm.schedule import SCHEDULERS
 
 
@@ -30,6 +31,9 @@ def add_commands(commands) -> None:
     sample.add_argument("--batch-size", type=positive_int, default=4, help="patches per model call (default 4)")
     sample.add_argument("--blend", type=non_negative_int, help="px of cross-fade into finished neighbours (default half the overlap)")
     sample.add_argument("--steps", type=positive_int_list, help="sampling steps per unet, e.g. 256,64,64 (default: the config's)")
+    sample.add_argument("--solver", choices=SOLVER_NAMES, default=ANCESTRAL,
+                        help="ancestral (default): imagen-pytorch's sampler, the paper's; or a diffusers solver over "
+                             "the same unets (heun costs 2 unet evaluations a step, the others 1)")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
     sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
@@ -65,6 +69,8 @@ def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
 
 
 def check_sample_options(args: argparse.Namespace) -> None:
+    if args.backend == "upsample" and args.solver != ANCESTRAL:
+        raise UserError("--solver: the upsample backend runs no unets; use it with --backend diffusion")
     config = _config_before_loading(args)
     if config is not None:
         _check_run_options(args, config)
@@ -131,13 +137,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elif args.models is not None:
         checkpoints = _checkpoints(args.models, config, args.method)
         backend = DiffusionBackend({level: load_cascade(config, level, paths, method=args.method)
-                                    for level, paths in checkpoints.items()}, device)
+                                    for level, paths in checkpoints.items()}, device, args.solver)
     else:
         print(f"note: no --models, so the {config.name} cascades are freshly initialised (a smoke test of the "
               "diffusion path: the pixels are noise)", file=sys.stderr)
         torch.manual_seed(args.seed)
         backend = DiffusionBackend({level: build_imagen(config, level, sampling=True, method=args.method)
-                                    for level in method_levels(config, args.method)}, device)
+                                    for level in method_levels(config, args.method)}, device, args.solver)
     try:
         manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                 batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite, progress=not args.json,
@@ -150,8 +156,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         print_json({k: v for k, v in manifest.items() if k != "config"})
     else:
         skipped = manifest["levels"][-1].get("patches_skipped", 0)
+        evaluations = manifest["unet_evaluations"]
         print(f"wrote {args.out}: {manifest['pyramid']['width']} x {manifest['pyramid']['height']}, "
-              f"{manifest['model_calls']} model calls, {skipped} glass patches skipped, in {manifest['seconds']:.1f} s"
+              f"{manifest['model_calls']} model calls"
+              + (f" ({evaluations} unet evaluations of one patch, {args.solver})" if evaluations is not None else "")
+              + f", {skipped} glass patches skipped, in {manifest['seconds']:.1f} s"
               + (" (resumed)" if manifest["resumed"] else ""), file=sys.stderr)
     return 0
 

@@ -271,7 +271,8 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     if not 0 <= blend <= overlap:
         raise UserError(f"--blend must be between 0 and the overlap ({overlap} px), got {blend}")
     settings = {"config": config.digest(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
-                "batch_size": batch_size, "blend": blend, "white_skip": white_skip,
+                "solver": getattr(backend, "solver", None), "batch_size": batch_size, "blend": blend,
+                "white_skip": white_skip,
                 "level0": None if level0 is None else hashlib.sha256(level0.tobytes()).hexdigest()[:16]}
     last = len(config.levels) - 1
     stitched = [last] if outpaint else list(range(1, last + 1))  # the levels made patch by patch
@@ -313,9 +314,11 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     with DiskCanvas.open(state.canvas_path(last)) as canvas:
         info = write_pyramid(canvas, out, quality=quality, overwrite=overwrite, progress=progress)
     manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler,
-                "backend": backend.name, "batch_size": batch_size, "blend_px": blend, "white_skip": white_skip, "resumed": resumed,
-                "world_size": ranks.world_size, "levels": levels,
-                "model_calls": sum(entry["model_calls"] for entry in levels),
+                "backend": backend.name, "solver": getattr(backend, "solver", None), "batch_size": batch_size,
+                "blend_px": blend, "white_skip": white_skip, "resumed": resumed, "world_size": ranks.world_size,
+                "levels": levels, "model_calls": sum(entry["model_calls"] for entry in levels),
+                # this process's unet forward passes (a resumed run counts only what it redid)
+                "unet_evaluations": getattr(backend, "unet_evaluations", None),
                 "pyramid": info.as_dict(), "seconds": round(time.perf_counter() - started, 2)}
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1, default=str))
     state.remove()
