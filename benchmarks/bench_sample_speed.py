@@ -25,7 +25,7 @@ from dataclasses import replace
 import torch
 
 from urcdm.config import load_config
-from urcdm.geometry import LevelGrid
+from urcdm.sampling.geometry import LevelGrid
 from urcdm.models import build_imagen, sample
 
 STEP_PLANS = {"paper": [(1024, 256, 256), (256, 64, 64), (64, 32, 32)], "tiny": [(32, 16, 16), (8, 4, 4)]}

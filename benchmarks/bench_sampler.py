@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from urcdm.config import paper
-from urcdm.geometry import LevelGrid
-from urcdm.schedule import SCHEDULERS, waves
+from urcdm.sampling.geometry import LevelGrid
+from urcdm.sampling.schedule import SCHEDULERS, waves
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from urcdm.config import tiny
-from urcdm.geometry import LevelGrid
-from urcdm.seams import seam_score
+from urcdm.sampling.geometry import LevelGrid
+from urcdm.sampling.seams import seam_score
 from urcdm.slides import open_slide
 
 DEFAULT_DATA = Path(os.environ.get("URCDM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "slides"

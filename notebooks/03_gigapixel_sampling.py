@@ -45,11 +45,11 @@ from matplotlib_inline.backend_inline import set_matplotlib_formats
 
 from urcdm.cli import main as urcdm
 from urcdm.config import load_config, paper
-from urcdm.cost import gpu_hours, unet_calls, with_flops
-from urcdm.geometry import LevelGrid, patch_context
+from urcdm.sampling.cost import gpu_hours, unet_calls, with_flops
+from urcdm.sampling.geometry import LevelGrid, patch_context
 from urcdm.notebook import check_models_folder, cli, shared_data, user_errors
-from urcdm.sampler import is_mostly_glass
-from urcdm.schedule import waves
+from urcdm.sampling.sampler import is_mostly_glass
+from urcdm.sampling.schedule import waves
 from urcdm.slides import open_slide
 from urcdm.errors import UserError
 

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from urcdm.config import paper, tiny
-from urcdm.cost import gpu_hours, unet_calls, with_flops
+from urcdm.sampling.cost import gpu_hours, unet_calls, with_flops
 from urcdm.models import build_unet
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from urcdm.config import LevelSpec, paper, tiny
-from urcdm.geometry import LevelGrid, feather_weights, known_mask, patch_context
-from urcdm.schedule import SCHEDULERS, batches, finished_neighbours, waves
+from urcdm.sampling.geometry import LevelGrid, feather_weights, known_mask, patch_context
+from urcdm.sampling.schedule import SCHEDULERS, batches, finished_neighbours, waves
 
 
 def test_the_paper_geometry():

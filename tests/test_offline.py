@@ -14,6 +14,12 @@ unet = imagen_pytorch.Unet(dim=8, dim_mults=(1, 2), num_resnet_blocks=1, layer_a
 imagen = imagen_pytorch.Imagen(unets=(unet,), image_sizes=(16,), timesteps=4, condition_on_text=False)
 loss = imagen(torch.rand(2, 3, 16, 16), unet_number=1)
 assert torch.isfinite(loss)
+import sys
+# what URCDM never uses is not imported: transformers' T5 classes, the trainer's Hugging Face datasets
+assert "transformers" not in sys.modules and "datasets" not in sys.modules, "imported what URCDM never uses"
+import imagen_pytorch
+assert imagen_pytorch.ImagenTrainer.__name__ == "ImagenTrainer"  # the package's own __init__, on demand
+assert imagen_pytorch.t5.get_encoded_dim(imagen_pytorch.t5.DEFAULT_T5_NAME) == 768
 print("ok")
 """
 

@@ -10,13 +10,13 @@ import numpy as np
 import openslide
 import pytest
 
-from urcdm.backends import UpsampleBackend
+from urcdm.sampling.backends import UpsampleBackend
 from urcdm.cli import main
 from urcdm.config import load_config, tiny
 from urcdm.data import LevelWindows
 from urcdm.errors import UserError
 from urcdm.models import build_imagen, load_cascade, read_checkpoint
-from urcdm.sampler import sample_slide
+from urcdm.sampling.sampler import sample_slide
 
 
 class RecordingBackend(UpsampleBackend):

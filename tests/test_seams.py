@@ -11,11 +11,11 @@ import pytest
 from conftest import tissue_image
 from urcdm.cli import main
 from urcdm.config import tiny
-from urcdm.geometry import LevelGrid, known_mask
+from urcdm.sampling.geometry import LevelGrid, known_mask
 from urcdm.pyramid import ArraySource, write_pyramid
-from urcdm.sampler import blend_weights, composite
-from urcdm.schedule import finished_neighbours, waves
-from urcdm.seams import LUMA, seam_lines, seam_score
+from urcdm.sampling.sampler import blend_weights, composite
+from urcdm.sampling.schedule import finished_neighbours, waves
+from urcdm.sampling.seams import LUMA, seam_lines, seam_score
 
 
 @pytest.fixture(scope="module")

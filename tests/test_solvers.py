@@ -170,3 +170,27 @@ def test_a_solver_without_unets_is_one_error_line(tmp_path, capsys):
     assert main(["sample", "--config", "tiny", "--backend", "upsample", "--solver", "heun",
                  "--out", str(tmp_path / "s.tiff")]) == 2
     assert capsys.readouterr().err.startswith("error: --solver: the upsample backend runs no unets")
+
+
+@pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_unets_run_at_the_chosen_precision(imagen, precision, dtype):
+    import numpy as np
+
+    from urcdm.sampling.backends import DiffusionBackend
+
+    backend = DiffusionBackend({1: imagen}, solver="dpmpp_2m", precision=precision)
+    seen = set()
+    convolution = next(m for m in imagen.unets[2].modules() if isinstance(m, torch.nn.Conv2d))
+    handle = convolution.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+    try:
+        context = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+        patches = backend.generate(1, context, np.zeros_like(context), np.zeros((1, 64, 64), bool), [7])
+    finally:
+        handle.remove()
+    assert seen == {dtype} and patches.shape == (1, 64, 64, 3) and patches.dtype == np.uint8
+
+
+def test_half_precision_on_the_cpu_is_one_error_line(tmp_path, capsys):
+    assert main(["sample", "--config", "tiny", "--precision", "fp16", "--device", "cpu",
+                 "--out", str(tmp_path / "s.tiff")]) == 2
+    assert capsys.readouterr().err.startswith("error: --precision fp16: half precision runs the unets only on CUDA")

@@ -11,8 +11,8 @@ from pathlib import Path
 from urcdm.clikit import add_output_options, non_negative_int, positive_int, positive_int_list, print_json, print_table, random_seed
 from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
-from urcdm.sampling import ANCESTRAL, SOLVER_NAMES
-from urcdm.schedule import SCHEDULERS
+from urcdm.sampling import ANCESTRAL, PRECISIONS, SOLVER_NAMES
+from urcdm.sampling.schedule import SCHEDULERS
 
 
 def add_commands(commands) -> None:
@@ -34,6 +34,10 @@ def add_commands(commands) -> None:
     sample.add_argument("--solver", choices=SOLVER_NAMES, default=ANCESTRAL,
                         help="ancestral (default): imagen-pytorch's sampler, the paper's; or a diffusers solver over "
                              "the same unets (heun costs 2 unet evaluations a step, the others 1)")
+    sample.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default), or the unets under autocast: bf16 (CUDA or CPU), fp16 (CUDA)")
+    sample.add_argument("--channels-last", action="store_true", help="unets in channels-last memory format (GPUs)")
+    sample.add_argument("--compile", action="store_true", help="torch.compile each unet (GPUs; minutes of compiling first)")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
     sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
@@ -107,10 +111,10 @@ def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, di
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from urcdm.backends import DiffusionBackend, UpsampleBackend
+    from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
     from urcdm.config import from_dict
     from urcdm.models import build_imagen, load_cascade, read_checkpoint
-    from urcdm.sampler import sample_slide
+    from urcdm.sampling.sampler import sample_slide
 
     if args.out.exists() and not args.overwrite:  # before minutes of model loading, not after
         raise UserError(f"{args.out}: already exists (use --overwrite to replace it)")
@@ -124,26 +128,30 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _check_run_options(args, config)
     config = _with_steps(config, args.steps)
     from urcdm.distributed import destroy_process_group, init_process_group, launched_ranks
-    from urcdm.sampler import level0_from_slide
+    from urcdm.sampling.sampler import level0_from_slide
 
     ranks = launched_ranks()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and ranks.world_size > 1:
         device = f"cuda:{ranks.local_rank}"
+    if args.precision == "fp16" and not device.startswith("cuda"):
+        raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
     init_process_group(ranks, torch.device(device))
     level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
+    backend_options = dict(solver=args.solver, precision=args.precision, channels_last=args.channels_last,
+                           compile=args.compile)
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:
         checkpoints = _checkpoints(args.models, config, args.method)
         backend = DiffusionBackend({level: load_cascade(config, level, paths, method=args.method)
-                                    for level, paths in checkpoints.items()}, device, args.solver)
+                                    for level, paths in checkpoints.items()}, device, **backend_options)
     else:
         print(f"note: no --models, so the {config.name} cascades are freshly initialised (a smoke test of the "
               "diffusion path: the pixels are noise)", file=sys.stderr)
         torch.manual_seed(args.seed)
         backend = DiffusionBackend({level: build_imagen(config, level, sampling=True, method=args.method)
-                                    for level in method_levels(config, args.method)}, device, args.solver)
+                                    for level in method_levels(config, args.method)}, device, **backend_options)
     try:
         manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                 batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite, progress=not args.json,
@@ -180,8 +188,8 @@ def _sampled_config(slide: Path, config: str | None) -> URCDMConfig:
 
 
 def cmd_seams(args: argparse.Namespace) -> int:
-    from urcdm.geometry import LevelGrid
-    from urcdm.seams import SeamTally, seam_lines
+    from urcdm.sampling.geometry import LevelGrid
+    from urcdm.sampling.seams import SeamTally, seam_lines
     from urcdm.slides import open_slide
 
     config = _sampled_config(args.slide, args.config)

@@ -1,8 +1,11 @@
-"""Sampling a level's cascade with ODE/SDE solvers: noise levels (pure maths), the imagen-pytorch
-unet as a denoiser, diffusers' solvers with exact keeping of known pixels, and the cascade loop.
+"""The sampler: slides -> geometry/schedule -> models -> pyramid.
 
-The names are here, without torch, so that command lines can offer them at parse time.
+Pure maths (``geometry``, ``schedule``, ``noise_levels``, ``seams``, the counts of ``cost``) apart from
+what runs models (``denoiser``, ``solvers``, ``cascade``, ``backends``) and what writes (``sampler``,
+``state``). Nothing here imports torch at package import: the solver names below are offered by
+command lines at parse time.
 """
 
 ANCESTRAL = "ancestral"  # imagen-pytorch's own sampler (the paper's): not a diffusers scheduler
 SOLVER_NAMES = (ANCESTRAL, "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_sde")
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp32, or autocast to bfloat16 / float16

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from urcdm.geometry import LevelGrid
+from urcdm.sampling.geometry import LevelGrid
 
 # ITU-R BT.601 luma: the seams people see are in brightness more than in hue.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)

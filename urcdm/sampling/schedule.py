@@ -16,7 +16,7 @@ waves, and the later one keeps the earlier one's pixels.
 
 from __future__ import annotations
 
-from urcdm.geometry import LevelGrid, Patch
+from urcdm.sampling.geometry import LevelGrid, Patch
 
 SCHEDULERS = ("raster", "wavefront", "checkerboard")
 

@@ -13,7 +13,7 @@ from any lower magnification, each outpainted from its finished neighbours (rast
 
 White skip: a last-level patch whose context is mostly glass (tissue detector) is not diffused but
 upsampled from its context. Every patch's seed derives from the slide seed, the level and the patch
-index, never from the order of execution. Finished batches are journaled (``sample_state``), so a
+index, never from the order of execution. Finished batches are journaled (``state``), so a
 rerun after ``kill -9`` finishes the slide pixel-identical. Under torchrun each wave's batches are
 dealt round-robin to the ranks, rank 0 writes, and the result equals one process.
 """
@@ -32,14 +32,14 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from urcdm.backends import Backend, UpsampleBackend
+from urcdm.sampling.backends import Backend, UpsampleBackend
 from urcdm.config import URCDMConfig, method_levels
 from urcdm.distributed import Ranks
 from urcdm.errors import OutputExistsError, UserError
-from urcdm.geometry import LevelGrid, known_mask, patch_context
+from urcdm.sampling.geometry import LevelGrid, known_mask, patch_context
 from urcdm.pyramid import DiskCanvas, write_pyramid
-from urcdm.sample_state import SampleState
-from urcdm.schedule import batches, finished_neighbours, waves
+from urcdm.sampling.state import SampleState
+from urcdm.sampling.schedule import batches, finished_neighbours, waves
 from urcdm.slides import open_slide, tissue_fraction
 
 
@@ -271,7 +271,8 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     if not 0 <= blend <= overlap:
         raise UserError(f"--blend must be between 0 and the overlap ({overlap} px), got {blend}")
     settings = {"config": config.digest(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
-                "solver": getattr(backend, "solver", None), "batch_size": batch_size, "blend": blend,
+                "solver": getattr(backend, "solver", None), "precision": getattr(backend, "precision", None),
+                "batch_size": batch_size, "blend": blend,
                 "white_skip": white_skip,
                 "level0": None if level0 is None else hashlib.sha256(level0.tobytes()).hexdigest()[:16]}
     last = len(config.levels) - 1
@@ -314,7 +315,8 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     with DiskCanvas.open(state.canvas_path(last)) as canvas:
         info = write_pyramid(canvas, out, quality=quality, overwrite=overwrite, progress=progress)
     manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler,
-                "backend": backend.name, "solver": getattr(backend, "solver", None), "batch_size": batch_size,
+                "backend": backend.name, "solver": getattr(backend, "solver", None),
+                "precision": getattr(backend, "precision", None), "batch_size": batch_size,
                 "blend_px": blend, "white_skip": white_skip, "resumed": resumed, "world_size": ranks.world_size,
                 "levels": levels, "model_calls": sum(entry["model_calls"] for entry in levels),
                 # this process's unet forward passes (a resumed run counts only what it redid)

@@ -64,20 +64,32 @@ class DiffusionBackend:
 
     ``solver``: ``ancestral`` (imagen-pytorch's own sampler, the paper's) or one of
     ``urcdm.sampling.solvers.SOLVERS``, each unet taking the steps its Imagen was built with.
+    ``precision``: fp32, or the unets under autocast to bf16 / fp16 (the solver's arithmetic stays
+    fp32); ``channels_last`` and ``compile`` (torch.compile of each unet's forward) are for GPUs.
     """
 
     name = "diffusion"
 
     def __init__(self, imagens: Sequence | Mapping[int, object], device: torch.device | str = "cpu",
-                 solver: str = "ancestral"):
-        from urcdm.sampling import SOLVER_NAMES
+                 solver: str = "ancestral", precision: str = "fp32", channels_last: bool = False,
+                 compile: bool = False):
+        from urcdm.sampling import PRECISIONS, SOLVER_NAMES
 
         if solver not in SOLVER_NAMES:
             raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVER_NAMES)}")
-        self.device, self.solver = torch.device(device), solver
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        self.device, self.solver, self.precision = torch.device(device), solver, precision
         self.unet_evaluations = 0
         by_level = imagens if isinstance(imagens, Mapping) else dict(enumerate(imagens))
         self.imagens = {level: imagen.to(self.device).eval() for level, imagen in by_level.items()}
+        for imagen in self.imagens.values():
+            if channels_last:
+                imagen.to(memory_format=torch.channels_last)
+            if compile:
+                for unet in imagen.unets:
+                    # imagen calls unet.forward_with_cond_scale, which calls self.forward
+                    unet.forward = torch.compile(unet.forward)
 
     @staticmethod
     def _tensor(images: np.ndarray, device) -> torch.Tensor:
@@ -97,9 +109,12 @@ class DiffusionBackend:
         inputs = dict(batch_size=len(seeds), cond_images=None if contexts is None else self._tensor(contexts, self.device),
                       inpaint_images=self._tensor(known, self.device) if has_known else None,
                       inpaint_masks=torch.from_numpy(masks).to(self.device) if has_known else None)
-        if self.solver == "ancestral":
-            images = sample(imagen, **inputs)
-        else:
-            generator = torch.Generator().manual_seed(int(seeds[0]))
-            images = sample_cascade(imagen, self.solver, steps, generator=generator, **inputs)
+        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
+            if self.solver == "ancestral":
+                images = sample(imagen, **inputs)
+            else:
+                generator = torch.Generator().manual_seed(int(seeds[0]))
+                images = sample_cascade(imagen, self.solver, steps, generator=generator, **inputs)
+        images = images.float()
         return (images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
