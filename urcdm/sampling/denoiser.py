@@ -10,13 +10,16 @@ nearest t of a grid.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from urcdm.imagen_compat import import_imagen
 from urcdm.sampling.noise_levels import log_snr_of_sigma, vp_coefficients
 
 
-def _log_snr_time_scheduler():
+@functools.lru_cache(maxsize=1)
+def _log_snr_time_scheduler():  # stateless: one serves every denoiser
     scheduler = import_imagen().GaussianDiffusionContinuousTimes(noise_schedule="linear")
     scheduler.log_snr = lambda times: times  # "time" is the log-SNR
     return scheduler

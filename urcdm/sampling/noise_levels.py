@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy import optimize
 
 # The highest noise level a solver starts from. imagen's cosine schedule reaches log_snr = -75 at
 # t = 1 (sigma ~ 1e16), where float32 cannot hold x0 beside the noise; at sigma = 160 (log_snr
@@ -45,17 +46,13 @@ def vp_coefficients(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return alpha, sigma * alpha
 
 
-def time_of_sigma(log_snr: LogSnr, sigma: float, tolerance: float = 1e-9) -> float:
+def time_of_sigma(log_snr: LogSnr, sigma: float, tolerance: float = 1e-12) -> float:
     """The time t at which a decreasing log_snr(t) reaches ``sigma``'s (1.0 when it never does)."""
     target = -2 * math.log(sigma)
-    value = lambda t: float(log_snr(torch.tensor([t], dtype=torch.float64))[0])  # noqa: E731
-    if value(1.0) >= target:
+    excess = lambda t: float(log_snr(torch.tensor([t], dtype=torch.float64))[0]) - target  # noqa: E731
+    if excess(1.0) >= 0:
         return 1.0
-    low, high = 0.0, 1.0  # log_snr(low) > target > log_snr(high)
-    while high - low > tolerance:
-        middle = (low + high) / 2
-        low, high = (middle, high) if value(middle) > target else (low, middle)
-    return low
+    return optimize.brentq(excess, 0.0, 1.0, xtol=tolerance)
 
 
 def training_betas(log_snr: LogSnr, entries: int = TABLE_ENTRIES, sigma_max: float = SIGMA_MAX) -> np.ndarray:

@@ -14,6 +14,7 @@ decides only where the steps lie, not what the unet sees.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,13 @@ SOLVERS = {
 assert set(SOLVER_NAMES) == {ANCESTRAL, *SOLVERS}, "the names offered on command lines"
 
 
+@functools.lru_cache(maxsize=None)
+def _scheduler(solver: str, log_snr):
+    # One per solver and schedule: building one costs 80 ms (diffusers' config machinery), as much as
+    # a tiny patch's unet evaluations, and set_timesteps resets all its state for every solve.
+    return SOLVERS[solver].scheduler_for(log_snr)
+
+
 def unet_evaluations(solver: str, steps: int) -> int:
     return steps if solver == ANCESTRAL else SOLVERS[solver].evaluations(steps)
 
@@ -78,7 +86,7 @@ def solve(denoiser: ImagenDenoiser, solver: str, steps: int, shape: tuple[int, .
     imagen-pytorch's inpainting does, and the result holds them exactly.
     """
     spec = SOLVERS[solver]
-    scheduler = spec.scheduler_for(log_snr)
+    scheduler = _scheduler(solver, log_snr)
     scheduler.set_timesteps(steps, device=device)
     sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32)
     start = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)
