@@ -34,7 +34,8 @@ from tiny_extractors import colour_texture, detail_energy  # noqa: E402
 
 from evaluation.metrics import frechet_distance  # noqa: E402
 from urcdm.config import load_config, run_folder, tiny  # noqa: E402
-from urcdm.data import LevelWindows, TrainingPairs, build_index, list_slides  # noqa: E402
+from urcdm.training.index import build_index, list_slides  # noqa: E402
+from urcdm.training.pairs import LevelWindows, SlidePairs, unit_float  # noqa: E402
 from urcdm.models import load_cascade, sample  # noqa: E402
 from urcdm.sampling.cascade import sample_cascade  # noqa: E402
 from urcdm.sampling.solvers import unet_evaluations  # noqa: E402
@@ -72,10 +73,10 @@ def frechet(real: np.ndarray, fake: np.ndarray) -> float:
 def real_windows(config, slides: list[Path], level: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     windows = LevelWindows.of(config, level)
     paths, positions = build_index(slides, windows.span, config.white_threshold)
-    pairs = TrainingPairs(paths, positions, windows)
+    pairs = SlidePairs(paths, positions, windows)
     codes = np.random.default_rng(seed).choice(len(pairs), size=n, replace=len(pairs) < n)
     targets, contexts = zip(*(pairs[int(code)] for code in codes))
-    return torch.stack(targets), (torch.stack(contexts) if level else None)
+    return unit_float(torch.stack(targets)), (unit_float(torch.stack(contexts)) if level else None)
 
 
 def generate(imagen, solver: str, steps, contexts: torch.Tensor | None, n: int, seed: int, batch: int) -> torch.Tensor:

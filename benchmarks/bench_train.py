@@ -26,9 +26,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from urcdm.config import load_config, paper, tiny
-from urcdm.data import LevelWindows, StepBatches, TrainingPairs, build_index, list_slides
+from urcdm.training.index import build_index, list_slides
+from urcdm.training.pairs import LevelWindows, SlidePairs, StepBatches
 from urcdm.models import build_imagen
-from urcdm.train import Job, train
+from urcdm.training.loop import Job, train
 
 DEFAULT_DATA = Path(os.environ.get("URCDM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "slides"
 
@@ -61,7 +62,7 @@ def bench_loader(data: Path) -> list[dict]:
         for level in (1, 2):
             windows = LevelWindows.of(config, level)
             paths, positions = build_index(list_slides(data), windows.span, config.white_threshold)
-            pairs = TrainingPairs(paths, positions, windows)
+            pairs = SlidePairs(paths, positions, windows)
             # The test slides have no deep pyramid (JPEG 2000, downsample 2 at most), so a paper-scale
             # window costs seconds to decode: a few batches give the rate.
             batch, batches = (8, 3) if name == "paper" else (32, 20)

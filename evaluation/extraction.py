@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 

@@ -1,4 +1,4 @@
-"""Every numeric option of ``urcdm train``, ``train-all``, ``sample`` (and ``convert``, ``seams``, ``view``)
+"""Every numeric option of ``urcdm train``, ``train-all``, ``sample``, ``prepare-pairs`` (and ``convert``, ``seams``, ``view``)
 refuses a bad value with one ``error:`` line naming the option and exit status 2, before any slide is
 read or model built. In-process and without training or sampling, so the file runs in seconds."""
 
@@ -27,7 +27,7 @@ def commands_must_not_run(monkeypatch):
     def not_reached(args):
         raise AssertionError(f"urcdm {args.command} ran: the bad value was not refused before it")
 
-    for module, name in [(train_cli, "cmd_train"), (train_cli, "cmd_train_all"), (sample_cli, "cmd_sample"),
+    for module, name in [(train_cli, "cmd_train"), (train_cli, "cmd_train_all"), (train_cli, "cmd_prepare_pairs"), (sample_cli, "cmd_sample"),
                          (sample_cli, "cmd_seams"), (view_cli, "cmd_view"), (cli, "cmd_convert")]:
         monkeypatch.setattr(module, name, not_reached)
 
@@ -38,6 +38,7 @@ def base_argv(command: str, folders) -> list[str]:
         "train": ["train", "--config", "tiny", "--data", str(folders["data"]), "--out", str(folders["out"]),
                   "--level", "0", "--unet", "0"],
         "train-all": ["train-all", "--config", "tiny", "--data", str(folders["data"]), "--out", str(folders["out"]), "--print"],
+        "prepare-pairs": ["prepare-pairs", "--config", "tiny", "--data", str(folders["data"]), "--out", str(folders["out"])],
         "sample": ["sample", "--config", "tiny", "--out", str(folders["out"] / "slide.tiff")],
         "convert": ["convert", str(folders["slide"]), str(folders["out"] / "slide.tiff")],
         "seams": ["seams", str(folders["slide"])],
@@ -52,10 +53,14 @@ BAD_VALUES = [
     ("train", "--steps", "0"), ("train", "--steps", "-5"), ("train", "--steps", "1.5"),
     ("train", "--seed", "-1"), ("train", "--seed", "abc"), ("train", "--seed", str(2**64)),
     ("train-all", "--steps", "0"), ("train-all", "--steps", "ten"), ("train-all", "--seed", "-1"),
+    ("train", "--pairs", ""),  # a run reads slides or pairs, never both: with --data this is refused too
+    ("prepare-pairs", "--level", "3"), ("prepare-pairs", "--level", "-1"), ("prepare-pairs", "--level", "2.0"),
+    ("prepare-pairs", "--workers", "-1"), ("prepare-pairs", "--workers", "two"),
     # sample --steps: one value per unet, each in 1..that unet's timesteps
     ("sample", "--steps", "16,8"), ("sample", "--steps", "16,8,8,8"), ("sample", "--steps", "0,8,8"),
     ("sample", "--steps", "-1,8,8"), ("sample", "--steps", "33,8,8"), ("sample", "--steps", "16,8,17"),
     ("sample", "--steps", "16,x,8"), ("sample", "--steps", ""), ("sample", "--steps", "16,,8"),
+    ("sample", "--unet-batch", "2,2"), ("sample", "--unet-batch", "0,2,2"), ("sample", "--unet-batch", "big"),
     ("sample", "--batch-size", "0"), ("sample", "--batch-size", "-2"), ("sample", "--batch-size", "four"),
     ("sample", "--blend", "-1"), ("sample", "--blend", "9"), ("sample", "--blend", "0.5"),
     ("sample", "--seed", "-1"), ("sample", "--seed", "1e3"),
@@ -114,8 +119,10 @@ VALID_VALUES = [
     ("train", ["--unet", "2", "--level", "2", "--steps", "1", "--seed", str(2**64 - 1)]),
     ("train", ["--method", "outpaint", "--level", "2", "--unet", "0"]),
     ("train-all", ["--steps", "1", "--seed", "0"]),
+    ("prepare-pairs", ["--level", "2", "--workers", "0"]),
+    ("prepare-pairs", ["--method", "outpaint", "--level", "2", "--workers", "16"]),
     ("sample", ["--steps", "32,16,16", "--batch-size", "1", "--blend", "8", "--seed", "0"]),
-    ("sample", ["--steps", "1,1,1", "--blend", "0"]),
+    ("sample", ["--steps", "1,1,1", "--blend", "0", "--unet-batch", "8,4,1"]),
     ("convert", ["--quality", "1", "--mpp", "0.25"]),
     ("convert", ["--quality", "100"]),
     ("seams", ["--band-rows", "1"]),

@@ -13,7 +13,7 @@ import pytest
 from urcdm.sampling.backends import UpsampleBackend
 from urcdm.cli import main
 from urcdm.config import load_config, tiny
-from urcdm.data import LevelWindows
+from urcdm.training.pairs import LevelWindows
 from urcdm.errors import UserError
 from urcdm.models import build_imagen, load_cascade, read_checkpoint
 from urcdm.sampling.sampler import sample_slide

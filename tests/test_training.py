@@ -19,10 +19,12 @@ import yaml
 
 from urcdm.cli import main
 from urcdm.config import tiny
-from urcdm.data import LevelWindows, TrainingPairs, batch_codes, build_index, list_slides
+from urcdm.training.index import build_index, list_slides
+from urcdm.training.pairs import LevelWindows, SlidePairs, unit_float
+from urcdm.training.windows import batch_codes
 from urcdm.errors import UserError
 from urcdm.models import build_imagen, load_cascade, read_checkpoint, sample
-from urcdm.train import Job, save_checkpoint, train
+from urcdm.training.loop import Job, save_checkpoint, train
 
 JOBS = [(level, unet) for level in range(3) for unet in range(3)]
 
@@ -46,8 +48,8 @@ def fixed_batches(slides: Path, level: int) -> tuple:
     config = tiny()
     windows = LevelWindows.of(config, level)
     paths, positions = build_index(list_slides(slides), windows.span, config.white_threshold)
-    pairs = TrainingPairs(paths, positions, windows)
-    return tuple(tuple(torch.stack(t) for t in zip(*(pairs[c] for c in batch_codes(123, i, 16, len(positions)))))
+    pairs = SlidePairs(paths, positions, windows)
+    return tuple(tuple(unit_float(torch.stack(t)) for t in zip(*(pairs[c] for c in batch_codes(123, i, 16, len(positions)))))
                  for i in range(4))
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from urcdm.config import tiny
-from urcdm.data import (DIHEDRAL, LevelWindows, StepBatches, TrainingPairs, batch_codes, build_index, context_window,
-                        dihedral, lattice, list_slides, read_window, split_validation)
+from urcdm.training.index import build_index, list_slides
+from urcdm.training.pairs import LevelWindows, SlidePairs, StepBatches, read_window
+from urcdm.training.windows import DIHEDRAL, batch_codes, context_window, dihedral, lattice, split_validation
 from urcdm.errors import UserError
 from urcdm.pyramid import ArraySource, write_pyramid
 from urcdm.slides import open_slide
@@ -44,7 +45,7 @@ def test_targets_and_contexts_are_centred_and_scaled_for_every_transform(coordin
     config = tiny()
     windows = LevelWindows.of(config, level)
     paths, positions = build_index(list_slides(coordinate_slide), windows.span, config.white_threshold, use_cache=False)
-    pairs = TrainingPairs(paths, positions, windows)
+    pairs = SlidePairs(paths, positions, windows)
     inside = [i for i, (_, x, y) in enumerate(positions)
               if x >= 0 and y >= 0 and x + windows.span <= WIDTH and y + windows.span <= HEIGHT]
     if level > 0:  # a window whose context also lies inside the slide
@@ -132,7 +133,7 @@ def test_the_index_is_cached_per_slide_and_geometry(real_data, monkeypatch):
     def no_reading(*args, **kwargs):
         raise AssertionError("the slide was scanned again")
 
-    monkeypatch.setattr("urcdm.data.slide_positions", no_reading)
+    monkeypatch.setattr("urcdm.training.index.slide_positions", no_reading)
     assert np.array_equal(build_index(slides, 192, 0.9)[1], first)
     with pytest.raises(AssertionError):
         build_index(slides, 300, 0.9)  # another geometry is another index

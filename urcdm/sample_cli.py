@@ -36,6 +36,9 @@ def add_commands(commands) -> None:
                              "the same unets (heun costs 2 unet evaluations a step, the others 1)")
     sample.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default), or the unets under autocast: bf16 (CUDA or CPU), fp16 (CUDA)")
+    sample.add_argument("--unet-batch", type=_unet_batches, default=None, metavar="auto|A,B,C",
+                        help="samples per call of each unet (memory only, not the pixels); default auto: from free "
+                             "GPU memory on CUDA, the whole --batch-size on the CPU")
     sample.add_argument("--channels-last", action="store_true", help="unets in channels-last memory format (GPUs)")
     sample.add_argument("--compile", action="store_true", help="torch.compile each unet (GPUs; minutes of compiling first)")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
@@ -55,6 +58,10 @@ def add_commands(commands) -> None:
     seams.set_defaults(handler=cmd_seams)
 
 
+def _unet_batches(text: str) -> tuple[int, ...] | None:
+    return None if text == "auto" else positive_int_list(text)
+
+
 def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
     """The ranges that depend on the config: steps per unet, the cross-fade within the overlap."""
     if args.steps is not None:
@@ -67,6 +74,9 @@ def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
             if steps > unet.timesteps:  # the config's own rule: sample_steps in (0, timesteps]
                 raise UserError(f"--steps: unet {index} has {unet.timesteps} timesteps, so its steps must be in "
                                 f"1..{unet.timesteps}, got {steps}")
+    if args.unet_batch is not None and len(args.unet_batch) != len(config.unets):
+        raise UserError(f"--unet-batch: config {config.name!r} has {len(config.unets)} unets per level, so give "
+                        f"{len(config.unets)} comma-separated values or auto, got {len(args.unet_batch)}")
     overlap = config.patch_px - config.stride
     if args.blend is not None and args.blend > overlap:
         raise UserError(f"--blend must be in 0..{overlap} (the overlap of config {config.name!r}, in px), got {args.blend}")
@@ -139,7 +149,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     init_process_group(ranks, torch.device(device))
     level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
     backend_options = dict(solver=args.solver, precision=args.precision, channels_last=args.channels_last,
-                           compile=args.compile)
+                           compile=args.compile, unet_batches=args.unet_batch)
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:

@@ -1,4 +1,4 @@
-"""``urcdm config|train|train-all``: the training side of the ``urcdm`` command line."""
+"""``urcdm config|prepare-pairs|train|train-all``: the training side of the ``urcdm`` command line."""
 
 from __future__ import annotations
 
@@ -18,6 +18,21 @@ def add_commands(commands) -> None:
     config.add_argument("-o", "--out", type=Path, help="write it to this file instead (never overwritten)")
     add_output_options(config, json_output=False)
     config.set_defaults(handler=cmd_config)
+
+    prepare = commands.add_parser("prepare-pairs", help="write a level's training pairs once into zarr shards",
+                                  description="Read every training pair of a level from the slides once and write it "
+                                              "into OUT/level{L}.zarr (lossless, random access), for `urcdm train "
+                                              "--pairs OUT`. Run it again after an interruption: it finishes the job.")
+    prepare.add_argument("--config", required=True, help="paper, tiny, or a config YAML")
+    prepare.add_argument("--data", type=Path, required=True, help="folder of training slides (searched recursively)")
+    prepare.add_argument("--out", type=Path, required=True, help="pairs folder: one level{L}.zarr per level")
+    prepare.add_argument("--level", type=non_negative_int, action="append",
+                         help="level to prepare (repeat for several; default: every level of --method)")
+    prepare.add_argument("--method", choices=METHODS, default="urcdm",
+                         help="urcdm (default), or outpaint: the baseline's context-free pairs at the last level")
+    prepare.add_argument("--workers", type=non_negative_int, default=2, help="processes reading slides (default 2)")
+    add_output_options(prepare)
+    prepare.set_defaults(handler=cmd_prepare_pairs, check=check_prepare_options)
 
     train = commands.add_parser("train", help="train one (level, unet) of the cascades",
                                 description="Train one (level, unet); resumes from OUT/checkpoint.pt when it exists.")
@@ -39,7 +54,9 @@ def add_commands(commands) -> None:
 
 def _add_job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="paper, tiny, or a config YAML")
-    parser.add_argument("--data", type=Path, required=True, help="folder of training slides (searched recursively)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, help="folder of training slides (searched recursively)")
+    source.add_argument("--pairs", type=Path, help="pairs folder written by `urcdm prepare-pairs` (read instead of slides)")
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, config.yaml, log.csv")
     parser.add_argument("--steps", type=positive_int, default=None, help="train until this step (default: 20 for tiny, 100000 otherwise)")
     parser.add_argument("--seed", type=random_seed, default=0)
@@ -66,13 +83,36 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _run_job(config, level: int, unet: int, args, out: Path) -> dict:
-    from urcdm.train import Job, train
+    from urcdm.training.loop import Job, train
 
     result = train(Job(config, level, unet, args.data, out, _steps(args, config), args.seed, progress=not args.json,
-                       method=args.method))
+                       method=args.method, pairs=args.pairs))
     losses = result.pop("losses")
     result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
     return result
+
+
+def check_prepare_options(args: argparse.Namespace) -> None:
+    config = load_config(args.config)
+    for level in args.level or ():
+        check_level(config, args.method, level, "--level")
+
+
+def cmd_prepare_pairs(args: argparse.Namespace) -> int:
+    from urcdm.training.shards import prepare_pairs
+
+    config = load_config(args.config)
+    levels = args.level or method_levels(config, args.method)
+    results = [prepare_pairs(config, level, args.method, args.data, args.out, workers=args.workers, progress=not args.json)
+               for level in dict.fromkeys(levels)]
+    if args.json:
+        print_json(results)
+    else:
+        for r in results:
+            rate = f", {r['pairs_per_s']} pairs/s" if r["pairs_per_s"] else ""
+            print(f"level {r['level']}: {r['pairs']} pairs ({r['written_now']} written now{rate}), "
+                  f"{r['bytes'] / 1e6:.1f} MB in {r['folder']}", file=sys.stderr)
+    return 0
 
 
 def check_train_options(args: argparse.Namespace) -> None:
@@ -109,7 +149,8 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     if args.print:
         for gpu, (level, unet) in enumerate(jobs):
             command = ["accelerate", "launch", "--num_processes", "1", "-m", "urcdm.cli", "train", "--config", args.config,
-                       "--level", str(level), "--unet", str(unet), "--data", str(args.data),
+                       "--level", str(level), "--unet", str(unet),
+                       *(("--pairs", str(args.pairs)) if args.pairs is not None else ("--data", str(args.data))),
                        "--out", str(args.out / run_folder(args.method, level, unet)), "--steps", str(_steps(args, config)),
                        "--seed", str(args.seed), "--method", args.method]
             print(f"CUDA_VISIBLE_DEVICES={gpu} {shlex.join(command)} &")

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage
 
 from urcdm.config import URCDMConfig
+from urcdm.sampling.unet_batches import ChunkedForward
 
 
 class Backend(Protocol):
@@ -66,13 +67,15 @@ class DiffusionBackend:
     ``urcdm.sampling.solvers.SOLVERS``, each unet taking the steps its Imagen was built with.
     ``precision``: fp32, or the unets under autocast to bf16 / fp16 (the solver's arithmetic stays
     fp32); ``channels_last`` and ``compile`` (torch.compile of each unet's forward) are for GPUs.
+    ``unet_batches``: samples per call of each unet of a cascade (None each: from free GPU memory,
+    ``unet_batches.ChunkedForward``); they change memory, not the noise.
     """
 
     name = "diffusion"
 
     def __init__(self, imagens: Sequence | Mapping[int, object], device: torch.device | str = "cpu",
                  solver: str = "ancestral", precision: str = "fp32", channels_last: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, unet_batches: Sequence[int | None] | None = None):
         from urcdm.sampling import PRECISIONS, SOLVER_NAMES
 
         if solver not in SOLVER_NAMES:
@@ -90,6 +93,13 @@ class DiffusionBackend:
                 for unet in imagen.unets:
                     # imagen calls unet.forward_with_cond_scale, which calls self.forward
                     unet.forward = torch.compile(unet.forward)
+        sizes = list(unet_batches) if unet_batches is not None else [None] * max(len(i.unets) for i in self.imagens.values())
+        self.chunked = {(level, index): ChunkedForward(unet, sizes[index])
+                        for level, imagen in self.imagens.items() for index, unet in enumerate(imagen.unets)}
+
+    def unet_batches(self) -> dict[str, int | None]:
+        """Samples per call each unet settled on (None: not called yet), for the manifest."""
+        return {f"l{level}u{index}": chunk.size for (level, index), chunk in self.chunked.items()}
 
     @staticmethod
     def _tensor(images: np.ndarray, device) -> torch.Tensor:

@@ -8,7 +8,7 @@ paper (6400 px x 6.35) and level 2 (41344 px x 1) both cover a little more than 
 
 A patch's context is the previous level's image around the patch's centre, a window of
 ``levels[L-1].span`` slide pixels, which is exactly ``patch`` pixels of the previous level's image:
-what the level's unets were trained to condition on (``urcdm.data``).
+what the level's unets were trained to condition on (``urcdm.training.pairs``).
 """
 
 from __future__ import annotations

@@ -321,6 +321,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
                 "levels": levels, "model_calls": sum(entry["model_calls"] for entry in levels),
                 # this process's unet forward passes (a resumed run counts only what it redid)
                 "unet_evaluations": getattr(backend, "unet_evaluations", None),
+                "unet_batches": backend.unet_batches() if hasattr(backend, "unet_batches") else None,
                 "pyramid": info.as_dict(), "seconds": round(time.perf_counter() - started, 2)}
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1, default=str))
     state.remove()

@@ -1,12 +1,13 @@
 """One (level, unet) training job on accelerate, resumable exactly.
 
     urcdm train --config tiny --level 1 --unet 2 --data SLIDES/ --out runs/l1u2 --steps 2000
+    urcdm train --config tiny --level 1 --unet 2 --pairs PAIRS/ --out runs/l1u2 --steps 2000
 
 One unet per process, so the nine models train at once on nine GPUs (as in the paper) or one after
 another; ``accelerate launch`` adds data parallelism across GPUs and nodes. Adam, gradient clipping,
 EMA, a held-out validation loss, a CSV log, and a checkpoint every K steps written atomically.
 
-Exact resume: the batch of step s is a function of (seed, rank, s) (``urcdm.data.batch_codes``), and
+Exact resume: the batch of step s is a function of (seed, rank, s) (``urcdm.training.windows.batch_codes``), and
 torch's generators are re-seeded from (seed, rank, s) at the start of every step, so the noise, the
 timesteps and the random crops of a step do not depend on what ran before. The checkpoint holds the
 model, EMA, optimizer and scheduler; with the step, that is the entire state, and a run interrupted
@@ -16,7 +17,6 @@ and resumed ends with the same weights as one that never stopped.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import shutil
 import time
@@ -29,9 +29,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from urcdm.config import URCDMConfig
-from urcdm.data import LevelWindows, StepBatches, TrainingPairs, batch_codes, build_index, list_slides, split_validation
 from urcdm.errors import UserError
 from urcdm.models import CHECKPOINT_FORMAT, build_imagen, check_checkpoint, read_checkpoint
+from urcdm.training.index import build_index, data_digest, list_slides
+from urcdm.training.pairs import LevelWindows, Pairs, SlidePairs, StepBatches, unit_float
+from urcdm.training.shards import ShardPairs
+from urcdm.training.windows import batch_codes, split_validation
 
 CHECKPOINT = "checkpoint.pt"
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "val_loss", "seconds")
@@ -43,23 +46,17 @@ class Job:
     config: URCDMConfig
     level: int
     unet: int
-    data: Path
+    data: Path | None    # the slides, or
     out: Path
     steps: int
     seed: int = 0
     progress: bool = True
     method: str = "urcdm"    # or "outpaint": the baseline's context-free cascade at the last level
+    pairs: Path | None = None  # the folder `urcdm prepare-pairs` wrote from them (read instead of the slides)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step, 0x5EED]).generate_state(1)[0])
-
-
-def _data_digest(paths: list[str]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{Path(path).name}:{os.path.getsize(path)}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _check_space(out: Path, parameters: int) -> None:
@@ -95,16 +92,25 @@ def _truncate_log(path: Path, step: int) -> None:
         writer.writerows(rows)
 
 
-def _resumable_state(checkpoint_path: Path, job: Job, data_digest: str) -> dict | None:
+def _resumable_state(checkpoint_path: Path, job: Job, digest: str) -> dict | None:
     """The checkpoint to resume from, checked against this job; None when there is none yet."""
     if not checkpoint_path.exists():
         return None
     state = read_checkpoint(checkpoint_path)
     check_checkpoint(state, checkpoint_path, job.config, job.level, job.unet, job.method)
-    if state["data"] != data_digest or state["seed"] != job.seed:
+    if state["data"] != digest or state["seed"] != job.seed:
         raise UserError(f"{checkpoint_path}: was trained on other slides or with another --seed; "
                         "resume with the same --data and --seed, or choose a new --out")
     return state
+
+
+def _pairs_of(job: Job, windows: LevelWindows) -> tuple[Pairs, list[str], str]:
+    """The level's pairs, their slides' names and digest; shards and slides give the same three."""
+    if job.pairs is not None:
+        shards = ShardPairs.open(job.pairs, job.config, job.level, job.method)
+        return shards, shards.slides, shards.data_digest
+    paths, positions = build_index(list_slides(job.data), windows.span, job.config.white_threshold)
+    return SlidePairs(paths, positions, windows), [Path(p).name for p in paths], data_digest(paths)
 
 
 def train(job: Job) -> dict:
@@ -113,20 +119,19 @@ def train(job: Job) -> dict:
 
     config, spec = job.config, job.config.unets[job.unet]
     windows = LevelWindows.of(config, job.level, job.method)
-    paths, positions = build_index(list_slides(job.data), windows.span, config.white_threshold)
-    held = split_validation(positions, windows.span, config.train.validation_fraction, job.seed)
-    train_pairs = TrainingPairs(paths, positions[~held], windows)
-    val_pairs = TrainingPairs(paths, positions[held], windows) if held.any() else None
+    all_pairs, slide_names, digest = _pairs_of(job, windows)
+    held = split_validation(all_pairs.positions, windows.span, config.train.validation_fraction, job.seed)
+    train_pairs = all_pairs.subset(~held)
+    val_pairs = all_pairs.subset(held) if held.any() else None
 
     job.out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, log_path = job.out / CHECKPOINT, job.out / "log.csv"
-    data_digest = _data_digest(paths)
-    state = _resumable_state(checkpoint_path, job, data_digest)
+    state = _resumable_state(checkpoint_path, job, digest)
 
     def summary(start: int, step: int, losses: list, seconds: float, world: int) -> dict:
         return {"method": job.method, "level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start,
                 "trained_steps": step - start, "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
-                "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(paths),
+                "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(slide_names),
                 "world_size": world}
 
     if state is not None and state["step"] >= job.steps:
@@ -160,15 +165,15 @@ def train(job: Job) -> dict:
         if accelerator.is_main_process:
             save_checkpoint(checkpoint_path, {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "method": job.method, "level": job.level, "unet": job.unet,
-                "step": step, "seed": job.seed, "data": data_digest, "slides": [Path(p).name for p in paths],
+                "step": step, "seed": job.seed, "data": digest, "slides": slide_names,
                 "unet_state": accelerator.unwrap_model(prepared_unet).state_dict(),
                 "ema_state": ema.state_dict(), "ema_unet": ema.ema_model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})
         accelerator.wait_for_everyone()
 
     def forward(model, target, context):
-        return imagen(target.to(accelerator.device), unet=model, unet_number=job.unet + 1,
-                      cond_images=context.to(accelerator.device) if windows.context_span is not None else None)
+        return imagen(unit_float(target.to(accelerator.device)), unet=model, unet_number=job.unet + 1,
+                      cond_images=unit_float(context.to(accelerator.device)) if windows.context_span is not None else None)
 
     def validation_loss() -> float | None:
         if val_pairs is None:
