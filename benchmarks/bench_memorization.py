@@ -9,7 +9,11 @@ Sections (``--only`` takes a comma-separated subset; each is a key of the printe
                regions of the training slide at random, off-lattice positions, each flipped/turned
                by one of the 8 dihedral transforms, the others regions of held-out tissue), written as
                JPEG-80 pyramids, audited like a user's slides (random crops, dense training lattice,
-               dihedral queries, threshold = held-out p99). Figures:
+               dihedral queries, threshold = held-out p99). Every figure is given twice: decided by the
+               feature similarity alone (``similarity``) and by the audit's verification (``verified``,
+               the correlation search in the candidates' training slides; ``--no-verify`` skips it).
+               ``planted_source_in_candidates``: share of planted crops whose source is within half a
+               stride of one of the k candidate cells (what similarity alone could hope to find). Figures:
                  planted_found     share of synthetic crops lying wholly inside a planted block that are
                                    flagged (and by offset to the nearest lattice crop, as a share of
                                    the span); planted_blocks_found: blocks with at least one flagged crop
@@ -26,7 +30,8 @@ Sections (``--only`` takes a comma-separated subset; each is a key of the printe
 
 Prints one JSON object on stdout; progress on stderr. Not a test.
     python benchmarks/bench_memorization.py [--only search,planted] [--extractors resnet18-random,inception-v3-random]
-        [--scenarios same-slide,cross-slide] [--spans 128,256] [--patch 128] [--n 200] [--search-n 50000]
+        [--scenarios same-slide,cross-slide] [--spans 128,256] [--patch 128] [--n 200] [--k 5] [--no-verify]
+        [--search-n 50000]
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from evaluation.memorization.lattice import lattice_positions, lattice_stride  #
 from evaluation.memorization.planting import SourceArea, crop_blocks, plant_slide, source_window, write_area  # noqa: E402
 from evaluation.memorization.scale_audit import SearchOptions, search_queries, training_features  # noqa: E402
 from evaluation.memorization.search import cosine_topk, euclidean_nearest  # noqa: E402
+from evaluation.memorization.verification import verified_scores  # noqa: E402
 from urcdm.slides import SlideTissueMask, open_slide  # noqa: E402
 
 TCGA, CMU = "tcga-cr-7395-01a-01-ts1.svs", "cmu-1-small-region.svs"
@@ -144,13 +150,14 @@ def lattice_offset(window: tuple[int, int], training: ImageInfo, span: int, stri
     return max(np.abs(xs - window[0]).min(), np.abs(ys - window[1]).min()) / span
 
 
-def planted_rates(scenario: dict, extractor: Extractor, spans: list[int], patch: int, n: int, seed: int,
-                  workers: int, stride_fraction: float) -> dict:
+def planted_rates(scenario: dict, extractor_name: str, spans: list[int], patch: int, n: int, seed: int,
+                  workers: int, stride_fraction: float, verify: bool, k: int = 5) -> dict:
     folder = scenario["folder"]
+    extractor = extractor_named(extractor_name)
     image_size = extractor.default_image_size("fixed", patch)
     protocols = scale_protocols(spans, patch, image_size, MIN_TISSUE)
     lattices = training_lattices(str(folder / "training"), protocols, stride_fraction)
-    options = SearchOptions(k=5, workers=workers, batch_size=32)
+    options = SearchOptions(k=k, workers=workers, batch_size=32)
     result = {}
     for protocol, lattice in zip(protocols, lattices):
         span, stride = protocol.span, lattice_stride(protocol.span, stride_fraction)
@@ -166,40 +173,53 @@ def planted_rates(scenario: dict, extractor: Extractor, spans: list[int], patch:
             aligned = aligned_crops(aligned_path, scenario["blocks"][aligned_path], span, stride, 2, np.random.default_rng(seed))
             found = {name: search(crops, name) for name, crops in
                      (("synthetic", synthetic), ("held-out", calibration), ("test", test), ("aligned", aligned))}
-        threshold = copy_threshold(found["held-out"].nearest_similarity, QUANTILE)
-        flagged = {name: is_copy(r.nearest_similarity, threshold) for name, r in found.items()}
         inside = crop_blocks(synthetic.crops, synthetic.paths, scenario["blocks"])
         planted = np.array([b is not None and b.planted for b in inside])
         honest = np.array([b is not None and not b.planted for b in inside])
-        offsets = np.array([lattice_offset(source_window(b, int(c[1]), int(c[2]), span), scenario["training"], span, stride)
-                            if b is not None and b.planted else np.nan for b, c in zip(inside, synthetic.crops)])
-        by_offset = {}
-        for low, high in zip(OFFSET_BINS[:-1], OFFSET_BINS[1:]):
-            chosen = planted & (offsets >= low) & (offsets < high)
-            by_offset[f"{low:.4g}-{min(high, 0.25):.4g}"] = {"crops": int(chosen.sum()),
-                                                             "found": _share(flagged["synthetic"][chosen])}
-        planted_blocks = {id(b): b for b, p in zip(inside, planted) if p}
-        hit_blocks = {id(b) for b, p, f in zip(inside, planted, flagged["synthetic"]) if p and f}
-        similarity = found["synthetic"].nearest_similarity
+        sources = [source_window(b, int(c[1]), int(c[2]), span) if p else None for b, c, p in zip(inside, synthetic.crops, planted)]
+        offsets = np.array([lattice_offset(w, scenario["training"], span, stride) if w else np.nan for w in sources])
+        candidates = found["synthetic"].neighbours.indices
+        # Does the search hand verification a cell within half a stride of the copy's source?
+        holds_source = np.array([any(abs(lattice.crops[c, 1] - w[0]) <= stride / 2 and abs(lattice.crops[c, 2] - w[1]) <= stride / 2
+                                     for c in row if c >= 0) for row, w in zip(candidates, sources) if w])
+        scores = {"similarity": {name: r.nearest_similarity for name, r in found.items()}}
+        if verify:
+            sets = {"synthetic": synthetic, "held-out": calibration, "test": test, "aligned": aligned}
+            scores["verified"] = {name: verified_scores(sets[name], r.neighbours.indices, lattice, label=name)
+                                  for name, r in found.items()}
         result[str(span)] = {
-            "training_crops": len(lattice), "stride": stride, "threshold": round(threshold, 5),
+            "training_crops": len(lattice), "stride": stride,
             "crops": {"synthetic": len(synthetic), "planted": int(planted.sum()), "honest": int(honest.sum()),
                       "straddling_or_glass": int(len(synthetic) - planted.sum() - honest.sum()), "test": len(test),
                       "aligned": len(aligned)},
-            "planted_found": _share(flagged["synthetic"][planted]),
-            "planted_found_by_offset": by_offset,
-            "planted_blocks_found": round(len(hit_blocks) / max(1, len(planted_blocks)), 4),
-            "planted_blocks_seen": len(planted_blocks),
-            "honest_flagged": _share(flagged["synthetic"][honest]),
-            "heldout_flagged": _share(flagged["test"]),
-            "aligned_found": _share(flagged["aligned"]),
-            "similarity_median": {"planted": _median(similarity[planted]), "honest": _median(similarity[honest]),
-                                  "heldout": _median(found["held-out"].nearest_similarity),
-                                  "aligned": _median(found["aligned"].nearest_similarity)},
+            "planted_source_in_candidates": _share(holds_source),
+            **{stage: stage_rates(by_name, inside, planted, honest, offsets) for stage, by_name in scores.items()},
             "seconds": round(time.perf_counter() - started, 1),
         }
-        log(f"  span {span}: {json.dumps({k: v for k, v in result[str(span)].items() if 'found' in k or 'flagged' in k})}")
+        log(f"  span {span}: " + json.dumps({stage: {k: v for k, v in result[str(span)][stage].items() if "found" in k or "flagged" in k}
+                                             for stage in scores}))
     return result
+
+
+def stage_rates(scores: dict[str, np.ndarray], inside, planted, honest, offsets) -> dict:
+    """Found and flagged shares when ``scores`` (per crop set) decide, thresholded at the held-out quantile."""
+    threshold = copy_threshold(scores["held-out"], QUANTILE)
+    flagged = {name: is_copy(values, threshold) for name, values in scores.items()}
+    by_offset = {}
+    for low, high in zip(OFFSET_BINS[:-1], OFFSET_BINS[1:]):
+        chosen = planted & (offsets >= low) & (offsets < high)
+        by_offset[f"{low:.4g}-{min(high, 0.25):.4g}"] = {"crops": int(chosen.sum()), "found": _share(flagged["synthetic"][chosen])}
+    planted_blocks = {id(b) for b, p in zip(inside, planted) if p}
+    hit_blocks = {id(b) for b, p, f in zip(inside, planted, flagged["synthetic"]) if p and f}
+    synthetic = scores["synthetic"]
+    return {"threshold": round(float(threshold), 5),
+            "planted_found": _share(flagged["synthetic"][planted]), "planted_found_by_offset": by_offset,
+            "planted_blocks_found": round(len(hit_blocks) / max(1, len(planted_blocks)), 4),
+            "planted_blocks_seen": len(planted_blocks),
+            "honest_flagged": _share(flagged["synthetic"][honest]), "heldout_flagged": _share(flagged["test"]),
+            "aligned_found": _share(flagged["aligned"]),
+            "median": {"planted": _median(synthetic[planted]), "honest": _median(synthetic[honest]),
+                       "heldout": _median(scores["held-out"]), "aligned": _median(scores["aligned"])}}
 
 
 def _share(values: np.ndarray) -> float | None:
@@ -230,8 +250,8 @@ def bench_planted(args) -> dict:
             for name in args.extractors.split(","):
                 log(f"planted: {scenario_name} with {name}")
                 started = time.perf_counter()
-                rates = planted_rates(scenario, extractor_named(name), args.spans, args.patch, args.n, args.seed, args.workers,
-                                      args.stride_fraction)
+                rates = planted_rates(scenario, name, args.spans, args.patch, args.n, args.seed, args.workers,
+                                      args.stride_fraction, not args.no_verify, args.k)
                 out[scenario_name][name] = {"scales": rates, "seconds": round(time.perf_counter() - started, 1)}
     return {"settings": {"spans": args.spans, "patch": args.patch, "n": args.n, "stride_fraction": args.stride_fraction,
                          "threshold_quantile": QUANTILE, "min_tissue": MIN_TISSUE, "block": BLOCK,
@@ -253,6 +273,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--k", type=int, default=5, help="candidates per crop (nearest training cells)")
+    parser.add_argument("--no-verify", action="store_true", help="rates from the feature similarity only")
     parser.add_argument("--search-n", type=int, default=50_000)
     parser.add_argument("--search-dim", type=int, default=2048)
     args = parser.parse_args()

@@ -48,6 +48,9 @@ def add_memorization_options(parser: argparse.ArgumentParser) -> None:
     search.add_argument("--backend", choices=("torch", "faiss"), default="torch",
                         help="exact search: chunked torch matmul (default), or faiss where installed")
     search.add_argument("--center", action="store_true", help="cosine about the training features' mean")
+    search.add_argument("--no-verify", action="store_true",
+                        help="decide copies by the feature similarity alone, without the correlation search in the "
+                             "candidates' training slides (faster; misses copies off the training lattice)")
     search.add_argument("--no-authenticity", action="store_true", help="skip the training x training search it needs")
     search.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"closest pairs in each montage (default {DEFAULT_PAIRS})")
 
@@ -73,14 +76,14 @@ def cmd_memorization(args: argparse.Namespace, ranks) -> int:
                    args.output, extractor.device, n_heldout=args.n_heldout, k=args.k,
                    threshold_quantile=args.threshold_quantile, min_tissue=args.min_tissue, dihedral=not args.no_dihedral,
                    seed=args.seed, batch_size=args.batch_size, workers=args.workers, backend=args.backend,
-                   center=args.center, authenticity=not args.no_authenticity, pairs=args.pairs,
+                   center=args.center, authenticity=not args.no_authenticity, verify=not args.no_verify, pairs=args.pairs,
                    image_size=args.image_size, overwrite=args.overwrite, progress=not args.json)
     if args.json:
         print_json(report)
         return 0
     rows = []
     for scale in report["scales"]:
-        rows.append((f"span {scale['span']}: copy rate", f"{scale['copy_rate']:.4f} (threshold {scale['threshold']['similarity']:.4f}, "
+        rows.append((f"span {scale['span']}: copy rate", f"{scale['copy_rate']:.4f} (threshold: {scale['copy_score']} {scale['threshold'][scale['copy_score']]:.4f}, "
                                                           f"held-out flagged {scale['threshold']['heldout_flagged']:.4f})"))
     rows += [("extractor", report["extractor"]), ("output", str(args.output)), ("time", f"{report['seconds']:.1f} s")]
     print_table(rows)

@@ -267,7 +267,9 @@ def test_audit_writes_its_report_and_refuses_to_overwrite(planted, tmp_path):
     scale = report["scales"][0]
     assert 0 <= scale["copy_rate"] <= 1 and scale["crops"]["synthetic"] == 24 and scale["crops"]["heldout"] == 40
     assert scale["threshold"]["heldout_flagged"] <= 0.01 + 1e-9
-    assert len(scale["closest_pairs"]) == 4 and scale["closest_pairs"][0]["similarity"] >= scale["closest_pairs"][-1]["similarity"]
+    score = scale["copy_score"]  # the verified correlation: copies are ranked by what decides them
+    assert score == "correlation" and len(scale["closest_pairs"]) == 4
+    assert scale["closest_pairs"][0][score] >= scale["closest_pairs"][-1][score]
     assert json.loads((out / "memorization.json").read_text())["scales"][1]["span"] == 128
     for name in ("montage-span64.png", "montage-span128.png", "neighbours-span64.csv"):
         assert (out / name).stat().st_size > 0

@@ -7,7 +7,8 @@ Modules, pure maths apart from I/O:
 - ``search``       exact chunked k-NN (cosine top-k, Euclidean nearest) on CPU/CUDA, optional faiss (pure maths)
 - ``calibration``  copy threshold from held-out slides, copy rate, summaries, authenticity (pure maths)
 - ``crop_sets``    which crops: training lattices (tissue cells), random synthetic and held-out crops
-- ``scale_audit``  one scale: features streamed from the pyramids, searched, calibrated
+- ``verification`` is a crop a copy? correlation search (coarse, then fine, high-passed) in its candidates' slides
+- ``scale_audit``  one scale: features streamed from the pyramids, searched, verified, calibrated
 - ``report``       JSON-able report, neighbours CSV, montage of the closest pairs
 - ``montage``      drawing the pairs
 - ``planting``     validation: synthetic slides with planted copies of training regions

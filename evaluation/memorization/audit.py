@@ -6,7 +6,8 @@
 At every scale: a dense lattice of training crops, random synthetic crops and random held-out crops
 (real slides not used in training) are embedded; each synthetic and held-out crop is searched for
 its nearest training crops (cosine similarity, under all 8 flips/quarter turns); the held-out
-similarities calibrate the copy threshold; the report gives the copy rate, the similarity
+crops are verified by correlation against the slides of their candidates (``verification``); the
+held-out scores calibrate the copy threshold; the report gives the copy rate, the score and similarity
 distributions, authenticity, and a montage of the closest pairs. ``run_audit`` returns the arrays
 (for validation); ``audit`` writes the files and returns the JSON-able report.
 """
@@ -37,8 +38,10 @@ from urcdm.pyramid import atomic_output
 REPORT_NAME = "memorization.json"
 DEFAULT_MIN_TISSUE = 0.5
 DEFAULT_PAIRS = 16
-THRESHOLD_RULE = ("copy: nearest-training cosine similarity strictly above the threshold; threshold: the given "
-                  "quantile (numpy 'higher') of the held-out crops' nearest-training similarities")
+THRESHOLD_RULE = ("copy: the crop's score strictly above the threshold; threshold: the given quantile (numpy "
+                  "'higher') of the held-out crops' scores. Score: the best normalised cross-correlation (grey, "
+                  "8 flips/turns, any position) with the training slides of the crop's k nearest cells by cosine "
+                  "similarity, found coarse and verified fine; with --no-verify, the nearest cosine similarity")
 AUTHENTICITY_RULE = ("Alaa et al. 2022 as dgm-eval's authpct: 100 x share of crops whose nearest training crop "
                      "(raw features, Euclidean, as generated) is nearer to another training crop than to them")
 
@@ -85,7 +88,7 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
           n_heldout: int | None = None, k: int = 5, threshold_quantile: float = DEFAULT_QUANTILE,
           min_tissue: float = DEFAULT_MIN_TISSUE, dihedral: bool = True, seed: int = 0, batch_size: int = 64,
           workers: int = 2, backend: str = "torch", center: bool = False, authenticity: bool = True,
-          pairs: int = DEFAULT_PAIRS, image_size: int | None = None, overwrite: bool = False,
+          pairs: int = DEFAULT_PAIRS, image_size: int | None = None, overwrite: bool = False, verify: bool = True,
           progress: bool = True) -> dict:
     """Run the audit and write ``memorization.json``, ``montage-span{S}.png`` and
     ``neighbours-span{S}.csv`` per scale into ``out_dir`` (created if needed). Existing files there
@@ -100,7 +103,7 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
     if pairs < 0:
         raise UserError(f"--pairs must be 0 or more, got {pairs}")
     options = SearchOptions(k=k, backend=backend, dihedral=dihedral, center=center, batch_size=batch_size,
-                            workers=workers, authenticity=authenticity, progress=progress)
+                            workers=workers, authenticity=authenticity, verify=verify, progress=progress)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)  # also holds the temporary training features: the user's chosen disk
     try:
@@ -134,6 +137,6 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
     if progress:
         for entry in scales:
             print(f"memorization: span {entry['span']}: copy rate {entry['copy_rate']:.4f} "
-                  f"(threshold {entry['threshold']['similarity']:.4f}, held-out flagged "
+                  f"(threshold: {entry['copy_score']} {entry['threshold'][entry['copy_score']]:.4f}, held-out flagged "
                   f"{entry['threshold']['heldout_flagged']:.4f})", file=sys.stderr)
     return report

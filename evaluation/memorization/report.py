@@ -22,8 +22,7 @@ NEIGHBOUR_COLUMNS = ("synthetic_index", "synthetic_image", "x", "y", "size", "ra
 
 
 def scale_report(result: ScaleAudit, pairs: int) -> dict:
-    synthetic = result.synthetic_result.nearest_similarity
-    heldout = result.heldout_result.nearest_similarity
+    synthetic, heldout = result.synthetic_score, result.heldout_score
     copies = int(result.synthetic_copies.sum())
     low, high = wilson_interval(copies, len(synthetic))
     heldout_rate = copy_rate(heldout, result.threshold)
@@ -41,14 +40,18 @@ def scale_report(result: ScaleAudit, pairs: int) -> dict:
         "crops": {"training": len(result.training), "synthetic": len(result.synthetic), "heldout": len(result.heldout)},
         "slides": {"training": result.training.slides_used, "synthetic": result.synthetic.slides_used,
                    "heldout": result.heldout.slides_used},
-        "threshold": {"quantile": result.quantile, "similarity": result.threshold, "heldout_flagged": heldout_rate},
+        "copy_score": result.score_name,
+        "threshold": {"quantile": result.quantile, result.score_name: result.threshold, "heldout_flagged": heldout_rate},
         "copies": copies,
         "copy_rate": copy_rate(synthetic, result.threshold),
         "copy_rate_ci95": [low, high],
         # What the copy rate would be if synthetic crops were as novel as held-out real tissue.
         "excess_copy_rate": copy_rate(synthetic, result.threshold) - heldout_rate,
         "copy_rate_by_quantile": by_quantile,
-        "nearest_similarity": {"synthetic": summary(synthetic), "heldout": summary(heldout)},
+        "nearest_similarity": {"synthetic": summary(result.synthetic_result.nearest_similarity),
+                               "heldout": summary(result.heldout_result.nearest_similarity)},
+        **({"verified_correlation": {"synthetic": summary(synthetic), "heldout": summary(heldout)}}
+           if result.synthetic_verified is not None else {}),
         "histogram": histograms({"synthetic": synthetic, "heldout": heldout}),
         "authenticity_percent": _authenticity(result),
         "closest_pairs": closest_pairs(result, pairs),
@@ -58,14 +61,15 @@ def scale_report(result: ScaleAudit, pairs: int) -> dict:
 
 def closest_pairs(result: ScaleAudit, count: int) -> list[dict]:
     """The ``count`` synthetic crops most similar to a training crop, most similar first."""
-    similarity = result.synthetic_result.nearest_similarity
+    similarity, score = result.synthetic_result.nearest_similarity, result.synthetic_score
     pairs = []
     for rank, row in enumerate(_closest_rows(result, count), start=1):
         train_row = int(result.synthetic_result.neighbours.indices[row, 0])
         pairs.append({
             "rank": rank,
             "similarity": float(similarity[row]),
-            "copy": bool(similarity[row] > result.threshold),
+            result.score_name: float(score[row]),
+            "copy": bool(score[row] > result.threshold),
             "transform": TRANSFORM_NAMES[int(result.synthetic_result.transforms[row, 0])],
             "synthetic": _where(result.synthetic, int(row)),
             "training": _where(result.training, train_row),
@@ -96,21 +100,21 @@ def write_neighbours_csv(result: ScaleAudit, path: Path, overwrite: bool = False
 def write_montage(result: ScaleAudit, count: int, path: Path, overwrite: bool = False) -> Path:
     pairs = []
     for rank, row in enumerate(_closest_rows(result, count), start=1):
-        similarity = float(result.synthetic_result.nearest_similarity[row])
+        score = float(result.synthetic_score[row])
         transform = int(result.synthetic_result.transforms[row, 0])
         train_row = int(result.synthetic_result.neighbours.indices[row, 0])
         synthetic_crop, training_crop = result.synthetic.crops[row], result.training.crops[train_row]
         synthetic_path = result.synthetic.paths[int(synthetic_crop[0])]
         training_path = result.training.paths[int(training_crop[0])]
-        caption = (f"#{rank} similarity {similarity:.4f}" + (" COPY" if similarity > result.threshold else ""),
+        caption = (f"#{rank} {result.score_name} {score:.4f}" + (" COPY" if score > result.threshold else ""),
                    f"synthetic {TRANSFORM_NAMES[transform]}: {_short(synthetic_path)} {_xy(synthetic_crop)}",
                    f"training: {_short(training_path)} {_xy(training_crop)}")
         pairs.append(Pair(transform_array(read_crop_pixels(synthetic_path, synthetic_crop, result.protocol), transform),
                           read_crop_pixels(training_path, training_crop, result.protocol), caption,
-                          similarity > result.threshold))
+                          score > result.threshold))
     title = (f"span {result.span} px: the {len(pairs)} synthetic crops closest to a training crop",
              "left: synthetic (turned as matched), right: training; red frame: above the copy threshold",
-             f"copy threshold {result.threshold:.4f} = held-out p{100 * result.quantile:g}")
+             f"copy threshold: {result.score_name} {result.threshold:.4f} = held-out p{100 * result.quantile:g}")
     return save_montage(pairs, title, path, overwrite)
 
 
@@ -125,7 +129,7 @@ def _authenticity(result: ScaleAudit) -> dict:
 
 
 def _closest_rows(result: ScaleAudit, count: int) -> np.ndarray:
-    return np.argsort(-result.synthetic_result.nearest_similarity, kind="stable")[:count]
+    return np.argsort(-result.synthetic_score, kind="stable")[:count]
 
 
 def _where(crop_set: CropSet, row: int) -> dict:

@@ -1,10 +1,12 @@
-"""One scale of the audit: features streamed from the pyramids, searched, calibrated.
+"""One scale of the audit: features streamed from the pyramids, searched, verified, calibrated.
 
 Features are extracted ``chunk`` crops at a time through ``evaluation.extraction.extract_features``
 (crops read by ``CropDataset``, a few tiles each). Training features go straight into a float32
 memory-mapped file, which the search reads block by block; query chunks are searched as they come
 and only their top-k is kept. Memory is therefore a chunk of features plus one score block,
-whatever the number of crops.
+whatever the number of crops. Verification (``verification``) then correlates each synthetic and
+held-out crop with the training regions around its k candidates; the threshold and the copy
+decisions use that correlation (or, with verification off, the feature similarity).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from evaluation.memorization.calibration import copy_threshold, is_copy
 from evaluation.memorization.crop_sets import CropSet
 from evaluation.memorization.dihedral import TRANSFORMS, dihedral_extractor
 from evaluation.memorization.search import Neighbours, cosine_topk, euclidean_nearest, merge_transforms
+from evaluation.memorization.verification import verified_scores
 
 FEATURE_CHUNK = 4096
 
@@ -44,6 +47,7 @@ class SearchOptions:
     workers: int = 2
     chunk: int = FEATURE_CHUNK
     authenticity: bool = True   # needs a training x training search as large as the main one
+    verify: bool = True         # correlate each crop with its candidates' regions (verification.py)
     progress: bool = True
 
 
@@ -71,6 +75,21 @@ class ScaleAudit:
     quantile: float
     threshold: float
     seconds: dict
+    synthetic_verified: np.ndarray | None = None  # best correlation with the candidates' regions
+    heldout_verified: np.ndarray | None = None
+
+    @property
+    def score_name(self) -> str:
+        return "correlation" if self.synthetic_verified is not None else "similarity"
+
+    @property
+    def synthetic_score(self) -> np.ndarray:
+        """What decides a copy: the verified correlation, or without verification the similarity."""
+        return self.synthetic_result.nearest_similarity if self.synthetic_verified is None else self.synthetic_verified
+
+    @property
+    def heldout_score(self) -> np.ndarray:
+        return self.heldout_result.nearest_similarity if self.heldout_verified is None else self.heldout_verified
 
     @property
     def span(self) -> int:
@@ -78,11 +97,11 @@ class ScaleAudit:
 
     @property
     def synthetic_copies(self) -> np.ndarray:
-        return is_copy(self.synthetic_result.nearest_similarity, self.threshold)
+        return is_copy(self.synthetic_score, self.threshold)
 
     @property
     def heldout_copies(self) -> np.ndarray:
-        return is_copy(self.heldout_result.nearest_similarity, self.threshold)
+        return is_copy(self.heldout_score, self.threshold)
 
 
 def audit_scale(protocol: CropProtocol, stride: int, training: CropSet, synthetic: CropSet, heldout: CropSet,
@@ -108,9 +127,16 @@ def audit_scale(protocol: CropProtocol, stride: int, training: CropSet, syntheti
         path = Path(database.filename)
         del database
         path.unlink(missing_ok=True)
-    threshold = copy_threshold(heldout_result.nearest_similarity, quantile)
-    return ScaleAudit(protocol, stride, training, synthetic, heldout, synthetic_result, heldout_result,
-                      nearest_other, quantile, threshold, seconds)
+    verified = {}
+    if options.verify:
+        started = time.perf_counter()
+        for name, crops, found in (("synthetic", synthetic, synthetic_result), ("held-out", heldout, heldout_result)):
+            verified[name] = verified_scores(crops, found.neighbours.indices, training, options.progress, name)
+        seconds["verification"] = time.perf_counter() - started
+    audit = ScaleAudit(protocol, stride, training, synthetic, heldout, synthetic_result, heldout_result,
+                       nearest_other, quantile, 0.0, seconds, verified.get("synthetic"), verified.get("held-out"))
+    audit.threshold = copy_threshold(audit.heldout_score, quantile)
+    return audit
 
 
 def training_features(training: CropSet, protocol: CropProtocol, extractor: Extractor, path: Path,
