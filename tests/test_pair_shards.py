@@ -119,6 +119,10 @@ def test_pairs_of_another_geometry_are_refused_and_left_alone(training_slides, l
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and "not a pairs folder" in err and len(err.strip().splitlines()) == 1
     assert (tmp_path / "level0.zarr" / "notes.txt").read_text() == "mine"
+    (tmp_path / "a-file").write_text("mine")
+    code = main(["prepare-pairs", "--config", "tiny", "--level", "0", "--data", str(training_slides), "--out", str(tmp_path / "a-file")])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a folder" in err and (tmp_path / "a-file").read_text() == "mine"
 
 
 def test_the_command_line_reports_and_trains_from_relative_paths(training_slides, level1_pairs, tmp_path, capsys, monkeypatch):

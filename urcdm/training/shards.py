@@ -96,6 +96,8 @@ def _open_for_writing(folder: Path, identity: dict, positions: np.ndarray, windo
 
 def prepare_pairs(config, level: int, method: str, data: Path, out: Path, workers: int = 0, progress: bool = True) -> dict:
     """Write (or finish writing) one level's pairs into ``pairs_folder(out, method, level)``."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder; --out names the folder the pairs go into")
     windows = LevelWindows.of(config, level, method)
     paths, positions = build_index(list_slides(data), windows.span, config.white_threshold)
     identity = _identity(windows, config.white_threshold, method, level, paths, data_digest(paths))
