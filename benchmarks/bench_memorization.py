@@ -185,7 +185,7 @@ def planted_rates(scenario: dict, extractor_name: str, spans: list[int], patch: 
         scores = {"similarity": {name: r.nearest_similarity for name, r in found.items()}}
         if verify:
             sets = {"synthetic": synthetic, "held-out": calibration, "test": test, "aligned": aligned}
-            scores["verified"] = {name: verified_scores(sets[name], r.neighbours.indices, lattice, label=name)
+            scores["verified"] = {name: verified_scores(sets[name], r.neighbours.indices, lattice, label=name)[:, 0]
                                   for name, r in found.items()}
         result[str(span)] = {
             "training_crops": len(lattice), "stride": stride,

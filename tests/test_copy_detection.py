@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from evaluation.memorization import audit
-from evaluation.memorization.dihedral import transform_array
-from evaluation.memorization.planting import SourceArea, crop_blocks, plant_slide, write_area
+from evaluation.memorization.dihedral import TRANSFORM_NAMES, inverse_transform, transform_array
+from evaluation.memorization.planting import SourceArea, crop_blocks, plant_slide, source_window, write_area
 from evaluation.memorization.verification import best_correlation, coarse_peaks, correlation_map, grey
 from conftest import TINY_EXTRACTOR
 from evaluation.features import load_extractor
@@ -89,7 +89,7 @@ def test_the_audit_finds_copies_off_the_lattice_and_passes_unseen_tissue(tissue_
     blocks = plant_slide(synthetic, 2, 256, [SourceArea(str(tissue_areas / "training" / "train.tif"), 0, 0, 900, 900)],
                          [SourceArea(str(tissue_areas / "honest" / "honest.tif"), 0, 0, 700, 700)], seed=7)
     report = audit(str(synthetic), str(tissue_areas / "training"), str(tissue_areas / "heldout"), load_extractor(TINY_EXTRACTOR),
-                   [128], 64, 60, 0.5, tmp_path / "out", n_heldout=100, k=2, workers=0, pairs=0, authenticity=False,
+                   [128], 64, 60, 0.5, tmp_path / "out", n_heldout=100, k=2, workers=0, pairs=6, authenticity=False,
                    progress=False)
     scale = report["scales"][0]
     assert scale["copy_score"] == "correlation" and scale["threshold"]["heldout_flagged"] <= 0.05
@@ -100,6 +100,15 @@ def test_the_audit_finds_copies_off_the_lattice_and_passes_unseen_tissue(tissue_
     honest = [copy for (_, _, copy), b in zip(rows, inside) if b is not None and not b.planted]
     assert len(planted) >= 10 and np.mean(planted) >= 0.95, planted
     assert np.mean(honest) <= 0.1, honest
+    # The report shows where each copy came from: verification's window, seen through the block's transform.
+    for pair in scale["closest_pairs"]:
+        where = pair["synthetic"]
+        block = crop_blocks(np.array([(0, where["x"], where["y"], 128, 0, 0, 512, 512)], float), [str(synthetic)],
+                            {str(synthetic): blocks})[0]
+        if pair["copy"] and block is not None and block.planted:
+            source_x, source_y = source_window(block, int(where["x"]), int(where["y"]), 128)
+            assert abs(pair["training"]["x"] - source_x) <= 8 and abs(pair["training"]["y"] - source_y) <= 8, (pair, block)
+            assert pair["transform"] == TRANSFORM_NAMES[inverse_transform(block.transform)]
 
 
 def _crop_rows(path):

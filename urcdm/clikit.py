@@ -11,6 +11,7 @@ import argparse
 import errno
 import json
 import math
+import os
 import socket
 import sys
 from typing import Callable, Sequence
@@ -98,6 +99,11 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler
     args = parser.parse_args(argv)
     try:
         return handler(args) or 0
+    except BrokenPipeError:
+        # `urcdm train-all --print | head`: the reader left; Python's docs' recipe, so the exit
+        # flush does not raise a second time
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except UserError as exc:
         if getattr(args, "debug", False):
             raise

@@ -11,7 +11,6 @@ import numpy as np
 from evaluation.crops import plain_numbers
 from evaluation.memorization.calibration import (REPORTED_QUANTILES, authenticity_percent, copy_rate, copy_threshold,
                                                  histograms, summary, wilson_interval)
-from evaluation.memorization.crop_sets import CropSet
 from evaluation.memorization.dihedral import TRANSFORM_NAMES, transform_array
 from evaluation.memorization.montage import Pair, read_crop_pixels, save_montage
 from evaluation.memorization.scale_audit import ScaleAudit
@@ -64,15 +63,15 @@ def closest_pairs(result: ScaleAudit, count: int) -> list[dict]:
     similarity, score = result.synthetic_result.nearest_similarity, result.synthetic_score
     pairs = []
     for rank, row in enumerate(_closest_rows(result, count), start=1):
-        train_row = int(result.synthetic_result.neighbours.indices[row, 0])
+        training_crop, transform = matched_training_crop(result, int(row))
         pairs.append({
             "rank": rank,
             "similarity": float(similarity[row]),
             result.score_name: float(score[row]),
             "copy": bool(score[row] > result.threshold),
-            "transform": TRANSFORM_NAMES[int(result.synthetic_result.transforms[row, 0])],
-            "synthetic": _where(result.synthetic, int(row)),
-            "training": _where(result.training, train_row),
+            "transform": TRANSFORM_NAMES[transform],
+            "synthetic": _where(result.synthetic.paths, result.synthetic.crops[row]),
+            "training": _where(result.training.paths, training_crop),
         })
     return pairs
 
@@ -101,9 +100,8 @@ def write_montage(result: ScaleAudit, count: int, path: Path, overwrite: bool = 
     pairs = []
     for rank, row in enumerate(_closest_rows(result, count), start=1):
         score = float(result.synthetic_score[row])
-        transform = int(result.synthetic_result.transforms[row, 0])
-        train_row = int(result.synthetic_result.neighbours.indices[row, 0])
-        synthetic_crop, training_crop = result.synthetic.crops[row], result.training.crops[train_row]
+        training_crop, transform = matched_training_crop(result, int(row))
+        synthetic_crop = result.synthetic.crops[row]
         synthetic_path = result.synthetic.paths[int(synthetic_crop[0])]
         training_path = result.training.paths[int(training_crop[0])]
         caption = (f"#{rank} {result.score_name} {score:.4f}" + (" COPY" if score > result.threshold else ""),
@@ -132,10 +130,21 @@ def _closest_rows(result: ScaleAudit, count: int) -> np.ndarray:
     return np.argsort(-result.synthetic_score, kind="stable")[:count]
 
 
-def _where(crop_set: CropSet, row: int) -> dict:
-    crop = crop_set.crops[row]
+def matched_training_crop(result: ScaleAudit, row: int) -> tuple[np.ndarray, int]:
+    """Where synthetic crop ``row`` matched, as a training crop-table row, and the transform that turns
+    it onto that place: the window verification found or, without one, the nearest lattice cell."""
+    match = None if result.synthetic_match is None else result.synthetic_match[row]
+    if match is None or match[1] < 0:
+        return result.training.crops[int(result.synthetic_result.neighbours.indices[row, 0])], \
+            int(result.synthetic_result.transforms[row, 0])
+    _, image, x, y, transform = match
+    frame = result.training.crops[result.training.crops[:, 0] == image][0, 4:8]  # the slide's, from any of its cells
+    return np.array([image, x, y, result.span, *frame]), int(transform)
+
+
+def _where(paths: list[str], crop: np.ndarray) -> dict:
     x, y, size = plain_numbers(crop[1:4])
-    return {"image": crop_set.paths[int(crop[0])], "x": x, "y": y, "size": size}
+    return {"image": paths[int(crop[0])], "x": x, "y": y, "size": size}
 
 
 def _xy(crop: np.ndarray) -> str:

@@ -75,8 +75,16 @@ class ScaleAudit:
     quantile: float
     threshold: float
     seconds: dict
-    synthetic_verified: np.ndarray | None = None  # best correlation with the candidates' regions
-    heldout_verified: np.ndarray | None = None
+    synthetic_match: np.ndarray | None = None  # verification's MATCH_COLUMNS table per crop
+    heldout_match: np.ndarray | None = None
+
+    @property
+    def synthetic_verified(self) -> np.ndarray | None:
+        return None if self.synthetic_match is None else self.synthetic_match[:, 0]
+
+    @property
+    def heldout_verified(self) -> np.ndarray | None:
+        return None if self.heldout_match is None else self.heldout_match[:, 0]
 
     @property
     def score_name(self) -> str:

@@ -73,10 +73,21 @@ def correlation_map(image: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.clip(scores, -1, 1)
 
 
+def best_match(query: np.ndarray, region: np.ndarray) -> tuple[float, int, int, int]:
+    """(correlation, row, column, transform): the highest normalised cross-correlation of ``query``
+    (S, S), under any of the 8 transforms, at any shift inside ``region`` (R, R), R >= S. Flat (glass)
+    windows correlate 0."""
+    best = (-1.0, 0, 0, 0)
+    for transform in range(TRANSFORMS):
+        scores = correlation_map(region, transform_array(query, transform))
+        row, column = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if scores[row, column] > best[0]:
+            best = (float(scores[row, column]), int(row), int(column), transform)
+    return best
+
+
 def best_correlation(query: np.ndarray, region: np.ndarray) -> float:
-    """Highest normalised cross-correlation of ``query`` (S, S) under any of the 8 transforms at any
-    shift inside ``region`` (R, R), R >= S. Flat (glass) windows correlate 0."""
-    return max(float(correlation_map(region, transform_array(query, t)).max()) for t in range(TRANSFORMS))
+    return best_match(query, region)[0]
 
 
 def coarse_peaks(query: np.ndarray, thumbnail: np.ndarray, peaks: int = PEAKS) -> list[tuple[float, int, int]]:
@@ -130,11 +141,16 @@ class _Slides:
             slide.close()
 
 
+MATCH_COLUMNS = ("score", "image", "x", "y", "transform")  # image: index into the training paths, -1 none
+
+
 def verified_scores(queries: CropSet, candidates: np.ndarray, training: CropSet, progress: bool = False,
                     label: str = "crops") -> np.ndarray:
-    """Per query, the best fine correlation with any training slide among those of its candidate
-    cells (``candidates``: (n, k) lattice rows, -1 for none)."""
-    slides, scores = _Slides(), np.zeros(len(queries), np.float32)
+    """Per query, its best fine correlation with any training slide among those of its candidate
+    cells (``candidates``: (n, k) lattice rows, -1 for none), and where: a ``MATCH_COLUMNS`` table,
+    (x, y) the matched window's origin in level-0 pixels, ``transform`` the one applied to the query."""
+    slides = _Slides()
+    matches = np.tile(np.array([0.0, -1, 0, 0, 0]), (len(queries), 1))
     try:
         for row in tqdm(range(len(queries)), desc=f"verifying {label}", unit="crop", disable=not progress, file=sys.stderr):
             crop = queries.crops[row]
@@ -142,14 +158,15 @@ def verified_scores(queries: CropSet, candidates: np.ndarray, training: CropSet,
             scale, margin = COARSE_PX / span, 2 * span / COARSE_PX
             coarse = slides.read(path, crop[1], crop[2], span, COARSE_PX)
             fine = detail(slides.read(path, crop[1], crop[2], span, VERIFY_PX))
-            best = 0.0
-            for slide_index in {int(training.crops[c, 0]) for c in candidates[row] if c >= 0}:
+            for slide_index in sorted({int(training.crops[c, 0]) for c in candidates[row] if c >= 0}):
                 training_path = training.paths[slide_index]
                 for _, top, left in coarse_peaks(coarse, slides.thumbnail(training_path, scale)):
-                    region = detail(slides.read(training_path, left / scale - margin, top / scale - margin,
-                                                span + 2 * margin, round(VERIFY_PX * (span + 2 * margin) / span)))
-                    best = max(best, best_correlation(fine, region))
-            scores[row] = best
+                    x0, y0, pixels = left / scale - margin, top / scale - margin, round(VERIFY_PX * (span + 2 * margin) / span)
+                    region = detail(slides.read(training_path, x0, y0, span + 2 * margin, pixels))
+                    score, match_row, match_column, transform = best_match(fine, region)
+                    if score > matches[row, 0]:
+                        step = (span + 2 * margin) / pixels
+                        matches[row] = (score, slide_index, x0 + match_column * step, y0 + match_row * step, transform)
     finally:
         slides.close()
-    return scores
+    return matches
