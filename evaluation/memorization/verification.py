@@ -109,12 +109,13 @@ def coarse_peaks(query: np.ndarray, thumbnail: np.ndarray, peaks: int = PEAKS) -
 
 
 class _Slides:
-    """A few slides kept open (queries and candidates come in no order), and the grey thumbnails of
-    the training slides at the coarse scale of the current span."""
+    """A few slides kept open (queries and candidates come in no order), and the grey thumbnails of a
+    few training slides at the coarse scale of the current span (float32: a 100k^2 slide at 1024-px
+    spans is 5 MB; at 256-px spans 88 MB, hence a bound)."""
 
     def __init__(self, size: int = 8):
         self.open: OrderedDict[str, Slide] = OrderedDict()
-        self.thumbnails: dict[tuple[str, float], np.ndarray] = {}
+        self.thumbnails: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
         self.size = size
 
     def _slide(self, path: str) -> Slide:
@@ -130,10 +131,13 @@ class _Slides:
 
     def thumbnail(self, path: str, scale: float) -> np.ndarray:
         if (path, scale) not in self.thumbnails:
+            if len(self.thumbnails) >= self.size:
+                self.thumbnails.popitem(last=False)
             slide = self._slide(path)
             width, height = slide.dimensions
             size = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
             self.thumbnails[(path, scale)] = grey(slide.read_region(0, 0, size[0] / scale, size[1] / scale, out_size=size))
+        self.thumbnails.move_to_end((path, scale))
         return self.thumbnails[(path, scale)]
 
     def close(self) -> None:
