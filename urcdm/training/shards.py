@@ -13,9 +13,10 @@ reader's bit for bit, and JPEG would re-compress what the scanner already compre
 
 Layout of one level's folder (``pairs_folder``): a zarr v3 group with ``positions`` (N, 3) int64
 (slide, x, y), ``targets`` and, for levels with context, ``contexts`` (N, 3, P, P) uint8 at
-``patch_px`` (channel planes: the layout the model takes, so reading makes one plain copy), one chunk per window and ``SHARD`` windows per shard file, and ``written`` (one flag per
-shard). The windows are stored untransformed; the dihedral transform is applied when read
-(``pairs.Pairs.pair``). Attributes record the geometry, the slide list and its digest.
+``patch_px`` (channel planes: the layout the model takes, so reading makes one plain copy), one
+chunk per window and ``SHARD`` windows per shard file, and ``written`` (one flag per shard). The
+windows are stored untransformed; the dihedral transform is applied when read (``pairs.Pairs.pair``).
+Attributes record the geometry, the slide list and its digest.
 
 Writing streams: DataLoader workers read the windows, one shard's worth is held at a time, then
 written and flagged. An interrupted run resumes at the first unflagged shard.
