@@ -59,7 +59,7 @@ from evaluation.memorization.lattice import lattice_positions, lattice_stride  #
 from evaluation.memorization.planting import SourceArea, crop_blocks, plant_slide, source_window, write_area  # noqa: E402
 from evaluation.memorization.scale_audit import SearchOptions, search_queries, training_features  # noqa: E402
 from evaluation.memorization.search import cosine_topk, euclidean_nearest  # noqa: E402
-from evaluation.memorization.verification import verified_scores  # noqa: E402
+from evaluation.memorization.verification import verified_matches  # noqa: E402
 from urcdm.slides import SlideTissueMask, open_slide  # noqa: E402
 
 TCGA, CMU = "tcga-cr-7395-01a-01-ts1.svs", "cmu-1-small-region.svs"
@@ -185,7 +185,7 @@ def planted_rates(scenario: dict, extractor_name: str, spans: list[int], patch: 
         scores = {"similarity": {name: r.nearest_similarity for name, r in found.items()}}
         if verify:
             sets = {"synthetic": synthetic, "held-out": calibration, "test": test, "aligned": aligned}
-            scores["verified"] = {name: verified_scores(sets[name], r.neighbours.indices, lattice, label=name)[:, 0]
+            scores["verified"] = {name: verified_matches(sets[name], r.neighbours.indices, lattice, label=name)[:, 0]
                                   for name, r in found.items()}
         result[str(span)] = {
             "training_crops": len(lattice), "stride": stride,

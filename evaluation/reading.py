@@ -7,7 +7,6 @@ costs a few tiles per crop, never the whole image. Each DataLoader worker keeps 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from evaluation.crops import CropProtocol, crop_frame
-from urcdm.slides import Slide, open_slide
+from urcdm.slides import OpenSlides, Slide
 
 _OPEN_SLIDES = 8
 
@@ -51,30 +50,20 @@ class CropDataset(Dataset):
         self.paths = list(paths)
         self.crops = np.asarray(crops, dtype=np.float64)
         self.protocol = protocol
-        self._slides: OrderedDict[int, Slide] = OrderedDict()
+        self._slides = OpenSlides(_OPEN_SLIDES)
 
     def __len__(self) -> int:
         return len(self.crops)
-
-    def _slide(self, image: int) -> Slide:
-        if image in self._slides:
-            self._slides.move_to_end(image)
-            return self._slides[image]
-        if len(self._slides) >= _OPEN_SLIDES:
-            self._slides.popitem(last=False)[1].close()
-        slide = self._slides[image] = open_slide(self.paths[image])
-        return slide
 
     def __getitem__(self, index: int):
         crop = self.crops[index]
         size = self.protocol.image_size
         try:
-            pixels = read_crop(self._slide(int(crop[0])), crop, self.protocol)
+            pixels = read_crop(self._slides.get(self.paths[int(crop[0])]), crop, self.protocol)
         except Exception as exc:  # reported by the caller with the file name
             message = f"{self.paths[int(crop[0])]}: crop at ({crop[1]:g}, {crop[2]:g}) size {crop[3]:g}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             return index, torch.zeros((3, size, size), dtype=torch.uint8), message
         return index, torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), ""
 
     def close(self) -> None:
-        while self._slides:
-            self._slides.popitem()[1].close()
+        self._slides.close()

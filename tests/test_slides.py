@@ -7,7 +7,7 @@ from PIL import Image
 from conftest import psnr, tissue_image
 from urcdm.errors import SlideError
 from urcdm.pyramid import ArraySource, write_pyramid
-from urcdm.slides import FILL_RGB, open_slide
+from urcdm.slides import FILL_RGB, OpenSlides, open_slide
 from urcdm.slides.image_slide import PillowSlide, TiffSlide
 from urcdm.slides.openslide_slide import OpenSlideSlide
 
@@ -186,3 +186,20 @@ def test_kidney_plain_tiff_through_the_fallback(real_data):
 def test_broken_svs_is_a_slide_error(real_data):
     with pytest.raises(SlideError, match="broken.svs"):
         open_slide(real_data / "slides" / "broken.svs")
+
+
+def test_open_slides_keeps_at_most_its_limit_and_closes_the_least_recently_used(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        Image.fromarray(tissue_image(32, 32, seed=i)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    closed = []
+    monkeypatch.setattr(PillowSlide, "close", lambda self: closed.append(self.path.name))
+    slides = OpenSlides(limit=2)
+    first = slides.get(paths[0])
+    slides.get(paths[1])
+    assert slides.get(paths[0]) is first  # reused, and now the most recently used
+    slides.get(paths[2])
+    assert closed == ["1.png"]
+    slides.close()
+    assert sorted(closed) == ["0.png", "1.png", "2.png"]

@@ -4,8 +4,8 @@ Features are extracted ``chunk`` crops at a time through ``evaluation.extraction
 (crops read by ``CropDataset``, a few tiles each). Training features go straight into a float32
 memory-mapped file, which the search reads block by block; query chunks are searched as they come
 and only their top-k is kept. Memory is therefore a chunk of features plus one score block,
-whatever the number of crops. Verification (``verification``) then correlates each synthetic and
-held-out crop with the training regions around its k candidates; the threshold and the copy
+whatever the number of crops. Verification (``verification``) then searches the training slides
+of each synthetic and held-out crop's k candidates by correlation; the threshold and the copy
 decisions use that correlation (or, with verification off, the feature similarity).
 """
 
@@ -27,7 +27,7 @@ from evaluation.memorization.calibration import copy_threshold, is_copy
 from evaluation.memorization.crop_sets import CropSet
 from evaluation.memorization.dihedral import TRANSFORMS, dihedral_extractor
 from evaluation.memorization.search import Neighbours, cosine_topk, euclidean_nearest, merge_transforms
-from evaluation.memorization.verification import verified_scores
+from evaluation.memorization.verification import verified_matches
 
 FEATURE_CHUNK = 4096
 
@@ -47,7 +47,7 @@ class SearchOptions:
     workers: int = 2
     chunk: int = FEATURE_CHUNK
     authenticity: bool = True   # needs a training x training search as large as the main one
-    verify: bool = True         # correlate each crop with its candidates' regions (verification.py)
+    verify: bool = True         # search each crop's candidate slides by correlation (verification.py)
     progress: bool = True
 
 
@@ -139,7 +139,7 @@ def audit_scale(protocol: CropProtocol, stride: int, training: CropSet, syntheti
     if options.verify:
         started = time.perf_counter()
         for name, crops, found in (("synthetic", synthetic, synthetic_result), ("held-out", heldout, heldout_result)):
-            verified[name] = verified_scores(crops, found.neighbours.indices, training, options.progress, name)
+            verified[name] = verified_matches(crops, found.neighbours.indices, training, options.progress, name)
         seconds["verification"] = time.perf_counter() - started
     audit = ScaleAudit(protocol, stride, training, synthetic, heldout, synthetic_result, heldout_result,
                        nearest_other, quantile, 0.0, seconds, verified.get("synthetic"), verified.get("held-out"))

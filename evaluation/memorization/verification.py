@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from evaluation.memorization.crop_sets import CropSet
 from evaluation.memorization.dihedral import TRANSFORMS, transform_array
-from urcdm.slides import Slide, open_slide
+from urcdm.slides import OpenSlides
 
 COARSE_PX = 12   # per span: a 1/4-span shift is 3 coarse pixels, and tissue still has structure
 VERIFY_PX = 48   # per span, for the fine score
@@ -108,47 +108,34 @@ def coarse_peaks(query: np.ndarray, thumbnail: np.ndarray, peaks: int = PEAKS) -
     return found
 
 
-class _Slides:
-    """A few slides kept open (queries and candidates come in no order), and the grey thumbnails of a
-    few training slides at the coarse scale of the current span (float32: a 100k^2 slide at 1024-px
-    spans is 5 MB; at 256-px spans 88 MB, hence a bound)."""
+class _Slides(OpenSlides):
+    """Open slides as grey windows, and the grey thumbnails of a few training slides at the coarse
+    scale of the current span (float32: a 100k^2 slide at 1024-px spans is 5 MB; at 256-px spans
+    88 MB, hence a bound)."""
 
-    def __init__(self, size: int = 8):
-        self.open: OrderedDict[str, Slide] = OrderedDict()
+    def __init__(self, limit: int = 8):
+        super().__init__(limit)
         self.thumbnails: OrderedDict[tuple[str, float], np.ndarray] = OrderedDict()
-        self.size = size
-
-    def _slide(self, path: str) -> Slide:
-        if path not in self.open:
-            if len(self.open) >= self.size:
-                self.open.popitem(last=False)[1].close()
-            self.open[path] = open_slide(path)
-        self.open.move_to_end(path)
-        return self.open[path]
 
     def read(self, path: str, x: float, y: float, side: float, pixels: int) -> np.ndarray:
-        return grey(self._slide(path).read_region(x, y, side, side, out_size=(pixels, pixels)))
+        return grey(self.get(path).read_region(x, y, side, side, out_size=(pixels, pixels)))
 
     def thumbnail(self, path: str, scale: float) -> np.ndarray:
         if (path, scale) not in self.thumbnails:
-            if len(self.thumbnails) >= self.size:
+            if len(self.thumbnails) >= self.limit:
                 self.thumbnails.popitem(last=False)
-            slide = self._slide(path)
+            slide = self.get(path)
             width, height = slide.dimensions
             size = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
             self.thumbnails[(path, scale)] = grey(slide.read_region(0, 0, size[0] / scale, size[1] / scale, out_size=size))
         self.thumbnails.move_to_end((path, scale))
         return self.thumbnails[(path, scale)]
 
-    def close(self) -> None:
-        for slide in self.open.values():
-            slide.close()
-
 
 MATCH_COLUMNS = ("score", "image", "x", "y", "transform")  # image: index into the training paths, -1 none
 
 
-def verified_scores(queries: CropSet, candidates: np.ndarray, training: CropSet, progress: bool = False,
+def verified_matches(queries: CropSet, candidates: np.ndarray, training: CropSet, progress: bool = False,
                     label: str = "crops") -> np.ndarray:
     """Per query, its best fine correlation with any training slide among those of its candidate
     cells (``candidates``: (n, k) lattice rows, -1 for none), and where: a ``MATCH_COLUMNS`` table,

@@ -6,7 +6,7 @@
 """
 
 from urcdm.slides.base import FILL_RGB, Slide
-from urcdm.slides.opening import open_slide
+from urcdm.slides.opening import OpenSlides, open_slide
 from urcdm.slides.tissue import (
     DEFAULT_BACKGROUND_THRESHOLD,
     SlideTissueMask,
@@ -20,6 +20,7 @@ from urcdm.slides.tissue import (
 __all__ = [
     "DEFAULT_BACKGROUND_THRESHOLD",
     "FILL_RGB",
+    "OpenSlides",
     "Slide",
     "SlideTissueMask",
     "TissueParams",

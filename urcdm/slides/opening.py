@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import openslide
@@ -53,6 +54,29 @@ def open_slide(path: str | os.PathLike) -> Slide:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SlideError(f"{path}: not a readable slide or image ({openslide_reason}; Pillow: {_first_line(exc)})") from exc
+
+
+class OpenSlides:
+    """At most ``limit`` slides kept open, the least recently used closed first: for readers that
+    visit many slides in no particular order (crop sets, verification), without a handle per slide."""
+
+    def __init__(self, limit: int = 8):
+        self.limit = limit
+        self._open: OrderedDict[str, Slide] = OrderedDict()
+
+    def get(self, path: str | os.PathLike) -> Slide:
+        key = str(path)
+        if key in self._open:
+            self._open.move_to_end(key)
+            return self._open[key]
+        if len(self._open) >= self.limit:
+            self._open.popitem(last=False)[1].close()
+        slide = self._open[key] = open_slide(key)
+        return slide
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
 
 
 def _first_line(exc: Exception) -> str:

@@ -105,7 +105,8 @@ def prepare_pairs(config, level: int, method: str, data: Path, out: Path, worker
     folder = pairs_folder(out, method, level)
     folder.parent.mkdir(parents=True, exist_ok=True)
     group = _open_for_writing(folder, identity, positions, windows)
-    written = group["written"][:]
+    flags = group["written"]
+    written = flags[:]
     todo = [shard for shard in range(len(written)) if not written[shard]]
     rows = [row for shard in todo for row in range(shard * SHARD, min((shard + 1) * SHARD, len(positions)))]
 
@@ -124,7 +125,7 @@ def prepare_pairs(config, level: int, method: str, data: Path, out: Path, worker
             targets[block_start:row + 1] = np.stack([t.transpose(2, 0, 1) for t, _ in block])
             if contexts is not None:
                 contexts[block_start:row + 1] = np.stack([c.transpose(2, 0, 1) for _, c in block])
-            group["written"][block_start // SHARD] = True  # only after the shard's data is on disk
+            flags[block_start // SHARD] = True  # only after the shard's data is on disk
             block = []
         bar.update(1)
     bar.close()
