@@ -88,7 +88,7 @@ def study_tiling(slide: Path, workdir: Path) -> dict:
     import resource
 
     from study_app.cases import Case
-    from study_app.study import Display
+    from study_app.encodings import Encoding
     from study_app.whole_slides import SlideLayout, render_slide
     from urcdm.slides import open_slide
 
@@ -96,7 +96,7 @@ def study_tiling(slide: Path, workdir: Path) -> dict:
         mpp, side = sum(opened.mpp) / 2, min(opened.dimensions)
     case = Case("bench", "wsi", "synthetic", str(slide), None, whole_slide=True)
     started = time.perf_counter()
-    render_slide(case, SlideLayout(mpp=mpp, side=side), Display(quality=92), workdir / "tiles")
+    render_slide(case, SlideLayout(mpp=mpp, side=side), Encoding("jpeg", 92), workdir / "tiles")
     seconds = time.perf_counter() - started
     files = list((workdir / "tiles").rglob("*.jpg"))
     return {"side": side, "seconds": round(seconds, 1), "tiles": len(files), "tiles_per_s": round(len(files) / seconds, 1),

@@ -93,14 +93,16 @@ cases.head(12)
 # %% [markdown]
 # ## Parity: what a served file shows besides its pixels
 #
-# Every attribute a browser sees (byte length, size, format, JPEG tables, structure) must not tell
-# the classes apart: the best one-rule classifier on it stays at the base rate. The entropy-coded
-# length follows from the picture and is shown for information.
+# A browser receives every byte of a case image, and a script can parse it. No attribute of the
+# file (byte length, every segment's length, the coded length, size, format, tables, structure)
+# may tell the classes apart: the best one-rule classifier on it stays at the base rate, and its
+# AUC at 0.5. The crops here are served uncompressed (`display.format: auto` up to 2048 px), whose
+# bytes depend on the image size alone, so every attribute is the same in every file.
 
 # %%
 parity = json.loads((prepared.workdir / "parity.json").read_text())
-pd.DataFrame([{"attribute": name, "served": a["served"], "one-rule accuracy": a["accuracy"],
-               "base rate": parity["base_rate"], "separates classes": a["separates"]}
+pd.DataFrame([{"attribute": name, "same in every file": a["constant"], "one-rule accuracy": a["accuracy"],
+               "AUC": a["auc"], "base rate": parity["base_rate"], "separates classes": a["separates"]}
               for name, a in parity["attributes"].items()])
 
 # %% [markdown]
@@ -116,7 +118,7 @@ assignment = pd.DataFrame([{"reader": reader, "arm": arm, "real": sum(c.truth ==
 first = prepared.reader_cases("reader-1")
 fig, axes = plt.subplots(1, min(8, len(first)), figsize=(14, 2.2))
 for ax, case in zip(axes, first):
-    ax.imshow(Image.open(prepared.image_folder / f"{case.id}{prepared.study.display.suffix}"))
+    ax.imshow(Image.open(prepared.image_folder / f"{case.id}{prepared.encoding.suffix}"))
     ax.set_title(case.id[:8], fontsize=8)
     ax.set_axis_off()
 fig.suptitle("reader-1's first cases, as served (no arm or truth reaches the browser)", fontsize=10)

@@ -61,14 +61,19 @@ def admin_secret_ok(given: str, secret_env: str | None, secret_hash: str | None)
     return bool(expected) and verify_secret(given, expected)
 
 
-# Wrong codes: a few are free (typos), then a wait that doubles with each further one, up to a quarter hour.
+# Wrong codes for one reader id (or the organiser secret): a few are free (typos), then a wait that
+# doubles with each further one, up to a quarter hour. From one client address, whatever the id, the
+# bar is far higher: a hospital's readers share one address behind its proxy, and one person's typos
+# must not hold the others back; only someone trying code after code for id after id reaches it.
 FREE_TRIES = 5
+ADDRESS_FREE_TRIES = 50
 FIRST_WAIT_S = 15
 MAX_WAIT_S = 15 * 60
+FORGET_AFTER_S = 24 * 3600  # failures this long after the last one no longer count
 
 
-def backoff_seconds(failures: int) -> float:
-    return 0.0 if failures < FREE_TRIES else float(min(FIRST_WAIT_S * 2 ** (failures - FREE_TRIES), MAX_WAIT_S))
+def backoff_seconds(failures: int, free_tries: int = FREE_TRIES) -> float:
+    return 0.0 if failures < free_tries else float(min(FIRST_WAIT_S * 2 ** (failures - free_tries), MAX_WAIT_S))
 
 
 def credential_fingerprint(key: bytes, role: str, subject: str, credential: str) -> str:

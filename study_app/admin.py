@@ -1,9 +1,10 @@
-"""The organiser's view (behind the admin secret): progress, the Table-1 results, plots and exports."""
+"""The organiser's view (behind the admin secret): progress, the Table-1 results, plots and exports.
+
+Downloads are links to the study's own route (``study_app.exports``), which serves them to this
+organiser session only; Streamlit's download buttons would put the truth at an open ``/media/`` address.
+"""
 
 from __future__ import annotations
-
-import json
-from datetime import datetime
 
 import altair as alt
 import pandas as pd
@@ -11,75 +12,62 @@ import streamlit as st
 
 from study_app.admin_mrmc import mrmc_section
 from study_app.agreement import alpha_per_arm
-from study_app.prepare import PreparedStudy
+from study_app.exports import DOWNLOADS, download_url, study_results
+from study_app.prepared import PreparedStudy
 from study_app.scoring import score
 from study_app.store import AnswerStore
-from study_app.tables import (RESULT_COLUMNS, as_answers, confusion_rows, finished_readers, natural_key, progress_rows,
-                              result_rows, to_csv)
+from study_app.tables import confusion_rows, display_progress, display_results, natural_key, result_rows
 
 
-def page(prepared: PreparedStudy, store: AnswerStore) -> None:
+def page(prepared: PreparedStudy, store: AnswerStore, token: str) -> None:
     study = prepared.study
     st.title(f"Organiser view: {study.title}")
-    stored = store.all_answers()
-    assigned = {reader: prepared.reader_cases(reader) for reader in study.readers}
-    progress = progress_rows(assigned, stored)
+    positive = st.session_state.get("positive", "synthetic")
+    # Totals, like the paper's, count finished readers only: a half-read study weighs readers unevenly.
+    results = study_results(prepared, store, positive)
     left, middle, right = st.columns(3)
-    left.metric("Answers", len(stored))
-    middle.metric("Readers started", sum(1 for row in progress if row["answered"]))
-    finished = finished_readers(progress)
-    right.metric("Readers finished", len(finished))
+    left.metric("Answers", len(results.stored))
+    middle.metric("Readers started", sum(1 for row in results.progress if row["answered"]))
+    right.metric("Readers finished", len(results.finished))
 
     progress_tab, results_tab, plots_tab, export_tab = st.tabs(["Progress", "Results", "Plots", "Export"])
     with progress_tab:
-        _progress(progress)
-    if not stored:
+        _progress(results.progress)
+    if not results.stored:
         results_tab.info("No answers yet.")
         return
-    positive = results_tab.radio("Positive class (answered …)", ["synthetic", "real"], horizontal=True, key="positive")
-    # Totals, like the paper's, count finished readers only: a half-read study weighs readers unevenly.
-    every = as_answers(stored)
-    answers = [a for a in every if a.reader in finished]
-    partial = [a for a in every if a.reader not in finished]
-    rows, result = [], None
+    results_tab.radio("Positive class (answered …)", ["synthetic", "real"], horizontal=True, key="positive")
     with results_tab:
-        if answers:
-            result = score(answers, by="arm", positive=positive)
-            rows = result_rows(result)
-            _results(result, rows)
+        if results.result is not None:
+            _results(results.result, results.rows)
         else:
             st.info("No reader has finished yet; totals count finished readers only.")
-        if partial:
+        if results.partial:
             st.subheader("Readers still reading (not in the totals)")
-            partial_rows = [row for row in result_rows(score(partial, by="arm", positive=positive)) if row["reader"] != "total"]
-            st.dataframe(pd.DataFrame(partial_rows), hide_index=True)
-        _agreement(alpha_per_arm(every))  # over every answer: unfinished readers too
-        mrmc_section(every, finished)
+            partial_rows = [row for row in result_rows(score(results.partial, by="arm", positive=positive))
+                            if row["reader"] != "total"]
+            st.dataframe(display_results(partial_rows), hide_index=True)
+        _agreement(alpha_per_arm(results.every))  # over every answer: unfinished readers too
+        mrmc_section(results, token)
     with plots_tab:
-        if answers:
-            _plots(rows, confusion_rows(answers))
+        if results.answers:
+            _plots(results.rows, confusion_rows(results.answers))
         else:
             st.info("Plots appear when a reader has finished.")
     with export_tab:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M")
-        st.download_button("Raw answers (CSV)", store.csv_text(), f"answers-{stamp}.csv", "text/csv", key="dl-answers")
-        if result is not None:
-            st.download_button("Results table (CSV)", to_csv(rows, RESULT_COLUMNS), f"results-{stamp}.csv", "text/csv",
-                               key="dl-results")
-            st.download_button("Results (JSON)", json.dumps(result, indent=2), f"results-{stamp}.json",
-                               "application/json", key="dl-json")
-        st.caption(f"Answers are stored in {prepared.store_path}; `urcdm-study score` scores the raw CSV the same way.")
+        for name in ("answers.csv", "results.csv", "results.json") if results.result is not None else ("answers.csv",):
+            st.link_button(DOWNLOADS[name][0], download_url(name, token, positive))
+        st.caption(f"Answers are stored in {prepared.store_path}; `urcdm-study score` scores the raw CSV the same way. "
+                   "Cells a spreadsheet would run as a formula (a comment starting with =, +, - or @) are exported "
+                   "with a leading ' so that they show as text.")
 
 
 def _progress(rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows)
-    if frame.empty:
+    if not rows:
         st.info("No readers yet.")
         return
-    frame["last_answer"] = pd.to_datetime(frame["last_answer"], unit="s")
-    st.dataframe(frame, hide_index=True, column_config={
-        "done": st.column_config.ProgressColumn("done", min_value=0.0, max_value=1.0, format="percent"),
-        "median_seconds": st.column_config.NumberColumn("median s / case", format="%.1f")})
+    st.dataframe(display_progress(rows), hide_index=True, column_config={
+        "done": st.column_config.ProgressColumn("done", min_value=0.0, max_value=1.0, format="percent")})
 
 
 def _results(result: dict, rows: list[dict]) -> None:
@@ -92,8 +80,7 @@ def _results(result: dict, rows: list[dict]) -> None:
                        help=f"95 % CI {_fmt(total['accuracy']['low'])} to {_fmt(total['accuracy']['high'])}")
         cols[2].metric("Binomial p (accuracy vs 0.5)", _fmt(total["binomial_p_accuracy"], 4))
         cols[3].metric("Fleiss κ", _fmt(total["fleiss_kappa"]))
-        table = pd.DataFrame([row for row in rows if row["arm"] == arm]).drop(columns=["arm"])
-        st.dataframe(table, hide_index=True)
+        st.dataframe(display_results([row for row in rows if row["arm"] == arm]), hide_index=True)
 
 
 def _agreement(per_arm: dict) -> None:

@@ -4,24 +4,20 @@ study_app.mrmc_answers and study_app.mrmc)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Sequence
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from study_app.exports import DOWNLOADS, StudyResults, download_url, mrmc_answers
 from study_app.mrmc import COV_METHODS
-from study_app.mrmc_answers import (RATINGS_COLUMNS, ArmSelection, arm_mrmc, compare_arms, ratings_rows, roc_points,
-                                    select_arm_designs)
-from study_app.scoring import Answer
-from study_app.tables import natural_key, to_csv
+from study_app.mrmc_answers import ArmSelection, arm_mrmc, compare_arms, roc_points, select_arm_designs
+from study_app.tables import natural_key
 
 TITLE = "Reader-averaged ROC AUC (MRMC)"
-DOWNLOAD_LABEL = "MRMC ratings (CSV)"
+DOWNLOAD = "mrmc-ratings.csv"
 
 
-def mrmc_section(answers: Sequence[Answer], finished: set[str]) -> None:
+def mrmc_section(results: StudyResults, token: str) -> None:
     st.subheader(TITLE)
     st.caption("Obuchowski–Rockette analysis of each reader's empirical ROC AUC (positive = synthetic; rating = "
                "answer and confidence, real-sure 1 … synthetic-sure 10), Hillis degrees of freedom. The test is "
@@ -31,7 +27,7 @@ def mrmc_section(answers: Sequence[Answer], finished: set[str]) -> None:
                         help="jackknife (OR-DBM, RJafroc default), DeLong, or the unbiased U-statistic (MRMCaov)")
     # A reader who has just started shrinks the common case set to their few cases; this leaves them out.
     only_finished = right.checkbox("Finished readers only", key="mrmc-finished")
-    used = [a for a in answers if a.reader in finished] if only_finished else list(answers)
+    used = mrmc_answers(results, only_finished)
     if not used:
         st.info("No finished reader yet.")
         return
@@ -43,11 +39,8 @@ def mrmc_section(answers: Sequence[Answer], finished: set[str]) -> None:
         st.caption(f"Arms compared: no; {why}.")
     else:
         _differences(comparison)
-    rows = ratings_rows(selections)
-    if rows:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M")
-        st.download_button(DOWNLOAD_LABEL, to_csv(rows, RATINGS_COLUMNS), f"mrmc-ratings-{stamp}.csv", "text/csv",
-                           key="dl-mrmc")
+    if any(selection.design is not None for selection in selections):
+        st.link_button(DOWNLOADS[DOWNLOAD][0], download_url(DOWNLOAD, token, finished_only=only_finished))
         st.caption("The ratings used above (reader, arm, case, truth 1 = synthetic, rating). "
                    "`urcdm-study mrmc FILE --arm ARM --cov METHOD` reproduces an arm's numbers; in R, MRMCaov's "
                    "`mrmc(empirical_auc(truth, rating), arm, reader, case, data)` takes the same table.")

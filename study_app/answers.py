@@ -1,4 +1,6 @@
-"""ANSWERS.csv -> validated ``Answer`` rows; any bad row is one error naming the row."""
+"""ANSWERS.csv -> validated ``Answer`` rows; any bad row is one error naming the row.
+
+Cells our exports neutralised for spreadsheets (``study_app.spreadsheet``) are read back as typed."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import csv
 from pathlib import Path
 
 from study_app.scoring import LABELS, Answer
+from study_app.spreadsheet import restore
 from urcdm.errors import UserError
 
 REQUIRED = ("reader", "case", "arm", "truth", "answer")
@@ -42,7 +45,7 @@ def _read(path: Path) -> list[Answer]:
 
 
 def _parse_row(row: dict, where: str) -> Answer:
-    values = {column: (row.get(column) or "").strip() for column in REQUIRED}
+    values = {column: restore((row.get(column) or "").strip()) for column in REQUIRED}
     for column in REQUIRED:
         if not values[column]:
             raise UserError(f"{where}: empty {column}")

@@ -24,7 +24,7 @@ from typing import Sequence
 from study_app.access import hash_secret
 from study_app.answers import read_answers
 from study_app.scoring import score
-from urcdm.clikit import ArgumentParser, add_output_options, print_json, print_table, run_cli
+from urcdm.clikit import ArgumentParser, add_output_options, check_port_free, print_json, print_table, run_cli
 from urcdm.errors import OutputExistsError, UserError
 
 DEFAULT_PORT = 8501
@@ -139,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from study_app.server import serve
     from study_app.study import load_study
 
+    check_port_free(args.port, args.address)  # before minutes of rendering, not after
     return serve(prepare(load_study(args.study)), args.port, args.address)
 
 
@@ -148,6 +149,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from study_app.server import serve
     from study_app.study import load_study
 
+    if not args.no_run:
+        check_port_free(args.port, args.address)  # before a new study and secret are made and printed
     study_file, secret = build_demo(args.out, fresh=args.fresh)
     prepared = prepare(load_study(study_file))
     readers = ", ".join(f"{reader} / code {code}" for reader, code in DEMO_READERS.items())
@@ -157,16 +160,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from study_app.prepare import open_prepared
+    from study_app.prepared import open_prepared
     from study_app.store import AnswerStore
     from study_app.study import load_study
 
     if args.out.exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out}: already exists (use --overwrite to replace it)")
     prepared = open_prepared(load_study(args.study).workdir)
-    temp = args.out.with_name(f".{args.out.name}.partial")
-    count = AnswerStore(prepared.store_path).export_csv(temp)
-    temp.replace(args.out)
+    count = AnswerStore(prepared.store_path).export_csv(args.out)  # whole or not at all, mode 0600
     print(f"{count} answers written to {args.out}", file=sys.stderr)
     return 0
 

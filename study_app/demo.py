@@ -1,12 +1,19 @@
 """``urcdm-study demo``: a small study built from embedded data, so a newcomer sees the app working.
 
-Real: 256 px crops of scikit-image's IHC micrograph (human colon, 512 x 512), written as it is (no
-mirrored or tiled region) as a pyramid slide. "Synthetic": crops of the same micrograph degraded two
-ways, blurred and stain-shifted (``evaluation.demo_data.degraded_versions``), one arm each. The crops
-are fixed-size at full resolution (URCDM level 2: one slide pixel per crop pixel), so every case is
-served at 256 px and the viewer's 1:1 shows the micrograph's own pixels. Two demo readers and a fresh
-organiser secret are printed; the study file holds only hashes (the demo keeps its secret beside it,
-in ``organiser-secret.txt``, so running the demo again restarts the same study with its answers).
+Real: crops of scikit-image's IHC micrograph (human colon, 512 x 512). "Synthetic": crops of the
+same micrograph degraded two ways, blurred and stain-shifted (``evaluation.demo_data.degraded_versions``),
+one arm each. A reader must never meet the same tissue as real and as synthetic (a blurred copy of a
+real crop they have just seen would give the answer away), so the micrograph is cut into its four
+256-px quadrants, each written as it is (no mirrored or tiled region) as a pyramid slide, and each
+quadrant serves one side of one arm only: the arms' real crops come from the top two, their
+synthetic crops from the bottom two. No image is shared by two arms either, so every reader gets
+``cases_per_reader`` cases of each arm, the same ones for every reader in their own order: a fully
+crossed design per arm, which MRMC analyses as it is.
+
+The crops are 128 px at full resolution (URCDM level 2: one slide pixel per crop pixel), so the
+viewer's 1:1 shows the micrograph's own pixels. Two demo readers and a fresh organiser secret are
+printed; the study file holds only hashes (the demo keeps its secret beside it, in
+``organiser-secret.txt``, so running the demo again restarts the same study with its answers).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from evaluation.demo_data import degraded_versions
@@ -25,8 +33,16 @@ from urcdm.pyramid import ArraySource, write_pyramid
 from urcdm.sample_data import immunohistochemistry_micrograph
 
 DEMO_READERS = {"reader-1": "demo", "reader-2": "demo"}
-_ARMS = {"BLURRED-ARM": "blurred", "STAIN-ARM": "stain-shift"}
-CROP_SIZE = 256  # px, at full resolution: a quarter of the 512^2 micrograph per case
+QUADRANT = 256  # px: each slide is one quadrant of the 512^2 micrograph
+CROP_SIZE = 128  # px, at full resolution: a quarter of a quadrant per case
+CASES_PER_READER = 8  # per arm: 4 real and 4 synthetic
+# slide name -> (the image it is cut from, the top-left corner of its quadrant)
+SLIDES = {"real-top-left": ("real", (0, 0)), "real-top-right": ("real", (QUADRANT, 0)),
+          "blurred-bottom-right": ("blurred", (QUADRANT, QUADRANT)),
+          "stain-shift-bottom-left": ("stain-shift", (0, QUADRANT))}
+# arm -> (its real slide, its synthetic slide): four quadrants, no two of them overlapping
+ARMS = {"BLURRED-ARM": ("real-top-left", "blurred-bottom-right"),
+        "STAIN-ARM": ("real-top-right", "stain-shift-bottom-left")}
 
 
 def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, str]:
@@ -38,32 +54,34 @@ def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, st
     study_file, secret_file = out / "study.yaml", out / "organiser-secret.txt"
     if study_file.exists() and secret_file.exists() and not fresh:
         return study_file, secret_file.read_text().strip()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not fresh and not (out / "slides").is_dir():
             raise OutputExistsError(f"{out}: exists and is not a demo study; choose another --out")
         shutil.rmtree(out)
     real = immunohistochemistry_micrograph()
-    degraded = degraded_versions(real)
+    images = {"real": real, **degraded_versions(real)}
     slides = out / "slides"
     slides.mkdir(parents=True, exist_ok=True)
-    write_pyramid(ArraySource(real), slides / "real.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
-    for name in _ARMS.values():
-        write_pyramid(ArraySource(degraded[name]), slides / f"{name}.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
+    for name, (image, (x, y)) in SLIDES.items():
+        quadrant = np.ascontiguousarray(images[image][y:y + QUADRANT, x:x + QUADRANT])
+        write_pyramid(ArraySource(quadrant), slides / f"{name}.tiff", tile=256, quality=95, mpp=0.5, overwrite=True)
     secret = secrets.token_urlsafe(12)
-    # Fixed-size crops at URCDM level 2 (full resolution: 256 slide pixels each), so the study's
-    # display side is 256 (display.size only caps it) and every case is shown one slide pixel per pixel.
+    # Fixed-size crops at URCDM level 2 (full resolution: 128 slide pixels each), so the study's
+    # display side is 128 (display.size only caps it) and every case is shown one slide pixel per pixel.
     crop_spec = {"n": crops, "level": 2, "size": CROP_SIZE}
     study = {
         "title": "Real or synthetic? (demo)",
         "instructions": "Each image is a crop of an immunohistochemistry micrograph. Zoom in with the mouse wheel, "
                         "drag to pan, then decide whether the image is **real** or **synthetic**.",
         "seed": 1,
-        "cases_per_reader": 6,
-        "display": {"size": 512, "format": "jpeg", "quality": 92},
+        "cases_per_reader": CASES_PER_READER,
+        "display": {"size": 512},  # format auto: uncompressed, so the served bytes say nothing of the class
         "answers": {"confidence": True},
-        "shared_images": "split",  # both arms draw their real crops from the same slide
-        "arms": [{"name": arm, "real": {"slides": "slides/real.tiff", "crops": crop_spec},
-                  "synthetic": {"slides": f"slides/{name}.tiff", "crops": crop_spec}} for arm, name in _ARMS.items()],
+        "arms": [{"name": arm, "real": {"slides": f"slides/{real_slide}.tiff", "crops": crop_spec},
+                  "synthetic": {"slides": f"slides/{synthetic_slide}.tiff", "crops": crop_spec}}
+                 for arm, (real_slide, synthetic_slide) in ARMS.items()],
         "access": {"readers": [{"id": reader, "code": hash_secret(code)} for reader, code in DEMO_READERS.items()]},
         "admin": {"secret_hash": hash_secret(secret)},
         "workdir": "study-run",

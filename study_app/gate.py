@@ -1,7 +1,8 @@
 """Who may see what: one study's sessions checked against its current study file.
 
-Shared by the pages (``study_app.app``) and the image route (``study_app.web``), which run in one
-server process: both ask the same ``Gate`` whether a session token is live and what it may see.
+Shared by the pages (``study_app.app``) and the study's routes (``study_app.web``: images, answers,
+downloads), which run in one server process: all ask the same ``Gate`` whether a session token is
+live and what it may see, and store answers through its one ``AnswerStore``.
 The prepared study is reloaded when its manifest or study file changes, so an edited code or secret
 takes effect (and ends the sessions opened with the old one) without restarting the server.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 
 from study_app.access import credential_fingerprint
 from study_app.cases import Case
-from study_app.prepare import MANIFEST, PreparedStudy, open_prepared
+from study_app.prepared import MANIFEST, PreparedStudy, open_prepared
 from study_app.sessions import SESSIONS, Session, SessionStore
+from study_app.store import AnswerStore
 
 ORGANISER = "organiser"
 
@@ -26,6 +28,7 @@ class Gate:
     def __init__(self, prepared: PreparedStudy):
         self.prepared = prepared
         self.sessions = SessionStore(prepared.workdir / SESSIONS)
+        self.answers = AnswerStore(prepared.store_path)
         self._orders: dict[str, list[Case]] = {}
         self._assigned: dict[str, frozenset[str]] = {}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from study_app.spreadsheet import restore
 from urcdm.errors import UserError
 
 TRUTHS = {"1": True, "synthetic": True, "0": False, "real": False}
@@ -46,7 +47,9 @@ def read_design(path: str | Path, arm: str | None = None) -> Design:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [name.strip().lower() for name in reader.fieldnames or []]
-            rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
+            # Cells an export neutralised for spreadsheets are read back as typed (study_app.spreadsheet).
+            rows = [{k.strip().lower(): restore((v or "").strip()) for k, v in row.items() if k is not None}
+                    for row in reader]
     except (UnicodeDecodeError, csv.Error) as exc:  # binary junk, NUL bytes: not a text CSV at all
         raise UserError(f"{path}: not a UTF-8 CSV text file ({str(exc).splitlines()[0]})") from None
     if "arm" not in columns and "treatment" in columns:  # the OR-DBM / RJafroc files say treatment

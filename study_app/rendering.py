@@ -1,36 +1,37 @@
-"""Parity encoding: every image a reader sees is made the same way, whatever it came from.
+"""Parity rendering: every image a reader sees is made the same way, whatever it came from.
 
 A real crop cut from an Aperio SVS and a synthetic one from our pyramid differ in container, tile
 codec, ICC profile and metadata (an ImageDescription saying "Aperio" on real images only would give
 the game away). So each case is read as plain RGB pixels through the slide layer at the study's
 one display side, and encoded afresh from a bare array: same format, size, quality and chroma
-subsampling for all, no EXIF, ICC or text, and the same file timestamp.
+subsampling for all (``study_app.encodings``), no EXIF, ICC or text, and the same file timestamp.
 
 The display side is the smallest source side among the study's cases (``source_side``), capped by
 ``display.size``: a study of equal-sized crops is shown at exactly one source pixel per pixel (the
 viewer's 1:1), a study mixing sizes at its smallest, and nothing is upscaled.
 
-Compressed sizes differ by content (a blurred image compresses to half the bytes of a sharp one),
-and a browser shows them as Content-Length. So once every case is rendered, each file is padded to
-the study's longest: JPEGs with the same number of zero-filled comment segments after SOI, PNGs with
-one private ancillary chunk, which decoders skip. See ``study_app.parity`` for what is left.
+The default encoding for crops up to 2048 px and for whole-slide tiles is uncompressed (``raw``),
+whose bytes depend on the size alone. Compressed sizes differ by content (a blurred image compresses
+to half the bytes of a sharp one), and a browser shows them as Content-Length; so a study that opts
+for JPEG or PNG has each file padded to the study's longest: JPEGs with the same number of
+zero-filled comment segments after SOI, PNGs with one private ancillary chunk, which decoders skip.
+That hides the total length only: the padding's own length and the coded data's length still follow
+the picture, and ``study_app.parity`` reports them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from evaluation.crops import CropProtocol
 from study_app.cases import Case
-from study_app.study import FORMATS, Display
+from study_app.encodings import Encoding
 from urcdm.slides import open_slide
 
 # Every served file gets this modification time: HTTP Last-Modified must not reveal that real
@@ -64,22 +65,12 @@ def read_case_pixels(case: Case, size: int) -> np.ndarray:
         return slide.read_region(x, y, side, side, out_size=(size, size), within=case.crop[3:7] or None)
 
 
-def encode(rgb: np.ndarray, display: Display) -> bytes:
-    image = Image.fromarray(np.ascontiguousarray(rgb[..., :3]))  # a bare array: no metadata to carry
-    buffer = io.BytesIO()
-    if display.format == "jpeg":
-        image.save(buffer, format=FORMATS["jpeg"], quality=display.quality, subsampling="4:2:0", optimize=False)
-    else:
-        image.save(buffer, format=FORMATS["png"], compress_level=6)
-    return buffer.getvalue()
-
-
-def render_case(case: Case, display: Display, out_dir: Path, side: int) -> str:
+def render_case(case: Case, encoding: Encoding, out_dir: Path, side: int) -> str:
     """Write the case's image, ``side`` pixels square, as ``<case id><suffix>``; returns its content
     id (a sha256 prefix of the pixels shown, so the same image reached through two files or arms is
     recognised)."""
     pixels = read_case_pixels(case, side)
-    write_served(out_dir / f"{case.id}{display.suffix}", encode(pixels, display))
+    write_served(out_dir / f"{case.id}{encoding.suffix}", encoding.encode(pixels))
     return hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()[:16]
 
 
@@ -95,7 +86,8 @@ _PNG_CHUNK = b"paDd"   # ancillary (p), private (a), reserved (D), safe to copy 
 
 
 def padding_plan(lengths: list[int], image_format: str) -> tuple[int, int]:
-    """(target length, segments per file) that bring every file to one length with the same structure."""
+    """(target length, segments per file) that bring every file to one length with the same structure.
+    ``image_format``: the container, ``jpeg`` or ``png``."""
     longest, shortest = max(lengths), min(lengths)
     if image_format == "jpeg":
         segments = max(1, -(-(longest - shortest) // _JPEG_SEGMENT))

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from study_app.prepare import PreparedStudy
+from study_app.prepared import PreparedStudy
 from urcdm.clikit import check_port_free
 
 

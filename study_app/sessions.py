@@ -7,9 +7,13 @@ study key): logging out revokes the row, and a changed code or secret no longer 
 fingerprint, so every session opened with the old one ends at its next request. Nothing here is
 trusted from the browser except the token.
 
-Back-off counts wrong codes per reader id and per client address; after a few free tries each
-further failure doubles the wait (``access.backoff_seconds``), and a success clears the reader's
-count. The counts live in the database, so restarting the server does not reset them.
+Back-off counts wrong codes per (role, id), the organiser apart from every reader, and separately
+per client address with a much higher bar (``access``): a wrong guess at one reader's code never
+holds back another reader with the right one, nor the organiser. After the free tries each further
+failure doubles the wait; a success clears its own (role, id) count, never the address's (one valid
+code must not wipe out a record of guessing), and failures are forgotten a day after the last one.
+The counts live in the database, so restarting the server does not reset them. The file holds
+session hashes: it is created (and kept) mode 0600.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from study_app.access import backoff_seconds
+from study_app.access import ADDRESS_FREE_TRIES, FORGET_AFTER_S, FREE_TRIES, backoff_seconds
+from study_app.private_files import private_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -43,6 +48,7 @@ CREATE TABLE IF NOT EXISTS login_failures (
 );
 """
 SESSIONS = "sessions.sqlite"
+ADDRESS = "address"  # the back-off scope of client addresses; every other scope is a role
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def _digest(token: str) -> str:
 
 class SessionStore:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = private_database(Path(path))
         self._local = threading.local()
         self._db().executescript(SCHEMA)
 
@@ -103,23 +109,29 @@ class SessionStore:
                                (time.time() if now is None else now, _digest(token)))
 
     def wait_seconds(self, keys: dict[str, str], now: float | None = None) -> float:
-        """Seconds before another login may be tried, the longest over ``{scope: key}``."""
+        """Seconds before another login may be tried, the longest over ``{scope: key}`` (a role and
+        the id, and ``address`` and the client's address)."""
         now = time.time() if now is None else now
         wait = 0.0
         for scope, key in keys.items():
             row = self._db().execute("SELECT failures, last FROM login_failures WHERE scope = ? AND key = ?",
                                      (scope, key)).fetchone()
-            if row:
-                wait = max(wait, row[1] + backoff_seconds(row[0]) - now)
+            if row and now - row[1] < FORGET_AFTER_S:
+                free = ADDRESS_FREE_TRIES if scope == ADDRESS else FREE_TRIES
+                wait = max(wait, row[1] + backoff_seconds(row[0], free) - now)
         return max(wait, 0.0)
 
     def failed(self, keys: dict[str, str], now: float | None = None) -> None:
         now = time.time() if now is None else now
         for scope, key in keys.items():
+            # A count whose last failure is forgotten starts again at one.
             self._db().execute(
-                "INSERT INTO login_failures VALUES (?, ?, 1, ?) ON CONFLICT (scope, key)"
-                " DO UPDATE SET failures = failures + 1, last = excluded.last", (scope, key, now))
+                "INSERT INTO login_failures VALUES (?, ?, 1, ?) ON CONFLICT (scope, key) DO UPDATE SET"
+                " failures = CASE WHEN excluded.last - last >= ? THEN 1 ELSE failures + 1 END, last = excluded.last",
+                (scope, key, now, FORGET_AFTER_S))
 
     def succeeded(self, keys: dict[str, str]) -> None:
+        """A right code clears its own (role, id) count; an address's count is never cleared by one."""
         for scope, key in keys.items():
-            self._db().execute("DELETE FROM login_failures WHERE scope = ? AND key = ?", (scope, key))
+            if scope != ADDRESS:
+                self._db().execute("DELETE FROM login_failures WHERE scope = ? AND key = ?", (scope, key))

@@ -4,7 +4,10 @@ UNIQUE(reader, case) makes a double click or a resubmitted form record one answe
 an answered case can't be silently overwritten: ``record`` reports the answer already stored.
 Each thread gets its own connection (sqlite3 connections must not be shared across threads);
 WAL plus a busy timeout lets many readers write at once, and ``synchronous=FULL`` means an
-acknowledged answer survives the server being killed.
+acknowledged answer survives the server being killed. The database holds the truth, so it is
+created (and kept) mode 0600. Besides the answers it keeps when each reader was shown each case,
+so a case's reading time survives a server restart. CSV exports neutralise cells a spreadsheet
+would run (``study_app.spreadsheet``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from study_app.private_files import private_database, write_private
+from study_app.spreadsheet import neutralised_row
 from urcdm import __version__
 
 SCHEMA = """
@@ -38,11 +43,17 @@ CREATE TABLE IF NOT EXISTS answers (
     UNIQUE (reader, case_id)
 );
 CREATE INDEX IF NOT EXISTS answers_by_reader ON answers (reader);
+CREATE TABLE IF NOT EXISTS shown (
+    reader   TEXT NOT NULL,
+    case_id  TEXT NOT NULL,
+    shown_at REAL NOT NULL,
+    PRIMARY KEY (reader, case_id)
+);
 """
 EXPORT_COLUMNS = ("reader", "case", "arm", "truth", "answer", "confidence", "shown_at", "answered_at",
                   "seconds", "image_id", "app_version", "flagged", "comment", "max_zoom")
 # Columns added after the first release: a study answered with an older version gains them, empty.
-# max_zoom: the furthest the reader zoomed in, in screen pixels per pixel of the case as served (1 = 1:1).
+# max_zoom: the furthest the reader zoomed in, relative to the case fitted to the window (1 = never zoomed in).
 _ADDED_COLUMNS = {"flagged": "INTEGER NOT NULL DEFAULT 0", "comment": "TEXT NOT NULL DEFAULT ''", "max_zoom": "REAL"}
 _SELECT = ("SELECT reader, case_id, arm, truth, answer, confidence, shown_at, answered_at, image_id, app_version,"
            " flagged, comment, max_zoom FROM answers")
@@ -76,7 +87,7 @@ def _stored(row: tuple) -> StoredAnswer:
 
 class AnswerStore:
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = private_database(Path(path))
         self._local = threading.local()
         with self._connection() as db:
             db.executescript(SCHEMA)
@@ -107,6 +118,16 @@ class AnswerStore:
              comment, max_zoom))
         return cursor.rowcount == 1, self.get(reader, case)
 
+    def mark_shown(self, reader: str, case: str, when: float, replace: bool = False) -> None:
+        """The reader's case went on screen at ``when`` (kept if already set, unless ``replace``)."""
+        verb = "REPLACE" if replace else "IGNORE"
+        self._connection().execute(f"INSERT OR {verb} INTO shown VALUES (?, ?, ?)", (reader, case, when))
+
+    def shown_at(self, reader: str, case: str) -> float | None:
+        row = self._connection().execute("SELECT shown_at FROM shown WHERE reader = ? AND case_id = ?",
+                                         (reader, case)).fetchone()
+        return row[0] if row else None
+
     def get(self, reader: str, case: str) -> StoredAnswer | None:
         row = self._connection().execute(_SELECT + " WHERE reader = ? AND case_id = ?", (reader, case)).fetchone()
         return _stored(row) if row else None
@@ -127,8 +148,11 @@ class AnswerStore:
         return dict(self._connection().execute("SELECT reader, COUNT(*) FROM answers GROUP BY reader ORDER BY reader"))
 
     def export_csv(self, out: str | Path) -> int:
-        with open(out, "w", newline="") as handle:
-            return self.write_csv(handle)
+        """Write the answers (with their truth) to ``out``, created mode 0600 and renamed into place whole."""
+        buffer = io.StringIO()
+        count = self.write_csv(buffer)
+        write_private(Path(out), buffer.getvalue())
+        return count
 
     def csv_text(self) -> str:
         buffer = io.StringIO()
@@ -140,9 +164,10 @@ class AnswerStore:
         writer = csv.writer(handle)
         writer.writerow(EXPORT_COLUMNS)
         for a in answers:
-            writer.writerow([a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
-                             f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version, int(a.flagged), a.comment,
-                             "" if a.max_zoom is None else f"{a.max_zoom:.4g}"])
+            writer.writerow(neutralised_row([
+                a.reader, a.case, a.arm, a.truth, a.answer, "" if a.confidence is None else a.confidence,
+                f"{a.shown_at:.3f}", f"{a.answered_at:.3f}", f"{a.seconds:.3f}", a.image_id, a.app_version,
+                int(a.flagged), a.comment, "" if a.max_zoom is None else f"{a.max_zoom:.4g}"]))
         return len(answers)
 
     def close(self) -> None:

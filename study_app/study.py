@@ -9,8 +9,11 @@
     shared_cases: true            # every reader sees the same cases, each in their own order
     shared_images: refuse         # arms showing the same image: refuse | split (each reader sees it in one arm)
     show_magnification: true      # then each arm needs `magnification`
-    display: {size: 1024, format: jpeg, quality: 92}  # size is a cap: every case is shown at one side, the
-                                  # smallest source side among the cases up to the cap (1:1 = one source pixel)
+    display: {size: 1024, format: auto, quality: 92, parity: refuse}
+                                  # size is a cap: every case is shown at one side, the smallest source side
+                                  # among the cases up to the cap (1:1 = one source pixel). format: auto (raw up
+                                  # to 2048 px, else jpeg) | raw (uncompressed PNG, blind) | png | jpeg; parity:
+                                  # refuse (default) or warn when the served bytes separate real from synthetic
     answers: {confidence: true}   # real / synthetic, plus confidence 1-5
     arms:
       - name: URCDM
@@ -48,10 +51,11 @@ import yaml
 
 from evaluation.crops import CropProtocol
 from study_app.access import is_hashed_secret
+from study_app.encodings import FORMATS, Encoding, resolve_format
 from study_app.scoring import LABELS as TRUTHS
 from urcdm.errors import UserError
 
-FORMATS = {"jpeg": "JPEG", "png": "PNG"}
+PARITY_CHOICES = ("refuse", "warn")
 MAX_DISPLAY = 8192
 
 
@@ -98,15 +102,19 @@ class Display:
     """How cases are served. ``size`` is the display cap (the key keeps its old name): a case is
     shown at its source resolution up to it. Served images must have one size in both classes, so
     the whole study has one display side, the smallest source side among its cases, capped here
-    (``side``); a study of equal-sized crops is then shown exactly 1:1, one source pixel per pixel."""
+    (``side``); a study of equal-sized crops is then shown exactly 1:1, one source pixel per pixel.
+
+    ``format`` may be ``auto``, resolved once the side is known (``encoding``); ``parity`` says what
+    ``prepare`` does when the served bytes separate the classes: refuse the study, or warn and go on."""
 
     size: int = 1024
-    format: str = "jpeg"
+    format: str = "auto"
     quality: int = 92
+    parity: str = "refuse"
 
-    @property
-    def suffix(self) -> str:
-        return ".jpg" if self.format == "jpeg" else ".png"
+    def encoding(self, side: int) -> Encoding:
+        """How images ``side`` px a side are served under these settings."""
+        return Encoding(resolve_format(self.format, side), self.quality)
 
     def side(self, smallest_source_side: int) -> int:
         """The study's display side, given the smallest source side among its cases."""
@@ -145,7 +153,8 @@ class Study:
         its identity.
         """
         base = self.path.parent if self.path else None
-        return {"seed": self.seed, "display": vars(self.display), "split_shared": self.split_shared,
+        shown = {"size": self.display.size, "format": self.display.format, "quality": self.display.quality}
+        return {"seed": self.seed, "display": shown, "split_shared": self.split_shared,
                 **({"whole_slides": vars(self.whole_slides)} if any(a.whole_slides for a in self.arms) else {}),
                 "arms": [{"name": a.name, **{t: _source_settings(a.source(t), base) for t in TRUTHS}} for a in self.arms]}
 
@@ -363,14 +372,17 @@ def _parse_whole_slides(values: _Fields) -> WholeSlides:
 
 
 def _parse_display(display: _Fields) -> Display:
-    display.reject_unknown({"size", "format", "quality"})
+    display.reject_unknown({"size", "format", "quality", "parity"})
     size = display.get("size", int, 1024)
     if not 64 <= size <= MAX_DISPLAY:
         raise UserError(f"{display.name('size')}: must be between 64 and {MAX_DISPLAY} px, got {size}")
-    image_format = display.get("format", str, "jpeg").lower()
+    image_format = display.get("format", str, "auto").lower()
     if image_format not in FORMATS:
         raise UserError(f"{display.name('format')}: expected one of {', '.join(FORMATS)}, got {image_format!r}")
     quality = display.get("quality", int, 92)
     if not 1 <= quality <= 100:
         raise UserError(f"{display.name('quality')}: must be between 1 and 100")
-    return Display(size, image_format, quality)
+    parity = display.get("parity", str, "refuse")
+    if parity not in PARITY_CHOICES:
+        raise UserError(f"{display.name('parity')}: expected refuse or warn, got {parity!r}")
+    return Display(size, image_format, quality, parity)

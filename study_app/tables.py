@@ -1,7 +1,7 @@
 """Flat tables for the organiser: progress per reader and the Table-1 results (pure).
 
 The same rows feed the organiser's screen, its CSV downloads and the plots, so what is shown is what
-is exported.
+is exported; text a spreadsheet would run is neutralised in the CSV (``study_app.spreadsheet``).
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import datetime
 from typing import Sequence
 
 from study_app.cases import Case
 from study_app.scoring import LABELS, Answer
+from study_app.spreadsheet import neutralise
 from study_app.store import StoredAnswer
 
 RESULT_COLUMNS = ("arm", "reader", "tp", "fp", "tn", "fn", "n", "p", "p_low", "p_high", "abs_p_minus_half",
@@ -78,6 +80,37 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in columns} for row in rows)
+    writer.writerows({k: neutralise("" if row.get(k) is None else row.get(k)) for k in columns} for row in rows)
     return buffer.getvalue()
 
+
+
+def _number(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _interval(estimate, low, high) -> str:
+    if estimate is None:
+        return "–"
+    return f"{estimate:.2f} ({low:.2f}–{high:.2f})" if low is not None else f"{estimate:.2f}"
+
+
+def display_results(rows: Sequence[dict]) -> list[dict]:
+    """``result_rows`` as the organiser reads them: intervals beside their estimates, missing values as
+    "–" (never "None"), short headings, so that an arm's table fits a 1366-px window."""
+    return [{"reader": row["reader"], "TP": row["tp"], "FP": row["fp"], "TN": row["tn"], "FN": row["fn"], "n": row["n"],
+             "p (95 % CI)": _interval(row["p"], row["p_low"], row["p_high"]),
+             "|p−0.5|": _number(row["abs_p_minus_half"]),
+             "accuracy (95 % CI)": _interval(row["accuracy"], row["accuracy_low"], row["accuracy_high"]),
+             "ROC AUC": _number(row["roc_auc"], 2), "w-MAE": _number(row["w_mae"]),
+             "binomial p": _number(row["binomial_p_accuracy"], 4), "Fleiss κ": _number(row["fleiss_kappa"])}
+            for row in rows]
+
+
+def display_progress(rows: Sequence[dict]) -> list[dict]:
+    """``progress_rows`` for the screen: times as text, "–" before a reader's first answer."""
+    def when(stamp):
+        return "–" if stamp is None else datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+    return [{"reader": row["reader"], "answered": row["answered"], "assigned": row["assigned"], "done": row["done"],
+             "median s / case": _number(row["median_seconds"], 1), "last answer": when(row["last_answer"])}
+            for row in rows]

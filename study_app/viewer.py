@@ -1,18 +1,18 @@
 """The case reader as a Streamlit component: the image viewer, the answer bar and the keyboard.
 
 A ``components.v2`` component runs in the page itself (no iframe), so it can size the image to the
-window, keep the answer bar in view at any window size, take keys (R/S, 1-5, F) without a click into a
-frame first, and swap to the prefetched next image as soon as the answer is stored. Its browser code
-lives in ``assets/`` as plain JS and CSS. What it is given per case is only the opaque case id, the
-image's authenticated URL and the next one's (or a whole slide's tile URL and layout, the same for
-every slide), and the position in the reader's list.
+window, keep the answer bar in view at any window size, and take keys (R/S, 1-5, F) without a click
+into a frame first. Its browser code lives in ``assets/`` as plain JS and CSS. It is given the
+reader's position (``study_app.reading.reader_position``): only the opaque case id, the image's
+authenticated URL and the next one's (or a whole slide's tile URL and layout, the same for every
+slide), the position in the reader's list, and where to post the answer. From there it goes on by
+itself: each answer's reply from the study's route carries the next position.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 
@@ -27,18 +27,7 @@ def _component():
         isolate_styles=False)
 
 
-def case_reader(case_id: str, image_url: str, next_case: tuple[str, str | None] | None, index: int, total: int,
-                confidence: bool, on_answer: Callable[[], None], slide: dict | None = None):
-    """``next_case`` is (id, image URL) of the case that follows, prefetched and shown on answering
-    (no URL: a whole slide, shown when the server confirms). ``slide``: a whole-slide case's tile
-    layout and authenticated tile URL (``PreparedStudy.slide_view``), read in OpenSeadragon."""
-    data = {"case": case_id, "image": None if slide else image_url, "slide": slide,
-            "next_case": next_case[0] if next_case else None, "next": next_case[1] if next_case else None,
-            "index": index, "total": total, "confidence": confidence}
-    return _component()(key=COMPONENT_KEY, data=data, on_answer_change=on_answer)
-
-
-def submitted_answer() -> dict | None:
-    """The answer the bar just sent (inside the ``on_answer`` callback), or None."""
-    state = st.session_state.get(COMPONENT_KEY)
-    return None if state is None else state.get("answer")
+def case_reader(position: dict):
+    """Mount (or update) the case reader at ``position``; when the browser reports the study
+    finished, Streamlit runs the page again, which then thanks the reader."""
+    return _component()(key=COMPONENT_KEY, data=position, on_finished_change=lambda: None)

@@ -1,11 +1,13 @@
 """Blinding beyond metadata: no image is shown to a reader twice, and nothing served (byte length,
-format, tables, structure) separates real from synthetic; the parity report says so, per attribute."""
+every segment's length, the coded length, format, tables, structure) separates real from synthetic;
+the parity report says so, per attribute and per arm, and a study whose bytes leak is refused."""
 
 from __future__ import annotations
 
 import io
 import json
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from PIL import Image, ImageFilter
 from conftest import tissue_image
 from study_app.cases import assign_cases, repeated_content
 from study_app.demo import build_demo
-from study_app.parity import parity_report, served_attributes, trivial_accuracy
+from study_app.parity import parity_report, separation_auc, served_attributes, trivial_accuracy
 from study_app.prepare import PARITY, STATIC, prepare
 from study_app.study import load_study
 from urcdm.errors import UserError
@@ -23,13 +25,36 @@ from urcdm.errors import UserError
 
 @pytest.fixture(scope="module")
 def demo_study(tmp_path_factory):
-    """The embedded demo: both arms draw their real crops from one slide, so they share images."""
+    """The embedded demo: each side of each arm from its own quadrant of the micrograph."""
     return build_demo(tmp_path_factory.mktemp("blinding") / "demo", crops=6)[0]
 
 
-def test_a_reader_never_sees_the_same_image_twice(demo_study):
-    prepared = prepare(load_study(demo_study), progress=False)
-    assert repeated_content(prepared.cases), "the demo's arms share real images: the check needs them"
+def variant(demo_study, folder, **changes) -> Path:
+    """The demo study with ``changes`` (top-level fields; ``arms`` a function of the arms), as its own study."""
+    values = yaml.safe_load(demo_study.read_text())
+    arms = changes.pop("arms", None)
+    values.update(changes)
+    values["workdir"] = str(folder / "run")
+    values["arms"] = [{**arm, **{t: {**arm[t], "slides": str(demo_study.parent / arm[t]["slides"])}
+                                 for t in ("real", "synthetic")}} for arm in values["arms"]]
+    if arms:
+        values["arms"] = arms(values["arms"])
+    study = folder / "study.yaml"
+    study.write_text(yaml.safe_dump(values))
+    return study
+
+
+def one_real_slide(arms):
+    """Both arms draw their real crops from the same slide, so they share images."""
+    return [arms[0], {**arms[1], "real": arms[0]["real"]}]
+
+
+def test_a_reader_never_sees_the_same_image_twice(demo_study, tmp_path, capsys):
+    study = variant(demo_study, tmp_path, arms=one_real_slide, shared_images="split")
+    prepared = prepare(load_study(study), progress=False)
+    assert repeated_content(prepared.cases), "the arms share real images: the check needs them"
+    # Readers then get fewer cases than cases_per_reader promises, and prepare says why.
+    assert "not cases_per_reader: 8: with shared_images: split" in capsys.readouterr().err
     for reader in [f"reader-{i}" for i in range(40)]:
         shown = prepared.reader_cases(reader)
         contents = [case.content_id for case in shown]
@@ -48,13 +73,7 @@ def test_a_reader_never_sees_the_same_image_twice(demo_study):
 
 
 def test_shared_images_are_refused_unless_split(demo_study, tmp_path):
-    values = yaml.safe_load(demo_study.read_text())
-    del values["shared_images"]
-    values["workdir"] = str(tmp_path / "run")
-    values["arms"] = [{**arm, **{t: {**arm[t], "slides": str(demo_study.parent / arm[t]["slides"])} for t in ("real", "synthetic")}}
-                      for arm in values["arms"]]
-    study = tmp_path / "study.yaml"
-    study.write_text(yaml.safe_dump(values))
+    study = variant(demo_study, tmp_path, arms=one_real_slide)
     with pytest.raises(UserError, match="share an image .*`shared_images: split`"):
         prepare(load_study(study), progress=False)
 
@@ -77,25 +96,74 @@ def test_the_same_image_twice_in_one_arm_is_refused(tmp_path):
         prepare(load_study(study), progress=False)
 
 
-def test_served_files_have_one_length_and_the_parity_report_finds_nothing(demo_study):
+def served_files(prepared) -> list[Path]:
+    return [prepared.workdir / STATIC / f"{case.id}{prepared.encoding.suffix}" for case in prepared.cases]
+
+
+def test_the_demo_serves_bytes_that_depend_on_the_image_size_alone(demo_study):
     prepared = prepare(load_study(demo_study), progress=False)
-    files = [prepared.workdir / STATIC / f"{case.id}.jpg" for case in prepared.cases]
-    assert len({f.stat().st_size for f in files}) == 1
+    assert prepared.encoding.format == "raw"
+    files = served_files(prepared)
     report = json.loads((prepared.workdir / PARITY).read_text())
     assert report["separating"] == [] and report["cases"] == len(prepared.cases)
-    for name, attribute in report["attributes"].items():
-        if attribute["served"]:
-            assert attribute["accuracy"] == pytest.approx(report["base_rate"]), name
-    # Recomputed here from the served bytes, independently of the report.
-    truths = [case.truth for case in prepared.cases]
-    for name in ("bytes", "width", "quantization", "structure"):
-        values = [served_attributes(f.read_bytes())[name] for f in files]
-        assert trivial_accuracy(values, truths) == pytest.approx(0.5), name
-    # What padding hides is real: the blurred arm's coded data is far smaller, and the report says so.
-    blurred = [c for c in prepared.cases if c.arm == "BLURRED-ARM"]
-    blurred_files = [prepared.workdir / STATIC / f"{c.id}.jpg" for c in blurred]
-    coded = [served_attributes(f.read_bytes())["coded_bytes"] for f in blurred_files]
-    assert trivial_accuracy(coded, [c.truth for c in blurred]) == 1.0
+    for table in [report, *report["arms"].values()]:
+        for name, attribute in table["attributes"].items():  # every attribute the same in every file
+            assert attribute["constant"] and attribute["accuracy"] == pytest.approx(table["base_rate"]), name
+    # Recomputed here from the served bytes, independently of the report: every byte that is not a
+    # pixel (or a checksum of the pixels) is the same in every file.
+    attributes = [served_attributes(f.read_bytes()) for f in files]
+    assert all(a == attributes[0] for a in attributes) and attributes[0]["bytes"] == files[0].stat().st_size
+    skeletons = {_skeleton(f.read_bytes()) for f in files}
+    assert len(skeletons) == 1
+
+
+def _skeleton(data: bytes) -> bytes:
+    """A PNG with its pixel data and checksums blanked: what is left is what the bytes say besides the image."""
+    out, position = bytearray(data[:8]), 8
+    while position < len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        kind = data[position + 4:position + 8]
+        body = data[position + 8:position + 8 + length]
+        if kind == b"IDAT":
+            body = bytes(len(body))  # deflate's stored-block headers are in here too: their lengths are fixed
+        out += data[position:position + 8] + body + bytes(4)
+        position += 12 + length
+    return bytes(out)
+
+
+def test_a_compressed_encoding_is_refused_unless_the_study_accepts_it(demo_study, tmp_path, capsys):
+    study = variant(demo_study, tmp_path, display={"size": 512, "format": "jpeg", "quality": 92})
+    with pytest.raises(UserError, match="differ by class in .*coded_bytes.*display.format: raw.*display.parity: warn"):
+        prepare(load_study(study), progress=False)
+    workdir = load_study(study).workdir
+    assert not (workdir / STATIC).exists() and not (workdir / "cases.json").exists()  # nothing half-made
+    assert json.loads((workdir / PARITY).read_text())["separating"]  # the report is there to read
+
+    accepted = variant(demo_study, tmp_path, display={"size": 512, "format": "jpeg", "quality": 92, "parity": "warn"})
+    prepared = prepare(load_study(accepted), progress=False)
+    assert "accepted because the study sets display.parity: warn" in capsys.readouterr().err
+    files = served_files(prepared)
+    assert len({f.stat().st_size for f in files}) == 1  # padded: Content-Length alone says nothing ...
+    blurred = [(c, f) for c, f in zip(prepared.cases, files) if c.arm == "BLURRED-ARM"]
+    truths = [c.truth for c, _ in blurred]
+    for name in ("coded_bytes", "segment 0 FE"):  # ... but what a parser reads does, in the blurred arm
+        values = [served_attributes(f.read_bytes())[name] for _, f in blurred]
+        assert trivial_accuracy(values, truths) == 1.0 and separation_auc(values, truths) in (0.0, 1.0), name
+    report = json.loads((prepared.workdir / PARITY).read_text())
+    assert "coded_bytes (arm BLURRED-ARM)" in report["separating"]
+    assert report["arms"]["BLURRED-ARM"]["attributes"]["coded_bytes"]["auc"] == 0.0  # blurred: fewer coded bytes
+
+
+def test_separation_auc_is_the_mann_whitney_area():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        values = rng.integers(0, 5, size=14).tolist()
+        labels = rng.choice(["real", "synthetic"], size=14).tolist()
+        if len(set(labels)) < 2:
+            continue
+        pairs = [(s, r) for s, ls in zip(values, labels) if ls == "synthetic" for r, lr in zip(values, labels) if lr == "real"]
+        expected = np.mean([1.0 if s > r else 0.5 if s == r else 0.0 for s, r in pairs])
+        assert separation_auc(values, labels) == pytest.approx(expected)
 
 
 def test_the_parity_report_catches_a_leak():

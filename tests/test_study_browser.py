@@ -3,14 +3,20 @@
 The reader answers by keyboard and by one click, at 1366x768 and 1920x1080 with the answer bar always
 in the window, reloads and continues at the next case with no extra click, and never sees one image
 twice; no page, image URL or websocket frame names the arm, the truth, the source file or the server's
-folders. Access: a case image without a session is refused, logging out ends the session, a session
-expires, and wrong codes back off.
+folders, and every case image the browser received has the same byte count. The server is killed
+under an open page and started again: the page says so at once, keeps the case, and carries on by
+itself. Access: a case image without a session is refused, logging out ends the session, a session
+expires; wrong codes back off for the id they were typed for, never for another reader or the
+organiser; the organiser's downloads go to a live organiser session only.
+
+Set ``URCDM_SCREENSHOTS=DIR`` to keep screenshots of what a reader sees (a restart, a lock-out).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import socket
 import subprocess
@@ -18,6 +24,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -30,6 +37,7 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium  # noqa: E402
 from study_app.access import FREE_TRIES  # noqa: E402
 from study_app.demo import DEMO_READERS  # noqa: E402
+from study_app.gate import current_gate  # noqa: E402
 from study_app.prepare import open_prepared  # noqa: E402
 from study_app.study import load_study  # noqa: E402
 from study_app.store import AnswerStore  # noqa: E402
@@ -84,11 +92,19 @@ class StudyServer:
 def running_app(tmp_path):
     from study_app.demo import build_demo
 
-    study_file, _ = build_demo(tmp_path / "demo", crops=6)
+    study_file, secret = build_demo(tmp_path / "demo", crops=6)
     server = StudyServer(study_file, free_port())
+    server.secret = secret
     server.start()
     yield server
     server.stop()
+
+
+def screenshot(driver, name: str) -> None:
+    folder = os.environ.get("URCDM_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        driver.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
 @pytest.fixture
@@ -143,7 +159,8 @@ def next_case(driver, before: str) -> dict:
 
 
 def normalised(text: str, case_id: str) -> str:
-    return re.sub(r"Case \d+ of \d+", "Case # of #", text.replace(case_id, "CASE"))
+    text = re.sub(r"Case \d+ of \d+", "Case # of #", text.replace(case_id, "CASE"))
+    return re.sub(r"\d+ %", "# %", text)  # the fitted zoom follows the window size
 
 
 def test_a_reader_answers_by_keyboard_at_two_window_sizes_reloads_and_continues(running_app, browser):
@@ -165,7 +182,7 @@ def test_a_reader_answers_by_keyboard_at_two_window_sizes_reloads_and_continues(
         shown = shown_case(browser)
         case = order[number]
         assert shown["case"] == case.id and shown["progress"] == f"Case {number + 1} of {len(order)}"
-        assert shown["src"].endswith(f"/case-image/{case.id}{study.display.suffix}?session={token}")
+        assert shown["src"].endswith(f"/case-image/{case.id}{prepared.encoding.suffix}?session={token}")
         assert shown["width"] == prepared.display_side  # natural size: 1:1 in the viewer is one source pixel
         # The answer bar is in the window, below an image that got the room that is left.
         assert 0 < shown["bar_top"] and shown["bar_bottom"] <= shown["window_height"], shown
@@ -190,7 +207,12 @@ def test_a_reader_answers_by_keyboard_at_two_window_sizes_reloads_and_continues(
     frames = websocket_frames(browser)
     assert frames and b"urcdm_case_reader" in b"".join(frames)  # the capture works
     assert not [f for f in frames if str(study.path.parent).encode() in f or b"reader_page.py" in f]
-    assert pages["real"] == pages["synthetic"]  # same page, whatever the truth
+    assert pages["real"] == pages["synthetic"], pages  # same page, whatever the truth
+    # Every case image the browser received, as the browser itself counts it: one size on the wire and decoded.
+    sizes = browser.execute_script(
+        "return performance.getEntriesByType('resource').filter(e => e.name.includes('/case-image/'))"
+        ".map(e => [e.encodedBodySize, e.decodedBodySize])")
+    assert len(sizes) > answered and len({tuple(size) for size in sizes}) == 1, sizes
 
     browser.refresh()  # the session in the URL brings the reader back, straight to the next case
     assert shown_case(browser)["case"] == order[answered].id
@@ -222,14 +244,14 @@ def fetch_status(driver, url: str) -> int:
         "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => done(r.status), () => done(-1));", url)
 
 
-def test_images_need_a_session_logout_and_expiry_end_it_and_wrong_codes_back_off(running_app, browser):
+def test_images_need_a_session_and_logout_and_expiry_end_it(running_app, browser):
     prepared = open_prepared(load_study(running_app.study_file).workdir)
     first = prepared.reader_cases(READER)[0]
     log_in(browser, running_app.url)
     click_button(browser, "Begin")
     shown = shown_case(browser)
     url = browser.current_url
-    image = f"{running_app.url}case-image/{first.id}{prepared.study.display.suffix}"
+    image = f"{running_app.url}case-image/{first.id}{prepared.encoding.suffix}"
     assert fetch_status(browser, shown["src"]) == 200
     assert fetch_status(browser, image) == 403  # the same page, without the session
     wait_for(browser, "//*[@data-testid='stExpandSidebarButton']").click()
@@ -251,12 +273,145 @@ def test_images_need_a_session_logout_and_expiry_end_it_and_wrong_codes_back_off
     WebDriverWait(browser, WAIT_S).until(EC.presence_of_element_located(
         (By.XPATH, "//*[contains(text(), 'Your session has ended')]")))
 
+
+def status_text(driver) -> str:
+    return driver.execute_script("const s = document.querySelector('.urcdm-status'); return s ? s.textContent : ''")
+
+
+def reader_state(driver) -> dict:
+    return driver.execute_script(
+        "const i = document.getElementById('case-image'), r = document.querySelector('.urcdm-reader');"
+        "return {case: i.dataset.case, shown: i.classList.contains('shown'), busy: r.classList.contains('busy'),"
+        " offline: r.classList.contains('offline'), progress: document.querySelector('.urcdm-progress').textContent,"
+        " message: document.querySelector('.urcdm-message').textContent, same_page: window.__samePage === 1}")
+
+
+def test_a_server_restart_under_an_open_page(running_app, browser):
+    """Killed mid-study: the page says so within two seconds and keeps the case it shows; an answer given
+    meanwhile is held (never the next case before the server confirms it); when the server is back the
+    answer is stored and the page goes on by itself, without a reload."""
+    prepared = open_prepared(load_study(running_app.study_file).workdir)
+    order = prepared.reader_cases(READER)
+    store = AnswerStore(prepared.store_path)
+    log_in(browser, running_app.url)
+    click_button(browser, "Begin")
+    shown_case(browser)
+    press(browser, "3", "r")
+    assert next_case(browser, order[0].id)["case"] == order[1].id
+    browser.execute_script("window.__samePage = 1")  # gone if the page reloads
+
+    running_app.process.kill()  # not a clean stop: the server just vanishes
+    running_app.process.wait()
+    killed = time.monotonic()
+    WebDriverWait(browser, 10, poll_frequency=0.05).until(lambda d: "cannot be reached" in status_text(d))
+    assert time.monotonic() - killed < 2.0
+    state = reader_state(browser)
+    assert (state["case"], state["shown"], state["offline"], state["busy"]) == (order[1].id, True, True, False)
+    time.sleep(7)  # long enough for Streamlit's own "Connection error" dialog, which would block every click
+    browser.find_element(By.CSS_SELECTOR, "button.synthetic[data-confidence='4']").click()  # the answer bar still works
+    time.sleep(1)
+    state = reader_state(browser)
+    assert state["case"] == order[1].id and state["shown"] and state["busy"]  # held: the same case, the bar locked
+    assert "sent when the server is back" in state["message"] and state["progress"].startswith("Case 2 of")
+    assert [a.case for a in store.all_answers()] == [order[0].id]  # nothing stored while the server is away
+    screenshot(browser, "study-server-away")
+
+    running_app.start()
+    WebDriverWait(browser, WAIT_S, poll_frequency=0.1).until(lambda d: reader_state(d)["case"] == order[2].id)
+    state = shown_case(browser) | reader_state(browser)
+    assert state["same_page"] and not state["offline"] and not state["busy"] and status_text(browser) == ""
+    assert state["progress"].startswith("Case 3 of")
+    screenshot(browser, "study-server-back")
+    press(browser, "2", "s")  # and the reading goes on as before
+    assert next_case(browser, order[2].id)["case"] == order[3].id
+    stored = [(a.case, a.answer, a.confidence) for a in store.all_answers()]
+    assert stored == [(order[0].id, "real", 3), (order[1].id, "synthetic", 4), (order[2].id, "synthetic", 2)]
+
+
+def log_in_organiser(driver, url: str, secret: str) -> None:
+    driver.get(url)
+    wait_for(driver, "//*[@role='tab' and normalize-space(.)='Organiser']").click()
+    wait_for(driver, "//input[@aria-label='Organiser secret']").send_keys(secret)
+    click_button(driver, "Open organiser view")
+
+
+def see(driver, text: str) -> None:
+    WebDriverWait(driver, WAIT_S).until(EC.presence_of_element_located((By.XPATH, f"//*[contains(text(), \"{text}\")]")))
+
+
+def log_out(driver) -> None:
+    log_out_button = "//button[normalize-space(.)='Log out']"
+    # The sidebar is collapsed on a new page, but stays open when the browser opened it before.
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.find_elements(By.XPATH, "//*[@data-testid='stExpandSidebarButton']")
+                                        or [b for b in d.find_elements(By.XPATH, log_out_button) if b.is_displayed()])
+    if not [b for b in driver.find_elements(By.XPATH, log_out_button) if b.is_displayed()]:
+        wait_for(driver, "//*[@data-testid='stExpandSidebarButton']").click()
+    click_button(driver, "Log out")
+    wait_for(driver, "//input[@aria-label='Reader ID']")
+
+
+def test_wrong_codes_hold_back_only_the_id_they_were_typed_for(running_app, browser):
+    """All from one address: a guesser locks out reader-2 only; reader-1 with the right code and the
+    organiser get in at once. Wrong organiser secrets lock out the organiser only. A right code clears
+    its own count."""
+    url = running_app.url
     for attempt in range(FREE_TRIES + 1):
-        log_in(browser, running_app.url, code="not the code")
-        expected = "wrong access code" if attempt < FREE_TRIES else "Too many wrong attempts"
-        WebDriverWait(browser, WAIT_S).until(EC.presence_of_element_located(
-            (By.XPATH, f"//*[contains(text(), '{expected}')]")))
-    log_in(browser, running_app.url)  # the right code, during the wait: refused unread
-    WebDriverWait(browser, WAIT_S).until(EC.presence_of_element_located(
-        (By.XPATH, "//*[contains(text(), 'Too many wrong attempts')]")))
+        log_in(browser, url, reader="reader-2", code="not the code")
+        see(browser, "wrong access code" if attempt < FREE_TRIES else "Too many wrong attempts")
+    log_in(browser, url, reader="reader-2")  # the right code, during the wait: refused unread
+    see(browser, "Too many wrong attempts")
+    screenshot(browser, "study-locked-out")
     assert "session=" not in browser.current_url
+    log_in(browser, url)  # reader-1, right code, same address: straight in
+    wait_for(browser, "//button[normalize-space(.)='Begin']")
+    log_out(browser)
+    log_in_organiser(browser, url, running_app.secret)  # nor is the organiser held back by readers' guesses
+    see(browser, "Organiser view")
+    log_out(browser)
+
+    for attempt in range(FREE_TRIES + 1):
+        log_in_organiser(browser, url, "not the secret")
+        see(browser, "Wrong organiser secret" if attempt < FREE_TRIES else "Too many wrong attempts")
+    log_in_organiser(browser, url, running_app.secret)
+    see(browser, "Too many wrong attempts")
+    log_in(browser, url)  # the organiser's lock-out is not the readers'
+    wait_for(browser, "//button[normalize-space(.)='Begin']")
+    log_out(browser)
+
+    for _ in range(2):  # a success clears the count: typos before each login never add up to a wait
+        for _ in range(FREE_TRIES - 1):
+            log_in(browser, url, code="typo")
+            see(browser, "wrong access code")
+        log_in(browser, url)
+        wait_for(browser, "//button[normalize-space(.)='Begin']")
+        log_out(browser)
+
+
+def test_organiser_downloads_go_to_a_live_organiser_session_only(running_app, browser):
+    """The Export tab's files (answers with their truth) are links to the study's own route, never
+    Streamlit's open /media/ files: fetched with the session they work, without it, with a reader's
+    session or after logging out they are refused."""
+    gate = current_gate(open_prepared(load_study(running_app.study_file).workdir).workdir)
+    case = gate.reader_cases(READER)[0]
+    gate.answers.record(READER, case.id, case.arm, case.truth, "real", 2, 1.0, 2.0, case.image_id,
+                        comment="=HYPERLINK(\"http://example.org\", \"x\")")
+    log_in_organiser(browser, running_app.url, running_app.secret)
+    wait_for(browser, "//*[@role='tab' and normalize-space(.)='Export']").click()
+    link = wait_for(browser, "//a[normalize-space(.)='Raw answers (CSV)']")
+    href = link.get_attribute("href")
+    assert "/organiser-download/answers.csv?session=" in href
+    fetched = browser.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch(arguments[0]).then(async r => done([r.status, r.headers.get('content-disposition'), await r.text()]),"
+        " () => done([-1, null, '']));", href)
+    assert fetched[0] == 200 and fetched[1].startswith("attachment;") and case.id in fetched[2]
+    assert "'=HYPERLINK" in fetched[2]  # a spreadsheet shows it as text instead of running it
+    reader_token = gate.open_session("reader", READER)
+    assert fetch_status(browser, href.split("?")[0]) == 403
+    assert fetch_status(browser, href.split("?")[0] + f"?session={reader_token}") == 403
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    # Streamlit's media route (not its own /static/media/ fonts) is neither used nor named.
+    assert not [name for name in loaded if urlparse(name).path.startswith("/media/")]
+    assert not re.search(r"(?<!/static)/media/", browser.page_source)
+    log_out(browser)
+    assert fetch_status(browser, href) == 403

@@ -82,10 +82,20 @@ def test_demo_run_export_and_score_with_relative_paths_from_any_folder(tmp_path)
     assert json.loads(scored.stdout)["arms"][prepared["arm"]]["total"]["tp"] == 0
 
 
+def _request(url: str, data: bytes | None = None, headers: dict | None = None):
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers.items()), b""
+
+
 def test_case_images_go_only_to_their_readers_with_one_set_of_headers_whatever_their_class(tmp_path):
     """Over HTTP: a case image answers only a live session of a reader assigned that case, with the
-    same headers (Content-Length, Content-Type, caching) for every case of either class, no ETag or
-    Last-Modified, no cross-origin sharing, and the security headers; Streamlit's metrics are hidden."""
+    same headers (Content-Length, Content-Type, caching) for every case of either class, never
+    compressed on the way, no ETag or Last-Modified, no cross-origin sharing, and the security
+    headers; Streamlit's metrics, media and upload routes are hidden."""
     from study_app.gate import current_gate
 
     _run(["urcdm-study", "demo", "--no-run"], cwd=tmp_path)
@@ -95,35 +105,73 @@ def test_case_images_go_only_to_their_readers_with_one_set_of_headers_whatever_t
     seen: dict[str, dict[str, set]] = {"real": {}, "synthetic": {}}
     refused: list[int] = []
 
-    def get(url: str):
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, dict(response.headers.items()), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers.items()), b""
-
     def fetch_all(base: str) -> None:
         for reader, token in tokens.items():
             for case in gate.prepared.reader_cases(reader):
-                status, headers, _ = get(f"{base}case-image/{case.id}.jpg?session={token}")
-                assert status == 200
+                # A browser asks for gzip: the bytes must still arrive as they are, their length the file's.
+                status, headers, body = _request(f"{base}case-image/{case.id}.png?session={token}",
+                                                 headers={"Accept-Encoding": "gzip, deflate, br"})
+                assert status == 200 and body.startswith(b"\x89PNG")
+                assert body == (workdir / "static" / f"{case.id}.png").read_bytes()
                 for name, value in headers.items():
                     if name.lower() != "date":
                         seen[case.truth].setdefault(name.lower(), set()).add(value)
         mine = gate.prepared.reader_cases("reader-1")[0].id
         not_mine = next(c.id for c in gate.prepared.cases if c.id not in gate.assigned("reader-1"))
-        for url in (f"case-image/{mine}.jpg", f"case-image/{mine}.jpg?session=forged",
-                    f"case-image/{not_mine}.jpg?session={tokens['reader-1']}", f"app/static/{mine}.jpg",
-                    "_stcore/metrics"):
-            status, headers, body = get(base + url)
+        for url in (f"case-image/{mine}.png", f"case-image/{mine}.png?session=forged",
+                    f"case-image/{not_mine}.png?session={tokens['reader-1']}", f"app/static/{mine}.png",
+                    "_stcore/metrics", "media/0123456789abcdef.csv", "_stcore/upload_file/x/y"):
+            status, headers, body = _request(base + url)
             refused.append(status)
-            assert not body.startswith(b"\xff\xd8") and "x-frame-options" in {k.lower() for k in headers}
+            assert not body.startswith(b"\x89PNG") and "x-frame-options" in {k.lower() for k in headers}
 
     _serve(["urcdm-study", "run", "build/study-demo/study.yaml"], cwd=tmp_path, during=fetch_all)
-    assert refused == [403, 403, 403, 404, 404]
+    assert refused == [403, 403, 403, 404, 404, 404, 404]
     assert seen["real"] and seen["real"] == seen["synthetic"]
     assert all(len(values) == 1 for values in seen["real"].values()), seen["real"]
     names = set(seen["real"])
     assert {"content-security-policy", "x-frame-options", "referrer-policy"} <= names
-    assert not names & {"etag", "last-modified", "access-control-allow-origin"}
+    assert not names & {"etag", "last-modified", "access-control-allow-origin", "content-encoding"}
+    assert seen["real"]["cache-control"] == {"no-store, no-transform"}
     assert "frame-ancestors 'none'" in next(iter(seen["real"]["content-security-policy"]))
+
+
+def test_answers_are_posted_to_a_live_reader_session_and_downloads_go_to_the_organiser_only(tmp_path):
+    """The answer route stores an answer of the session's reader and replies with the next case (a
+    repeat is recorded once); the organiser's files (answers with their truth) go to a live organiser
+    session only: not to no session, a forged one, or a reader's."""
+    from study_app.gate import ORGANISER, current_gate
+
+    _run(["urcdm-study", "demo", "--no-run"], cwd=tmp_path)
+    workdir = tmp_path / "build" / "study-demo" / "study-run"
+    gate = current_gate(workdir)
+    reader, organiser = gate.open_session("reader", "reader-1"), gate.open_session(ORGANISER, ORGANISER)
+    order = [case.id for case in gate.reader_cases("reader-1")]
+    results = {}
+
+    def exercise(base: str) -> None:
+        answer = json.dumps({"case": order[0], "answer": "real", "confidence": 4, "comment": "=HYPERLINK(1)"}).encode()
+        json_type = {"Content-Type": "application/json"}
+        for name, token in (("forged", "forged"), ("organiser", organiser)):
+            results[f"answer by {name}"] = _request(f"{base}case-answer?session={token}", answer, json_type)[0]
+        for attempt in ("first", "again"):  # a reply lost on the way: the browser sends the answer again
+            status, headers, body = _request(f"{base}case-answer?session={reader}", answer, json_type)
+            results[f"answer {attempt}"] = (status, json.loads(body) if status == 200 else None)
+        for name, token in (("none", ""), ("forged", "forged"), ("reader", reader), ("organiser", organiser)):
+            status, headers, body = _request(f"{base}organiser-download/answers.csv?session={token}")
+            results[f"download by {name}"] = (status, headers.get("content-disposition", ""), body)
+
+    _serve(["urcdm-study", "run", "build/study-demo/study.yaml"], cwd=tmp_path, during=exercise)
+    assert results["answer by forged"] == results["answer by organiser"] == 403
+    for attempt in ("first", "again"):
+        status, reply = results[f"answer {attempt}"]
+        assert status == 200 and reply["message"] is None
+        assert reply["position"]["case"] == order[1] and reply["position"]["index"] == 1
+    assert [(a.case, a.answer, a.confidence) for a in AnswerStore(workdir / "answers.sqlite").all_answers()] == [
+        (order[0], "real", 4)]
+    for name in ("none", "forged", "reader"):
+        assert results[f"download by {name}"][0] == 403 and not results[f"download by {name}"][2]
+    status, disposition, body = results["download by organiser"]
+    assert status == 200 and disposition.startswith('attachment; filename="answers-')
+    exported = body.decode()
+    assert order[0] in exported and "'=HYPERLINK(1)" in exported  # neutralised for spreadsheets

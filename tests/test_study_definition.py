@@ -51,7 +51,8 @@ def test_a_valid_study_parses_with_paths_resolved_against_the_study_file():
     assert arm.synthetic.spec == "/studies/fake/*.tiff" and arm.synthetic.n == 10
     assert (arm.synthetic.crops.mode, arm.synthetic.crops.level, arm.synthetic.crops.patch_size) == ("fixed", 2, 512)
     assert study.workdir == Path("/studies/s.study") and study.readers == {"path-01": "abc"}
-    assert study.display.format == "jpeg" and study.balance == "equal" and study.shared_cases
+    assert (study.display.format, study.display.parity) == ("auto", "refuse") and study.balance == "equal" and study.shared_cases
+    assert study.display.encoding(2048).format == "raw" and study.display.encoding(2049).format == "jpeg"
     assert study.session_hours == 12
     assert parse(with_change("access.session_hours", 0.5)).session_hours == 0.5
     for bad in (0, -1, 24 * 15, "long"):
@@ -71,6 +72,7 @@ def test_a_valid_study_parses_with_paths_resolved_against_the_study_file():
     ("cases_per_reader", True, "cases_per_reader"),
     ("balance", "mostly", "balance"),
     ("display", {"format": "gif"}, "display.format"),
+    ("display", {"parity": "ignore"}, "display.parity"),
     ("display", {"size": 20000}, "display.size"),
     ("admin", {"secret": "hunter2"}, "admin.secret"),
     ("admin", {"secret_hash": "not-a-hash"}, "admin.secret_hash"),

@@ -179,8 +179,8 @@ def test_the_ratings_csv_reproduces_the_arm_result_through_urcdm_study_mrmc_read
 
 def test_the_organiser_view_shows_each_arms_mrmc_result(study_workdir, demo_study_template):
     pytest.importorskip("streamlit")
-    from study_app.app import record_answer
     from study_app.gate import current_gate
+    from study_app.reading import record_answer
     from study_app.store import AnswerStore
     from study_app.tables import as_answers
     from test_study_app import new_session, organiser_login
@@ -188,12 +188,11 @@ def test_the_organiser_view_shows_each_arms_mrmc_result(study_workdir, demo_stud
     gate = current_gate(study_workdir)
     store = AnswerStore(gate.prepared.store_path)
     for case in gate.reader_cases("reader-1")[:3]:  # part-way: too few cases of each class in any arm
-        assert record_answer(gate, store, "reader-1", {"case": case.id, "answer": "real", "confidence": 3},
-                             time.time() - 2) is None
+        assert record_answer(gate, "reader-1", {"case": case.id, "answer": "real", "confidence": 3}) is None
     app = organiser_login(study_workdir, demo_study_template[1])
     assert not app.exception and any(h.value == "Reader-averaged ROC AUC (MRMC)" for h in app.subheader)
     assert any("no MRMC result" in i.value for i in app.info)
-    assert "MRMC ratings (CSV)" not in {d.label for d in app.get("download_button")}
+    assert "MRMC ratings (CSV)" not in {b.proto.label for b in app.get("link_button")}
 
     # Every case of both arms read by both readers (straight into the store: the demo assigns each reader
     # only some of an arm's cases). Both miss the same cases, and reader-2 some more, so the readers'
@@ -225,5 +224,5 @@ def test_the_organiser_view_shows_each_arms_mrmc_result(study_workdir, demo_stud
     titles = [c["title"] for c in charts if "reader-averaged AUC" in str(c.get("title"))]
     assert titles == [f"{s.arm}: reader-averaged AUC {e['estimate']:.3f}, 95 % CI {e['low']:.3f} to {e['high']:.3f}"
                       for s, e in zip(selections, expected)]
-    assert "MRMC ratings (CSV)" in {d.label for d in app.get("download_button")}
+    assert "MRMC ratings (CSV)" in {b.proto.label for b in app.get("link_button")}
     assert any("different cases" in c.value for c in app.caption)

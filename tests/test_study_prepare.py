@@ -12,6 +12,7 @@ import yaml
 from PIL import Image, PngImagePlugin
 
 from study_app.cli import main
+from study_app.encodings import Encoding
 from study_app.prepare import MANIFEST, STATIC, open_prepared, prepare, settings_digest
 from study_app.rendering import SERVED_MTIME
 from study_app.store import AnswerStore
@@ -52,7 +53,9 @@ def real_vs_synthetic_study(real_data, tmp_path):
     values = {
         "title": "Real or not?",
         "seed": 2,
-        "display": {"size": 384, "format": "jpeg", "quality": 90},
+        # JPEG, whose coded length follows the picture: accepted with a warning (tested below), so that
+        # what is the same in every JPEG (tables, structure, padded length) is checked here.
+        "display": {"size": 384, "format": "jpeg", "quality": 90, "parity": "warn"},
         "arms": [
             {"name": "ARM-SLIDES",
              "real": {"slides": str(real_data / "slides" / "cmu-1-small-region.svs"), "crops": {"n": 4, "size": 512}},
@@ -172,7 +175,7 @@ def test_prepare_json_and_export(real_vs_synthetic_study, tmp_path, capsys):
 @pytest.fixture
 def mixed_sizes_study(tmp_path):
     """Sources of three sizes: real images with centred squares of 300 and 400 px, and synthetic
-    fixed-size crops of 352 px at full resolution (URCDM level 2). Served as PNG, so pixels compare exactly."""
+    fixed-size crops of 352 px at full resolution (URCDM level 2). Served uncompressed, so pixels compare exactly."""
     real = tmp_path / "real"
     real.mkdir()
     Image.fromarray(tissue_image(340, 300, seed=1)).save(real / "a.png")   # 300 wide, 340 high: square side 300
@@ -181,7 +184,7 @@ def mixed_sizes_study(tmp_path):
     fake.mkdir()
     write_pyramid(ArraySource(tissue_image(1024, 1024, seed=3)), fake / "fake.tiff", tile=256, quality=90, mpp=0.5,
                   overwrite=True)
-    values = {"title": "t", "seed": 1, "display": {"size": 1024, "format": "png"},
+    values = {"title": "t", "seed": 1, "display": {"size": 1024, "format": "raw"},
               "arms": [{"name": "A", "real": {"images": str(real)},
                         "synthetic": {"slides": str(fake / "fake.tiff"), "crops": {"n": 2, "level": 2, "size": 352}}}],
               "access": {"open": True}, "admin": {"secret_env": "X"}}
@@ -203,7 +206,10 @@ def served_sizes(prepared) -> set[tuple[int, int]]:
 def test_one_display_side_for_the_study_the_smallest_source_side_capped(mixed_sizes_study, capsys):
     prepared = prepare(load_study(mixed_sizes_study), progress=False)
     assert prepared.display_side == 300 and served_sizes(prepared) == {(300, 300)}
-    assert prepared.summary()["display"] == {"side": 300, "cap": 1024, "format": "png", "quality": 92}
+    assert prepared.summary()["display"] == {"side": 300, "cap": 1024, "format": "raw", "quality": 92,
+                                             "bytes_per_case": len(Encoding("raw").encode(np.zeros((300, 300, 3), np.uint8)))}
+    assert {(prepared.workdir / STATIC / f"{c.id}.png").stat().st_size for c in prepared.cases} == {
+        prepared.summary()["display"]["bytes_per_case"]}
     manifest = json.loads((prepared.workdir / MANIFEST).read_text())
     assert (manifest["display_side"], manifest["source_side"]) == (300, 300)
     assert "3 of 4 cases are larger" in capsys.readouterr().err  # the 400 px image and the two 352 px crops
@@ -261,7 +267,7 @@ def test_a_study_prepared_before_display_sides_keeps_its_answered_cases(mixed_si
     prepared = prepare(load_study(mixed_sizes_study), progress=False)
     path = prepared.workdir / MANIFEST
     manifest = json.loads(path.read_text())
-    del manifest["display_side"], manifest["source_side"]
+    del manifest["display_side"], manifest["source_side"], manifest["display_format"]
     manifest["settings"] = settings_digest(prepared.study)  # the digest as it was: of the cap
     path.write_text(json.dumps(manifest))
     legacy = open_prepared(prepared.workdir)
@@ -274,44 +280,87 @@ def test_a_study_prepared_before_display_sides_keeps_its_answered_cases(mixed_si
     assert prepare(load_study(mixed_sizes_study), progress=False).display_side == 1024 and not rendered
 
 
-def test_the_demo_is_shown_one_micrograph_pixel_per_pixel(demo_study_template):
-    """Every demo case is served at its crop's own size, and its pixels are the micrograph's (or its
-    degraded version's) at the crop's coordinates: 1:1 in the viewer is one source pixel."""
+def demo_images() -> dict[str, np.ndarray]:
     from evaluation.demo_data import degraded_versions
-    from study_app.demo import CROP_SIZE
     from urcdm.sample_data import immunohistochemistry_micrograph
 
-    prepared = open_prepared(demo_study_template[0] / "study-run")
-    assert prepared.display_side == CROP_SIZE == 256
     micrograph = immunohistochemistry_micrograph()
-    sources = {"real": micrograph, **degraded_versions(micrograph)}
-    assert {c.source.rsplit("/", 1)[-1] for c in prepared.cases} == {"real.tiff", "blurred.tiff", "stain-shift.tiff"}
+    return {"real": micrograph, **degraded_versions(micrograph)}
+
+
+def footprint(case) -> tuple[int, int, int]:
+    """(x, y, size) of a demo case in the micrograph's own coordinates (its slide is one quadrant)."""
+    from study_app.demo import SLIDES
+
+    _, (qx, qy) = SLIDES[case.source.rsplit("/", 1)[-1][:-len(".tiff")]]
+    x, y, size = (int(v) for v in case.crop[:3])
+    return qx + x, qy + y, size
+
+
+def test_the_demo_is_shown_one_micrograph_pixel_per_pixel(demo_study_template):
+    """Every demo case is served at its crop's own size, uncompressed, and its pixels are the
+    micrograph's (or its degraded version's) at the crop's coordinates: 1:1 in the viewer is one
+    source pixel."""
+    from study_app.demo import CROP_SIZE, SLIDES
+
+    prepared = open_prepared(demo_study_template[0] / "study-run")
+    assert prepared.display_side == CROP_SIZE == 128 and prepared.encoding.format == "raw"
+    images = demo_images()
     for case in prepared.cases:
-        x, y, size = case.crop[:3]
-        assert size == CROP_SIZE and x == int(x) and y == int(y)
-        served = np.asarray(Image.open(prepared.workdir / STATIC / f"{case.id}.jpg").convert("RGB")).astype(float)
+        x, y, size = footprint(case)
+        assert size == CROP_SIZE
+        served = np.asarray(Image.open(prepared.workdir / STATIC / f"{case.id}.png").convert("RGB")).astype(float)
         assert served.shape == (size, size, 3)
-        region = sources[case.source.rsplit("/", 1)[-1][:-len(".tiff")]][y:y + size, x:x + size]
-        # Two JPEG generations (the pyramid's tiles at q95, the served file at q92) differ by about
-        # 2 levels on average; the same crop one pixel off differs by about 7 (real) or more.
-        assert np.abs(served - region).mean() < 3.5, case
+        region = images[SLIDES[case.source.rsplit("/", 1)[-1][:-len(".tiff")]][0]][y:y + size, x:x + size]
+        # One JPEG generation (the pyramid's tiles at q95; the served file is lossless) differs by about
+        # 1.5 levels on average; the same crop one pixel off differs by about 7 (real) or more.
+        assert np.abs(served - region).mean() < 2.5, case
 
 
-def test_the_demo_real_slide_is_the_micrograph_as_it_is(demo_study_template):
-    """No mirrored or tiled region: the real slide is scikit-image's micrograph itself, 512 x 512."""
-    from skimage import data as skimage_data
-
-    from evaluation.demo_data import degraded_versions
+def test_the_demo_slides_are_four_quadrants_of_the_micrograph_as_they_are(demo_study_template):
+    """No mirrored or tiled region: each demo slide is one 256-px quadrant of scikit-image's micrograph
+    (or of its degraded version), and no two slides share any tissue."""
+    from study_app.demo import QUADRANT, SLIDES
     from urcdm.slides import open_slide
 
-    micrograph = skimage_data.immunohistochemistry()
-    slides = demo_study_template[0] / "slides"
-    expected = {"real": micrograph, **degraded_versions(micrograph)}
-    for name in ("real", "blurred", "stain-shift"):
-        with open_slide(slides / f"{name}.tiff") as slide:
-            assert slide.dimensions == (512, 512), name
-            pixels = slide.read_region(0, 0, 512, 512).astype(float)
-        assert np.abs(pixels - expected[name]).mean() < 2.5, name  # JPEG q95 tiles
-        # and no half is the other's mirror image (a mirrored mosaic's would be)
-        assert np.abs(pixels[:, :256] - pixels[:, 256:][:, ::-1]).mean() > 20, name
-        assert np.abs(pixels[:256] - pixels[256:][::-1]).mean() > 20, name
+    images = demo_images()
+    assert len({corner for _, corner in SLIDES.values()}) == 4  # four different quadrants
+    for name, (image, (x, y)) in SLIDES.items():
+        with open_slide(demo_study_template[0] / "slides" / f"{name}.tiff") as slide:
+            assert slide.dimensions == (QUADRANT, QUADRANT), name
+            pixels = slide.read_region(0, 0, QUADRANT, QUADRANT).astype(float)
+        assert np.abs(pixels - images[image][y:y + QUADRANT, x:x + QUADRANT]).mean() < 2.5, name  # JPEG q95 tiles
+
+
+def overlap(a: tuple[int, int, int], b: tuple[int, int, int]) -> int:
+    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    height = min(a[1] + a[2], b[1] + b[2]) - max(a[1], b[1])
+    return max(width, 0) * max(height, 0)
+
+
+def test_demo_readers_never_meet_the_same_tissue_as_real_and_synthetic_and_each_arm_is_crossed(demo_study_template):
+    """Every real crop a reader sees shares no pixel of tissue with any synthetic crop they see; every
+    reader gets cases_per_reader cases of each arm, the same ones, so each arm is a fully crossed
+    design that MRMC analyses with all its cases."""
+    from study_app.demo import CASES_PER_READER
+    from study_app.mrmc_answers import arm_mrmc, select_arm_designs
+    from study_app.scoring import Answer
+
+    prepared = open_prepared(demo_study_template[0] / "study-run")
+    readers = sorted(prepared.study.readers)
+    shown = {reader: prepared.reader_cases(reader) for reader in readers}
+    for reader, cases in shown.items():
+        real = [footprint(c) for c in cases if c.truth == "real"]
+        synthetic = [footprint(c) for c in cases if c.truth == "synthetic"]
+        assert max(overlap(r, s) for r in real for s in synthetic) == 0, reader
+        for arm in prepared.study.arms:
+            truths = [c.truth for c in cases if c.arm == arm.name]
+            assert truths.count("real") == truths.count("synthetic") == CASES_PER_READER // 2, (reader, arm.name)
+    assert len({frozenset(c.id for c in cases) for cases in shown.values()}) == 1  # the same cases for everyone
+    # Everyone answers everything: each arm's MRMC design keeps every answer.
+    answers = [Answer(reader, c.id, c.arm, c.truth, "real" if (i + j) % 3 else "synthetic", 1 + (i + j) % 5)
+               for j, reader in enumerate(readers) for i, c in enumerate(shown[reader])]
+    for selection in select_arm_designs(answers):
+        summary = arm_mrmc(selection)
+        assert summary is not None and summary["answers_left_out"] == 0, selection.reason
+        assert summary["cases"] == CASES_PER_READER and summary["readers"] == len(readers)

@@ -1,8 +1,20 @@
 // The case reader: one pan/zoom image, the answer bar and the keyboard, mounted once and updated per case.
-// Streamlit calls this function again with new `data` for every case; the DOM and the zoom code persist.
+// Streamlit gives the first case (`data`); after that each answer is posted to the study's answer route,
+// whose reply confirms it is stored and gives the next case, so the page goes on without a Streamlit run
+// and survives a server restart: until the reply, the case stays on screen and the bar stays locked; if
+// the server cannot be reached, the page says so at once and sends the answer again when it is back.
 // Crops are shown by the hand-written viewer below: one image of at most a few thousand pixels needs
 // transforms, not a tile pyramid. Whole slides are read in OpenSeadragon, which the study server
 // itself serves (/viewer-lib/): nothing may come from a CDN on a hospital network.
+
+const HEALTH_URL = "/_stcore/health";
+const PROBE_EVERY_MS = 1000;   // how soon a vanished server is noticed while the reader reads
+const PROBE_TIMEOUT_MS = 3000;
+const ANSWER_TIMEOUT_MS = 10000;
+const RETRY_EVERY_MS = 1000;
+const LOST = "The study server cannot be reached. Your place is kept: this case stays on screen, and an answer " +
+  "you give is sent when the server is back. There is no need to reload the page.";
+const ENDED = "Your session has ended, so this answer could not be stored. Reload the page and log in again.";
 
 const KEYS_HELP = (confidence) => confidence
   ? "Keys: <kbd>R</kbd> real · <kbd>S</kbd> synthetic, with <kbd>1</kbd>–<kbd>5</kbd> how sure (1 guessing, 5 certain), " +
@@ -26,7 +38,8 @@ function buildViewer(root) {
   const zoomLabel = element("div", "urcdm-zoom", stage);
   const v = { stage, img, zoomLabel, scale: 1, tx: 0, ty: 0, fitScale: 1, drag: null, maxZoom: 0, slide: null };
   v.apply = () => {
-    if (!v.slide) v.maxZoom = Math.max(v.maxZoom, v.scale);
+    // The furthest zoom relative to the image fitted to the stage: 1 for a reader who never zoomed in.
+    if (!v.slide) v.maxZoom = Math.max(v.maxZoom, v.scale / v.fitScale);
     img.style.transform = `translate(${v.tx}px, ${v.ty}px) scale(${v.scale})`;
     img.style.imageRendering = v.scale >= 1 ? "pixelated" : "auto";  // 1:1 and above: crisp source pixels
     zoomLabel.textContent = `${Math.round(v.scale * 100)} %`;
@@ -104,7 +117,7 @@ function showSlide(v, slide, caseId, onShown, onFailed) {
       v.osd.addHandler("zoom", (e) => {
         if (!v.slide) return;
         const zoom = v.osd.viewport.viewportToImageZoom(e.zoom);  // screen pixels per slide pixel
-        v.maxZoom = Math.max(v.maxZoom, zoom);
+        v.maxZoom = Math.max(v.maxZoom, e.zoom / v.osd.viewport.getHomeZoom());  // relative to the whole slide in view
         v.zoomLabel.textContent = `${zoom < 0.1 ? (zoom * 100).toFixed(1) : Math.round(zoom * 100)} %`;
       });
       const vp = () => v.osd.viewport;
@@ -114,12 +127,12 @@ function showSlide(v, slide, caseId, onShown, onFailed) {
     v.slide = v.slideActions;
     v.osd.addOnceHandler("open", () => {
       v.osdBox.dataset.case = caseId;
-      v.maxZoom = v.osd.viewport.viewportToImageZoom(v.osd.viewport.getHomeZoom());
+      v.maxZoom = 1;
       onShown();
     });
     v.osd.addOnceHandler("open-failed", onFailed);
     v.osd.open({ width: slide.width, height: slide.height, tileSize: slide.tile_size, tileOverlap: slide.overlap,
-                 getTileUrl: (level, x, y) => `${slide.tiles}${level}/${x}_${y}.jpg${slide.query}` });
+                 getTileUrl: (level, x, y) => `${slide.tiles}${level}/${x}_${y}${slide.suffix}${slide.query}` });
   }).catch(onFailed);
 }
 
@@ -151,6 +164,9 @@ function buildBar(root, view, confidence) {
   view.comment.placeholder = "Comment (optional)"; view.comment.maxLength = 500;
   view.message = element("div", "urcdm-message", bar);
   view.message.setAttribute("role", "status");
+  // Over the image, not in the bar: it must be seen at once, and must not move the bar.
+  view.status = element("div", "urcdm-status", view.viewer.stage);
+  view.status.setAttribute("role", "alert");
   element("div", "urcdm-keys", bar).innerHTML = KEYS_HELP(confidence);
   view.bar = bar;
 }
@@ -164,7 +180,8 @@ function layout(view) {
 }
 
 function createView(root) {
-  const view = { pending: { answer: null, confidence: null }, flagged: false, caseId: null, prefetched: null };
+  const view = { pending: { answer: null, confidence: null }, flagged: false, caseId: null, prefetched: null,
+                 inflight: null, sending: false, offline: false, stored: new Set(), finished: false };
   root.classList.add("urcdm-reader");
   view.viewer = buildViewer(root);
   view.pick = () => {
@@ -177,8 +194,10 @@ function createView(root) {
     }
   };
   view.say = (text) => { view.message.textContent = text; };
+  view.lock = () => { view.busy = true; root.classList.add("busy"); };
+  view.unlock = () => { view.busy = false; root.classList.remove("busy"); window.__urcdmConfirmedAt = performance.now(); };
   view.submit = (answer, confidence) => {
-    if (view.busy) return;
+    if (view.busy || view.finished) return;
     if (answer) view.pending.answer = answer;
     if (confidence) view.pending.confidence = confidence;
     view.pick();
@@ -188,26 +207,68 @@ function createView(root) {
                           : `${a === "real" ? "Real" : "Synthetic"}: now choose how sure you are, 1–5.`);
       return;
     }
-    view.busy = true; root.classList.add("busy"); view.say("");
+    view.lock(); view.say(view.offline ? "Your answer is kept here and will be sent when the server is back." : "");
     window.__urcdmAnsweredAt = performance.now();
-    view.setTrigger("answer", { case: view.caseId, answer: a, confidence: c, flagged: view.flagged,
-                                comment: view.comment.value.trim(), max_zoom: view.viewer.maxZoom || null });
-    view.advance();
+    view.inflight = { case: view.caseId, answer: a, confidence: c, flagged: view.flagged,
+                      comment: view.comment.value.trim(), max_zoom: view.viewer.maxZoom || null };
+    view.send();
   };
-  // Show the prefetched next case at once; the server's reply (the next case's data) then only
-  // confirms it and unlocks the bar. Until then further answers are held back, never queued.
-  view.advance = () => {
-    const next = view.prefetched;
-    if (!next || !next.complete || !next.naturalWidth) return;
-    view.reset(view.data.next_case);
-    view.reveal(next.src, view.data.next_case, false);
+  // The answer goes to the study's route; only its reply (stored, and the next case) moves the page on.
+  // A lost reply is sent again: the server keeps the first answer to a case and records it once.
+  view.send = () => {
+    const payload = view.inflight;
+    if (!payload || view.sending) return;
+    view.sending = true;
+    const abort = new AbortController(), timer = setTimeout(() => abort.abort(), ANSWER_TIMEOUT_MS);
+    fetch(view.data.answer_url, { method: "POST", headers: { "Content-Type": "application/json" }, cache: "no-store",
+                                  body: JSON.stringify(payload), signal: abort.signal })
+      .then((r) => (r.status === 403 ? { ended: true } : r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+      .then((reply) => {
+        clearTimeout(timer); view.sending = false;
+        if (reply.ended) { view.inflight = null; view.say(ENDED); return; }
+        view.reachable();
+        view.inflight = null; view.stored.add(payload.case);
+        view.show(reply.position);
+        if (reply.message) view.say(reply.message);
+      })
+      .catch(() => {
+        clearTimeout(timer); view.sending = false;
+        view.unreachable();
+        setTimeout(view.send, RETRY_EVERY_MS);
+      });
+  };
+  // Streamlit opens its own "Connection error" dialog a few seconds later, which makes the whole page inert
+  // (no click reaches the case or the bar). On the reader's page it is hidden (study_app.app) and closed
+  // with its own Close button as soon as it appears: the banner above says what a reader needs to know.
+  view.dismissDialogs = () => {
+    for (const close of document.querySelectorAll('[data-testid="stDialog"] button[aria-label="Close"]')) close.click();
+  };
+  view.dialogs = new MutationObserver(view.dismissDialogs);
+  view.unreachable = () => {
+    if (view.offline) return;
+    view.offline = true; root.classList.add("offline"); view.status.textContent = LOST;
+    view.dialogs.observe(document.body, { childList: true, subtree: true });
+  };
+  view.reachable = () => {
+    if (!view.offline) return;
+    view.dialogs.disconnect();
+    view.offline = false; root.classList.remove("offline"); view.status.textContent = "";
+    view.say(view.inflight ? "Connected again: sending your answer." : "Connected again.");
+    view.send();
+  };
+  // While the reader reads, a small request each second tells at once whether the server is still there.
+  view.probe = () => {
+    const abort = new AbortController(), timer = setTimeout(() => abort.abort(), PROBE_TIMEOUT_MS);
+    fetch(HEALTH_URL, { cache: "no-store", signal: abort.signal })
+      .then((r) => { clearTimeout(timer); (r.ok ? view.reachable : view.unreachable)(); })
+      .catch(() => { clearTimeout(timer); view.unreachable(); });
   };
   view.reset = (caseId) => {
     view.caseId = caseId;
     view.pending = { answer: null, confidence: null }; view.flagged = false;
     view.flag.classList.remove("on"); view.comment.value = ""; view.say(""); view.pick();
   };
-  view.reveal = (src, caseId, unlock) => {
+  view.reveal = (src, caseId) => {
     const img = view.viewer.img;
     img.classList.remove("shown"); img.dataset.case = "";
     view.viewer.slide = null; view.viewer.osdBox.classList.remove("shown");
@@ -215,12 +276,11 @@ function createView(root) {
       view.viewer.maxZoom = 0; view.viewer.fit(); img.classList.add("shown"); img.dataset.case = caseId;
       // Timing marks for benchmarks/bench_study_readers.py: the frame that paints the image.
       requestAnimationFrame(() => { window.__urcdmShownAt = performance.now(); });
-      if (unlock) view.unlock();
+      view.unlock();
     });
     img.onerror = () => view.say("The image could not be loaded: your session may have ended. Reload the page.");
     img.src = src;
   };
-  view.unlock = () => { view.busy = false; root.classList.remove("busy"); window.__urcdmConfirmedAt = performance.now(); };
   view.toggleFlag = () => { view.flagged = !view.flagged; view.flag.classList.toggle("on", view.flagged); };
   view.onKey = (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || ["INPUT", "TEXTAREA"].includes(e.target.tagName)) return;
@@ -236,12 +296,25 @@ function createView(root) {
     // Ours alone: Streamlit's own shortcut for R is "rerun the app", which would delay the answer.
     e.preventDefault(); e.stopImmediatePropagation();
   };
+  view.finish = (data) => {
+    view.finished = true; view.lock();
+    view.progress.textContent = `All ${data.total} cases answered`;
+    view.viewer.img.classList.remove("shown"); view.viewer.osdBox.classList.remove("shown");
+    view.status.textContent = `Thank you: all ${data.total} cases are answered. You can close this page.`;
+    view.setTrigger("finished", true);  // Streamlit's page says so too, when it can be reached
+  };
+  // `data`: the case to show, from Streamlit (first case, a rerun) or from an answer's reply.
   view.show = (data) => {
+    if (!view.bar) { view.data = data; buildBar(root, view, data.confidence); }
+    if (data.done) { view.data = { ...view.data, ...data }; view.finish(data); return; }
+    // A Streamlit run that began before an answer's reply can bring a case already stored: not shown again.
+    if (view.stored.has(data.case) || view.finished) return;
     const fresh = data.case !== view.caseId;
     view.data = data;
-    if (!view.bar) buildBar(root, view, data.confidence);
-    view.progress.textContent = `Case ${data.index + 1} of ${data.total}`;
+    view.progress.textContent = `Case ${data.index + 1} of ${data.total}` +
+      (data.magnification ? ` · magnification ${data.magnification}` : "");
     if (fresh) {
+      view.lock();
       view.reset(data.case);
       if (data.slide) {
         showSlide(view.viewer, data.slide, data.case, () => {
@@ -249,13 +322,11 @@ function createView(root) {
           view.unlock();
         }, () => view.say("The slide could not be opened: your session may have ended. Reload the page."));
       } else {
-        view.reveal(data.image, data.case, true);
+        view.reveal(data.image, data.case);
       }
-    } else if (view.busy) {
-      view.unlock();  // the server has stored the answer and confirms the case already on screen
     }
     if (data.next !== view.prefetchedUrl) {
-      // The next case is fetched and decoded now, so answering shows it without waiting for the network.
+      // The next case is fetched and decoded now, so its reply shows it without waiting for the network.
       view.prefetchedUrl = data.next; view.prefetched = null;
       if (data.next) { const next = new Image(); next.src = data.next; next.decode().catch(() => {}); view.prefetched = next; }
     }
@@ -276,5 +347,9 @@ export default function (component) {
   // Capture phase on window: the reader's keys are seen before any of the page's own handlers.
   window.addEventListener("keydown", view.onKey, true);
   window.addEventListener("resize", view.onResize);
-  return () => { window.removeEventListener("keydown", view.onKey, true); window.removeEventListener("resize", view.onResize); };
+  view.watch = view.watch || setInterval(view.probe, PROBE_EVERY_MS);
+  return () => {
+    window.removeEventListener("keydown", view.onKey, true); window.removeEventListener("resize", view.onResize);
+    clearInterval(view.watch); view.watch = null;
+  };
 }
