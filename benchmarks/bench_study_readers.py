@@ -4,10 +4,14 @@ One study server (``urcdm-study run``'s command line), N headless chromium windo
 logged in as its own reader. All readers answer together, by keyboard (3 then R or S), after a short
 look at each case. Per answer the page itself records (``performance.now()`` in the case reader):
 
-- shown: key press -> the next case's image painted (the prefetched image is swapped in at once);
-- stored: key press -> the server's reply for the next case (the answer is in SQLite, the bar unlocks).
+- stored: key press -> the answer route's reply (the answer is in SQLite; the reply names the next case);
+- shown: key press -> the next case's image painted (it was prefetched; it is shown only once the
+  reply confirms the answer, and the bar unlocks with it).
 
-    python benchmarks/bench_study_readers.py [--readers 1,5,20] [--answers 10] [--display 1024]
+Cases are served in the study's default encoding (``--format auto``: uncompressed PNG up to 2048 px,
+whose bytes depend on the size alone); ``--format jpeg`` for comparison.
+
+    python benchmarks/bench_study_readers.py [--readers 1,5,20] [--answers 10] [--display 1024] [--format auto]
 """
 
 from __future__ import annotations
@@ -38,11 +42,11 @@ from study_app.study import load_study  # noqa: E402
 WINDOW = (1366, 768)
 
 
-def build_study(root: Path, display: int, per_reader: int) -> Path:
+def build_study(root: Path, display: int, per_reader: int, image_format: str) -> Path:
     # Full-resolution (URCDM level 2) crops: shown 1:1 at ``display`` px, as a demo or a fixed-scale study is.
     crops = {"n": per_reader, "level": 2, "size": display}
-    return bench_study.build_study(root, 8192, display, 2 * per_reader, crops=crops, cases_per_reader=per_reader,
-                                   answers={"confidence": True})
+    return bench_study.build_study(root, 8192, display, 2 * per_reader, crops=crops, image_format=image_format,
+                                   cases_per_reader=per_reader, answers={"confidence": True})
 
 
 def start_server(prepared) -> tuple[subprocess.Popen, str]:
@@ -116,7 +120,7 @@ class Reader(threading.Thread):
                     and d.execute_script("return window.__urcdmConfirmedAt > window.__urcdmAnsweredAt"
                                          " && window.__urcdmShownAt > window.__urcdmAnsweredAt"))
                 answered, shown, stored = driver.execute_script(
-                    "return [window.__urcdmAnsweredAt, window.__urcdmShownAt, window.__urcdmConfirmedAt]")
+                    "return [window.__urcdmAnsweredAt, window.__urcdmShownAt, window.__urcdmStoredAt]")
                 self.shown_ms.append(shown - answered)
                 self.stored_ms.append(stored - answered)
         except Exception as exc:  # reported in the JSON, never hidden
@@ -164,12 +168,13 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=10, help="answers timed per reader")
     parser.add_argument("--look", type=float, default=1.0, help="mean seconds a reader looks before answering")
     parser.add_argument("--display", type=int, default=1024, help="case image side (px)")
+    parser.add_argument("--format", default="auto", choices=("auto", "raw", "jpeg", "png"), help="display.format")
     args = parser.parse_args()
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         json.dump({"skipped": "chromium / chromedriver not installed"}, sys.stdout)
         return
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-readers-") as tmp:
-        prepared = prepare(load_study(build_study(Path(tmp), args.display, args.answers + 2)), progress=False)
+        prepared = prepare(load_study(build_study(Path(tmp), args.display, args.answers + 2, args.format)), progress=False)
         sizes = [p.stat().st_size for p in prepared.image_folder.iterdir()]
         server, url = start_server(prepared)
         try:
@@ -178,7 +183,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
-    result = {"window": WINDOW, "image_px": args.display, "image_bytes": sizes[0], "look_s": args.look,
+    result = {"window": WINDOW, "image_px": args.display, "format": prepared.encoding.format, "image_bytes": sizes[0],
+              "look_s": args.look,
               "cpus": len(__import__("os").sched_getaffinity(0)), "runs": runs}
     json.dump(result, sys.stdout, indent=2)
     print()

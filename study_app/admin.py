@@ -46,7 +46,7 @@ def page(prepared: PreparedStudy, store: AnswerStore, token: str) -> None:
             st.subheader("Readers still reading (not in the totals)")
             partial_rows = [row for row in result_rows(score(results.partial, by="arm", positive=positive))
                             if row["reader"] != "total"]
-            st.dataframe(display_results(partial_rows), hide_index=True)
+            st.dataframe(display_results(partial_rows, with_arm=True), hide_index=True)
         _agreement(alpha_per_arm(results.every))  # over every answer: unfinished readers too
         mrmc_section(results, token)
     with plots_tab:

@@ -51,8 +51,9 @@ def reader_position(gate: Gate, reader: str, token: str, now: float | None = Non
 def record_answer(gate: Gate, reader: str, given, now: float | None = None) -> str | None:
     """Store what the answer bar sent; returns a message for the reader, or None when all is well.
 
-    Only a case of this reader's list is recorded, with a complete answer, and a second answer to a
-    case (a double press, a resend after a lost reply, a stale second tab) never replaces the first.
+    Only the case on screen (the reader's first unanswered case) is recorded, with a complete answer,
+    and a second answer to a case (a double press, a resend after a lost reply, a stale second tab)
+    never replaces the first.
     """
     if not isinstance(given, dict) or given.get("case") not in gate.assigned(reader):
         return "That case is not one of yours; the page has been brought up to date."
@@ -61,6 +62,12 @@ def record_answer(gate: Gate, reader: str, given, now: float | None = None) -> s
         return "Choose real or synthetic, and how sure you are (1-5)."
     now = time.time() if now is None else now
     case = gate.prepared.case(given["case"])
+    order = [c.id for c in gate.reader_cases(reader)]
+    current = gate.answers.first_unanswered(reader, order)
+    if case.id != (order[current] if current is not None else None) and gate.answers.get(reader, case.id) is None:
+        # Cases are answered in the reader's order, the one on screen first: a later case's image can be
+        # fetched (it is prefetched), but not answered before it has been shown.
+        return "That is not the case on screen; the page has been brought up to date."
     shown_at = gate.answers.shown_at(reader, case.id) or now
     new, stored = gate.answers.record(
         reader, case.id, case.arm, case.truth, answer, confidence, min(shown_at, now), now, case.image_id,

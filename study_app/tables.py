@@ -95,10 +95,11 @@ def _interval(estimate, low, high) -> str:
     return f"{estimate:.2f} ({low:.2f}–{high:.2f})" if low is not None else f"{estimate:.2f}"
 
 
-def display_results(rows: Sequence[dict]) -> list[dict]:
+def display_results(rows: Sequence[dict], with_arm: bool = False) -> list[dict]:
     """``result_rows`` as the organiser reads them: intervals beside their estimates, missing values as
-    "–" (never "None"), short headings, so that an arm's table fits a 1366-px window."""
-    return [{"reader": row["reader"], "TP": row["tp"], "FP": row["fp"], "TN": row["tn"], "FN": row["fn"], "n": row["n"],
+    "–" (never "None"), short headings, so that an arm's table fits a 1366-px window; ``with_arm``
+    for a table of several arms."""
+    return [{**({"arm": row["arm"]} if with_arm else {}), "reader": row["reader"], "TP": row["tp"], "FP": row["fp"], "TN": row["tn"], "FN": row["fn"], "n": row["n"],
              "p (95 % CI)": _interval(row["p"], row["p_low"], row["p_high"]),
              "|p−0.5|": _number(row["abs_p_minus_half"]),
              "accuracy (95 % CI)": _interval(row["accuracy"], row["accuracy_low"], row["accuracy_high"]),

@@ -123,6 +123,8 @@ def test_incomplete_foreign_and_repeated_answers_are_refused(study_workdir):
     not_mine = next(c.id for c in prepared.cases if c.id not in gate.assigned(READER))
     assert "how sure" in record_answer(gate, READER, {"case": mine, "answer": "real"})
     assert "not one of yours" in record_answer(gate, READER, {"case": not_mine, "answer": "real", "confidence": 3})
+    later = prepared.reader_cases(READER)[1].id  # prefetched, so its image can be had, but not yet shown
+    assert "not the case on screen" in record_answer(gate, READER, {"case": later, "answer": "real", "confidence": 3})
     assert store.all_answers() == []
     # A double press, a resend after a lost reply: recorded once, quietly.
     assert record_answer(gate, READER, {"case": mine, "answer": "real", "confidence": 5}) is None

@@ -175,3 +175,24 @@ def test_answers_are_posted_to_a_live_reader_session_and_downloads_go_to_the_org
     assert status == 200 and disposition.startswith('attachment; filename="answers-')
     exported = body.decode()
     assert order[0] in exported and "'=HYPERLINK(1)" in exported  # neutralised for spreadsheets
+
+
+def test_demo_refuses_a_file_as_out_and_a_busy_port_before_building_anything(tmp_path, capsys):
+    from study_app.cli import main as study_cli
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert study_cli(["demo", "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a folder" in err and err.count("\n") == 1
+    assert a_file.read_text() == "mine"
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for argv in (["demo", "--out", str(tmp_path / "demo")], ["run", str(tmp_path / "demo" / "study.yaml")]):
+            assert study_cli([*argv, "--port", str(port)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith("error: cannot listen") and "secret" not in err and err.count("\n") == 1
+    assert not (tmp_path / "demo").exists()  # no study built, no secret made

@@ -364,3 +364,36 @@ def test_demo_readers_never_meet_the_same_tissue_as_real_and_synthetic_and_each_
         summary = arm_mrmc(selection)
         assert summary is not None and summary["answers_left_out"] == 0, selection.reason
         assert summary["cases"] == CASES_PER_READER and summary["readers"] == len(readers)
+
+
+def test_a_study_prepared_as_jpeg_by_default_keeps_its_answered_cases_and_renders_unanswered_ones_blind(
+        mixed_sizes_study, monkeypatch, capsys):
+    """Before encodings were resolved, a study file without `format` was served as JPEG; its manifest
+    has no display_format. Answered, it goes on as it is; unanswered, it is rendered again uncompressed."""
+    values = yaml.safe_load(mixed_sizes_study.read_text())
+    values["display"] = {"size": 1024, "format": "jpeg", "parity": "warn"}
+    mixed_sizes_study.write_text(yaml.safe_dump(values))
+    prepared = prepare(load_study(mixed_sizes_study), progress=False)
+    values["display"] = {"size": 1024}  # the study file as it was written then
+    mixed_sizes_study.write_text(yaml.safe_dump(values))
+    path = prepared.workdir / MANIFEST
+    manifest = json.loads(path.read_text())
+    del manifest["display_format"]
+    manifest["settings"] = settings_digest(load_study(mixed_sizes_study), 300, "jpeg")  # the digest as it was then
+    path.write_text(json.dumps(manifest))
+    legacy = open_prepared(prepared.workdir)
+    assert legacy.encoding.format == "jpeg" and legacy.image_url_path(legacy.cases[0], "t").split("?")[0].endswith(".jpg")
+
+    case = prepared.cases[0]
+    store = AnswerStore(prepared.store_path)
+    store.record("r1", case.id, case.arm, case.truth, "real", None, 1.0, 2.0, case.image_id)
+    monkeypatch.setattr("study_app.prepare.render_case", lambda *args: pytest.fail("rendered again"))
+    assert prepare(load_study(mixed_sizes_study), progress=False).encoding.format == "jpeg"  # answered: kept
+    monkeypatch.undo()
+
+    store.close()
+    for answers in prepared.workdir.glob("answers.sqlite*"):
+        answers.unlink()
+    again = prepare(load_study(mixed_sizes_study), progress=False)  # not answered: rendered again, blind
+    assert again.encoding.format == "raw" and "rendering them again" in capsys.readouterr().err
+    assert {p.suffix for p in (again.workdir / STATIC).iterdir()} == {".png"}

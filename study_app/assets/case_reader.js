@@ -226,6 +226,7 @@ function createView(root) {
       .then((reply) => {
         clearTimeout(timer); view.sending = false;
         if (reply.ended) { view.inflight = null; view.say(ENDED); return; }
+        window.__urcdmStoredAt = performance.now();  // for benchmarks/bench_study_readers.py
         view.reachable();
         view.inflight = null; view.stored.add(payload.case);
         view.show(reply.position);
