@@ -195,7 +195,9 @@ function createView(root) {
   };
   view.say = (text) => { view.message.textContent = text; };
   view.lock = () => { view.busy = true; root.classList.add("busy"); };
-  view.unlock = () => { view.busy = false; root.classList.remove("busy"); window.__urcdmConfirmedAt = performance.now(); };
+  view.unlock = () => {
+    view.busy = false; view.revealing = false; root.classList.remove("busy"); window.__urcdmConfirmedAt = performance.now();
+  };
   view.submit = (answer, confidence) => {
     if (view.busy || view.finished) return;
     if (answer) view.pending.answer = answer;
@@ -315,7 +317,7 @@ function createView(root) {
     view.progress.textContent = `Case ${data.index + 1} of ${data.total}` +
       (data.magnification ? ` · magnification ${data.magnification}` : "");
     if (fresh) {
-      view.lock();
+      view.lock(); view.revealing = true;  // the bar unlocks when the case is painted
       view.reset(data.case);
       if (data.slide) {
         showSlide(view.viewer, data.slide, data.case, () => {
@@ -325,6 +327,8 @@ function createView(root) {
       } else {
         view.reveal(data.image, data.case);
       }
+    } else if (view.busy && !view.inflight && !view.offline && !view.revealing) {
+      view.unlock();  // a reply that kept this case on screen (its message says why): it may be answered again
     }
     if (data.next !== view.prefetchedUrl) {
       // The next case is fetched and decoded now, so its reply shows it without waiting for the network.
