@@ -31,6 +31,7 @@ import yaml
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -357,16 +358,34 @@ def log_out(driver) -> None:
     wait_for(driver, "//input[@aria-label='Reader ID']")
 
 
+def wrong_guesses(driver, gate, scope: str, key: str, field: str, button: str, count: int) -> None:
+    """``count`` wrong codes typed again and again into the login form already on the page (no reload
+    between them), each waited for until the server has counted it."""
+    for attempt in range(count):
+        box = wait_for(driver, f"//input[@aria-label='{field}']")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(f"wrong {attempt}")
+        click_button(driver, button)
+        WebDriverWait(driver, WAIT_S, poll_frequency=0.05).until(lambda _: failures(gate, scope, key) == attempt + 1)
+
+
+def failures(gate, scope: str, key: str) -> int:
+    row = gate.sessions._db().execute("SELECT failures FROM login_failures WHERE scope = ? AND key = ?",
+                                      (scope, key)).fetchone()
+    return row[0] if row else 0
+
+
 def test_wrong_codes_hold_back_only_the_id_they_were_typed_for(running_app, browser):
     """All from one address: a guesser locks out reader-2 only; reader-1 with the right code and the
     organiser get in at once. Wrong organiser secrets lock out the organiser only. A right code clears
     its own count."""
-    url = running_app.url
-    for attempt in range(FREE_TRIES + 1):
-        log_in(browser, url, reader="reader-2", code="not the code")
-        see(browser, "wrong access code" if attempt < FREE_TRIES else "Too many wrong attempts")
-    log_in(browser, url, reader="reader-2")  # the right code, during the wait: refused unread
-    see(browser, "Too many wrong attempts")
+    url, gate = running_app.url, current_gate(load_study(running_app.study_file).workdir)
+    browser.get(url)
+    wait_for(browser, "//input[@aria-label='Reader ID']").send_keys("reader-2")
+    wrong_guesses(browser, gate, "reader", "reader-2", "Access code", "Start", FREE_TRIES)
+    see(browser, "wrong access code")
+    log_in(browser, url, reader="reader-2")  # the right code, after five wrong ones: refused unread
+    see(browser, "Too many wrong attempts for this reader ID")
     screenshot(browser, "study-locked-out")
     assert "session=" not in browser.current_url
     log_in(browser, url)  # reader-1, right code, same address: straight in
@@ -376,24 +395,26 @@ def test_wrong_codes_hold_back_only_the_id_they_were_typed_for(running_app, brow
     see(browser, "Organiser view")
     log_out(browser)
 
-    for attempt in range(FREE_TRIES + 1):
-        log_in_organiser(browser, url, "not the secret")
-        see(browser, "Wrong organiser secret" if attempt < FREE_TRIES else "Too many wrong attempts")
+    wait_for(browser, "//*[@role='tab' and normalize-space(.)='Organiser']").click()
+    wrong_guesses(browser, gate, "organiser", "organiser", "Organiser secret", "Open organiser view", FREE_TRIES)
+    see(browser, "Wrong organiser secret")
     log_in_organiser(browser, url, running_app.secret)
-    see(browser, "Too many wrong attempts")
+    see(browser, "Too many wrong attempts at the organiser secret")
     log_in(browser, url)  # the organiser's lock-out is not the readers'
     wait_for(browser, "//button[normalize-space(.)='Begin']")
     log_out(browser)
 
-    for _ in range(FREE_TRIES - 1):  # a success clears the count: typos before each login never add up
-        log_in(browser, url, code="typo")
-        see(browser, "wrong access code")
+    # A success clears the count: typos before each login never add up to a wait.
+    wait_for(browser, "//input[@aria-label='Reader ID']").send_keys(READER)
+    wrong_guesses(browser, gate, "reader", READER, "Access code", "Start", FREE_TRIES - 1)
     log_in(browser, url)
     wait_for(browser, "//button[normalize-space(.)='Begin']")
+    assert failures(gate, "reader", READER) == 0
     log_out(browser)
-    for _ in range(FREE_TRIES - 1):  # uncleared, the second and later of these would be told to wait
-        log_in(browser, url, code="typo")
-        see(browser, "wrong access code")
+    wait_for(browser, "//input[@aria-label='Reader ID']").send_keys(READER)
+    wrong_guesses(browser, gate, "reader", READER, "Access code", "Start", FREE_TRIES - 1)
+    log_in(browser, url)  # uncleared, the count would now be past the free tries
+    wait_for(browser, "//button[normalize-space(.)='Begin']")
 
 
 def test_organiser_downloads_go_to_a_live_organiser_session_only(running_app, browser):
