@@ -226,6 +226,8 @@ def test_a_reader_answers_by_keyboard_at_two_window_sizes_reloads_and_continues(
     expected = [("synthetic", 4, False), ("real", 2, False)] + [("real", 5, True)] * (answered - 2)
     assert [(a.case, a.answer, a.confidence, a.flagged) for a in stored] == [
         (c.id, *e) for c, e in zip(order, expected)]
+    # Nobody zoomed: max_zoom is relative to the fitted image (it once recorded the fit itself, 2.35 or so).
+    assert [a.max_zoom for a in stored] == [1.0] * answered
 
 
 def websocket_frames(driver) -> list[bytes]:
