@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study_app.store import AnswerStore
+from study_app.store.database import AnswerStore
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ For each attribute a reader's browser can read from a served case image (total l
 or chunk length, the entropy-coded length, format, tables, structure), the ROC AUC of synthetic
 against real (0.5: nothing; 0 or 1: perfect separation) and the best one-rule accuracy, over the
 whole study and per arm, from the files in the study's ``static/`` folder as they are served
-(``study_app.parity``). By default it builds the embedded demo (``urcdm-study demo``) in each
+(``study_app.preparation.parity``). By default it builds the embedded demo (``urcdm-study demo``) in each
 encoding; ``--workdir`` analyses any prepared study folder instead (one prepared by an older
 version, say), and ``--formats`` picks the encodings.
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from study_app.demo import build_demo
-from study_app.parity import parity_report, served_attributes
-from study_app.prepare import MANIFEST, STATIC, prepare
-from study_app.study import load_study
+from study_app.preparation.demo import build_demo
+from study_app.preparation.parity import parity_report, served_attributes
+from study_app.preparation.prepare import MANIFEST, STATIC, prepare
+from study_app.preparation.study import load_study
 
 
 def analyse(workdir: Path) -> dict:

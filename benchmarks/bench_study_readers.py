@@ -33,11 +33,11 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_study  # noqa: E402
+from study_builder import build_study as build_bench_study  # noqa: E402
 
-from study_app.prepare import prepare  # noqa: E402
-from study_app.server import streamlit_command  # noqa: E402
-from study_app.study import load_study  # noqa: E402
+from study_app.preparation.prepare import prepare  # noqa: E402
+from study_app.preparation.study import load_study  # noqa: E402
+from study_app.web.server import streamlit_command  # noqa: E402
 
 WINDOW = (1366, 768)
 
@@ -45,8 +45,8 @@ WINDOW = (1366, 768)
 def build_study(root: Path, display: int, per_reader: int, image_format: str) -> Path:
     # Full-resolution (URCDM level 2) crops: shown 1:1 at ``display`` px, as a demo or a fixed-scale study is.
     crops = {"n": per_reader, "level": 2, "size": display}
-    return bench_study.build_study(root, 8192, display, 2 * per_reader, crops=crops, image_format=image_format,
-                                   cases_per_reader=per_reader, answers={"confidence": True})
+    return build_bench_study(root, 8192, display, 2 * per_reader, crops=crops, image_format=image_format,
+                             cases_per_reader=per_reader, answers={"confidence": True})
 
 
 def start_server(prepared) -> tuple[subprocess.Popen, str]:

@@ -6,7 +6,7 @@
    tile of the first screen drawn (OpenSeadragon's fully-loaded event), and from page load alone.
 3. Tile latency: random uncached tiles at every Deep Zoom level, one client and 8 at once, over HTTP.
 4. Peak RSS of the server process (VmHWM), after all of it.
-5. A whole-slide study's tiling of the same slide (``study_app.whole_slides.render_slide``, what
+5. A whole-slide study's tiling of the same slide (``study_app.preparation.whole_slides.render_slide``, what
    ``urcdm-study prepare`` does per whole-slide case): seconds, tiles, bytes, this process's peak RSS.
 
 Prints one JSON object. Not a test.
@@ -87,9 +87,9 @@ def study_tiling(slide: Path, workdir: Path) -> dict:
     import os
     import resource
 
-    from study_app.cases import Case
-    from study_app.encodings import Encoding
-    from study_app.whole_slides import SlideLayout, render_slide
+    from study_app.preparation.cases import Case
+    from study_app.preparation.encodings import Encoding
+    from study_app.preparation.whole_slides import SlideLayout, render_slide
     from urcdm.slides import open_slide
 
     with open_slide(slide) as opened:
@@ -131,7 +131,10 @@ def main() -> None:
         page_ms, browser_s = first_view_ms(url)
         command_to_view_s = serving_s + browser_s
 
-        from openslide.deepzoom import DeepZoomGenerator  # the layout only, to pick valid addresses
+        from openslide.deepzoom import (
+            DeepZoomGenerator,  # the layout only, to pick valid addresses
+        )
+
         from urcdm.slides import open_slide
         with open_slide(slide) as opened:
             levels = list(DeepZoomGenerator(opened.openslide, 254, 1).level_tiles)

@@ -41,13 +41,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study_app.answers import read_answers
-from study_app.mrmc import analyse
-from study_app.mrmc_answers import arm_mrmc, roc_points, select_arm_designs
-from study_app.mrmc_io import read_design
-from study_app.paper_table import answers_from_counts, read_table1, reader_comparison, total_comparison, write_answers
-from study_app.scoring import score
-from study_app.tables import natural_key
+from study_app.statistics.mrmc import analyse
+from study_app.statistics.mrmc_answers import arm_mrmc, roc_points, select_arm_designs
+from study_app.statistics.paper_table import (
+    answers_from_counts,
+    read_table1,
+    reader_comparison,
+    total_comparison,
+    write_answers,
+)
+from study_app.statistics.records import natural_key
+from study_app.statistics.scoring import score
+from study_app.store.answers_csv import read_answers
+from study_app.store.ratings_csv import read_design
 from urcdm.notebook import shared_data, user_errors
 
 pd.set_option("display.width", 200)

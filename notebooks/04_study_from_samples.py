@@ -42,8 +42,8 @@ from PIL import Image
 
 from study_app.access import hash_secret
 from study_app.cli import main as urcdm_study
-from study_app.prepare import open_prepared
-from study_app.study import load_study
+from study_app.preparation.prepare import open_prepared
+from study_app.preparation.study import load_study
 from urcdm.config import load_config
 from urcdm.errors import UserError
 from urcdm.notebook import cli, user_errors

@@ -2,7 +2,7 @@
 
 Hashes are ``scrypt:N:r:p:SALT:HASH`` (hex), the standard library's memory-hard KDF, so a leaked study
 file does not give away short codes; ``sha256:HEX`` is accepted for codes made with ``sha256sum``.
-Sessions themselves are server-side (``study_app.sessions``); this module has only the pure parts:
+Sessions themselves are server-side (``study_app.web.sessions``); this module has only the pure parts:
 the fingerprint a session keeps of its credential, and the back-off schedule for wrong codes.
 """
 

@@ -6,11 +6,12 @@
     urcdm-study export STUDY.yaml -o ANSWERS.csv   the raw answers, as the app's organiser view exports them
     urcdm-study score ANSWERS.csv [--by arm|all] [--positive synthetic|real] [--json]
     urcdm-study mrmc RATINGS.csv [--cov jackknife|delong|unbiased] [--arm ARM] [--json]
-                                                   OR MRMC ROC analysis (Hillis ddf) of ratings or an export
+                                                   MRMC ROC analysis of ratings or an export, any design
+                                                   (OR with Hillis ddf; U-statistics; split-plot OR)
     urcdm-study hash-secret                        hash an access code or organiser secret for the study file
 
 ANSWERS.csv needs the columns reader,case,arm,truth,answer (truth/answer: real or synthetic) and may
-carry confidence (1-5). The study file format is documented in study_app/study.py and the README.
+carry confidence (1-5). The study file format is documented in study_app/preparation/study.py and the README.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ from pathlib import Path
 from typing import Sequence
 
 from study_app.access import hash_secret
-from study_app.answers import read_answers
-from study_app.scoring import score
-from urcdm.clikit import ArgumentParser, add_output_options, check_port_free, print_json, print_table, run_cli
+from study_app.statistics.scoring import score
+from study_app.store.answers_csv import read_answers
+from urcdm.clikit import (
+    ArgumentParser,
+    add_output_options,
+    check_port_free,
+    print_json,
+    print_table,
+    run_cli,
+)
 from urcdm.errors import OutputExistsError, UserError
 
 DEFAULT_PORT = 8501
@@ -40,8 +48,11 @@ def build_parser() -> ArgumentParser:
                         help="the answer counted as positive (default: synthetic, as in the paper)")
     add_output_options(scorer)
 
-    mrmc = commands.add_parser("mrmc", help="Obuchowski-Rockette MRMC ROC analysis of ratings",
-                               description="Obuchowski-Rockette MRMC analysis of empirical AUCs with Hillis' ddf.")
+    mrmc = commands.add_parser("mrmc", help="MRMC ROC analysis of ratings, any reading design",
+                               description="MRMC analysis of reader-averaged empirical AUCs: Obuchowski-Rockette with "
+                                           "Hillis' ddf where every reader rated every case, the U-statistics of "
+                                           "Gallas et al. for any design (beside OR where crossed), and the "
+                                           "split-plot OR analysis where readers read in groups.")
     mrmc.add_argument("ratings", help="CSV with reader,arm,case,truth,rating, or an `urcdm-study export` CSV")
     mrmc.add_argument("--cov", choices=("jackknife", "delong", "unbiased"), default="jackknife",
                       help="case-level covariance estimator (default: jackknife)")
@@ -113,18 +124,18 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_mrmc(args: argparse.Namespace) -> int:
-    from study_app.mrmc import analyse
-    from study_app.mrmc_io import format_report, read_design
+    from study_app.statistics.mrmc_designs import analyse_any
+    from study_app.store.ratings_csv import format_report, read_design
 
     design = read_design(args.ratings, arm=args.arm)
-    result = analyse(design.ratings, design.truth, args.cov, design.readers, design.arms)
+    result = analyse_any(design.ratings, design.truth, args.cov, design.readers, design.arms)
     print_json(result) if args.json else print(format_report(result))
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from study_app.prepare import prepare
-    from study_app.study import load_study
+    from study_app.preparation.prepare import prepare
+    from study_app.preparation.study import load_study
 
     summary = prepare(load_study(args.study)).summary()
     if args.json:
@@ -135,19 +146,19 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from study_app.prepare import prepare
-    from study_app.server import serve
-    from study_app.study import load_study
+    from study_app.preparation.prepare import prepare
+    from study_app.preparation.study import load_study
+    from study_app.web.server import serve
 
     check_port_free(args.port, args.address)  # before minutes of rendering, not after
     return serve(prepare(load_study(args.study)), args.port, args.address)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from study_app.demo import DEMO_READERS, build_demo
-    from study_app.prepare import prepare
-    from study_app.server import serve
-    from study_app.study import load_study
+    from study_app.preparation.demo import DEMO_READERS, build_demo
+    from study_app.preparation.prepare import prepare
+    from study_app.preparation.study import load_study
+    from study_app.web.server import serve
 
     if not args.no_run:
         check_port_free(args.port, args.address)  # before a new study and secret are made and printed
@@ -160,9 +171,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from study_app.prepared import open_prepared
-    from study_app.store import AnswerStore
-    from study_app.study import load_study
+    from study_app.preparation.prepared import open_prepared
+    from study_app.preparation.study import load_study
+    from study_app.store.database import AnswerStore
 
     if args.out.exists() and not args.overwrite:
         raise OutputExistsError(f"{args.out}: already exists (use --overwrite to replace it)")

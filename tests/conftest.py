@@ -97,9 +97,9 @@ def tile_lists(real_data: Path, tmp_path: Path) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def demo_study_template(tmp_path_factory) -> tuple[Path, str]:
     """The embedded demo study, built and prepared once: (its folder, the organiser secret)."""
-    from study_app.demo import build_demo
-    from study_app.prepare import prepare
-    from study_app.study import load_study
+    from study_app.preparation.demo import build_demo
+    from study_app.preparation.prepare import prepare
+    from study_app.preparation.study import load_study
 
     out = tmp_path_factory.mktemp("study-demo")
     study_file, secret = build_demo(out, crops=6)

@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("papermill")
 import jupytext  # noqa: E402
+from conftest import PLUGINS, REPO_ROOT, TINY_EXTRACTOR  # noqa: E402
 from papermill.exceptions import PapermillExecutionError  # noqa: E402
 
-from conftest import PLUGINS, REPO_ROOT, TINY_EXTRACTOR  # noqa: E402
 from study_app.cli import main as study_cli  # noqa: E402
 
 sys.path.insert(0, str(REPO_ROOT / "notebooks"))
@@ -180,7 +180,7 @@ def test_study_notebook_prepares_a_study_and_stops_before_answers(chain):
 
 
 def _answered(store: Path) -> int:
-    from study_app.store import AnswerStore
+    from study_app.store.database import AnswerStore
     return len(AnswerStore(store).all_answers())
 
 

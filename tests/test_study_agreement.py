@@ -7,8 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from study_app.agreement import alpha_from_table, alpha_per_arm, krippendorff_alpha
-from study_app.scoring import Answer, score
+from study_app.statistics.agreement import (
+    alpha_from_table,
+    alpha_per_arm,
+    krippendorff_alpha,
+)
+from study_app.statistics.scoring import Answer, score
 
 S, R = "synthetic", "real"
 _ = None

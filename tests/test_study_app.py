@@ -17,12 +17,12 @@ pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from study_app.access import FIRST_WAIT_S, FREE_TRIES, hash_secret  # noqa: E402
-from study_app.demo import DEMO_READERS  # noqa: E402
-from study_app.gate import current_gate  # noqa: E402
-from study_app.prepare import open_prepared  # noqa: E402
-from study_app.reading import record_answer  # noqa: E402
-from study_app.sessions import ADDRESS  # noqa: E402
-from study_app.store import AnswerStore  # noqa: E402
+from study_app.preparation.demo import DEMO_READERS  # noqa: E402
+from study_app.preparation.prepare import open_prepared  # noqa: E402
+from study_app.store.database import AnswerStore  # noqa: E402
+from study_app.web.gate import current_gate  # noqa: E402
+from study_app.web.reading import record_answer  # noqa: E402
+from study_app.web.sessions import ADDRESS  # noqa: E402
 
 READER = "reader-1"
 

@@ -12,14 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import tissue_image
 from PIL import Image, ImageFilter
 
-from conftest import tissue_image
-from study_app.cases import assign_cases, repeated_content
-from study_app.demo import build_demo
-from study_app.parity import parity_report, separation_auc, served_attributes, trivial_accuracy
-from study_app.prepare import PARITY, STATIC, prepare
-from study_app.study import load_study
+from study_app.preparation.cases import assign_cases, repeated_content
+from study_app.preparation.demo import build_demo
+from study_app.preparation.parity import (
+    parity_report,
+    separation_auc,
+    served_attributes,
+    trivial_accuracy,
+)
+from study_app.preparation.prepare import PARITY, STATIC, prepare
+from study_app.preparation.study import load_study
 from urcdm.errors import UserError
 
 

@@ -30,18 +30,18 @@ import pytest
 import yaml
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium  # noqa: E402
 from study_app.access import FREE_TRIES  # noqa: E402
-from study_app.demo import DEMO_READERS  # noqa: E402
-from study_app.gate import current_gate  # noqa: E402
-from study_app.prepare import open_prepared  # noqa: E402
-from study_app.study import load_study  # noqa: E402
-from study_app.store import AnswerStore  # noqa: E402
+from study_app.preparation.demo import DEMO_READERS  # noqa: E402
+from study_app.preparation.prepare import open_prepared  # noqa: E402
+from study_app.preparation.study import load_study  # noqa: E402
+from study_app.store.database import AnswerStore  # noqa: E402
+from study_app.web.gate import current_gate  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 WAIT_S = 60
@@ -91,7 +91,7 @@ class StudyServer:
 
 @pytest.fixture
 def running_app(tmp_path):
-    from study_app.demo import build_demo
+    from study_app.preparation.demo import build_demo
 
     study_file, secret = build_demo(tmp_path / "demo", crops=6)
     server = StudyServer(study_file, free_port())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from study_app.store import AnswerStore
+from study_app.store.database import AnswerStore
 
 BIN = Path(sys.executable).parent
 START_S = 90
@@ -96,7 +96,7 @@ def test_case_images_go_only_to_their_readers_with_one_set_of_headers_whatever_t
     same headers (Content-Length, Content-Type, caching) for every case of either class, never
     compressed on the way, no ETag or Last-Modified, no cross-origin sharing, and the security
     headers; Streamlit's metrics, media and upload routes are hidden."""
-    from study_app.gate import current_gate
+    from study_app.web.gate import current_gate
 
     _run(["urcdm-study", "demo", "--no-run"], cwd=tmp_path)
     workdir = tmp_path / "build" / "study-demo" / "study-run"
@@ -140,7 +140,7 @@ def test_answers_are_posted_to_a_live_reader_session_and_downloads_go_to_the_org
     """The answer route stores an answer of the session's reader and replies with the next case (a
     repeat is recorded once); the organiser's files (answers with their truth) go to a live organiser
     session only: not to no session, a forged one, or a reader's."""
-    from study_app.gate import ORGANISER, current_gate
+    from study_app.web.gate import ORGANISER, current_gate
 
     _run(["urcdm-study", "demo", "--no-run"], cwd=tmp_path)
     workdir = tmp_path / "build" / "study-demo" / "study-run"

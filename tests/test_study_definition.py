@@ -9,10 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from study_app.access import (FIRST_WAIT_S, FREE_TRIES, MAX_WAIT_S, backoff_seconds, credential_fingerprint,
-                              hash_secret, is_hashed_secret, opaque_id, verify_secret)
-from study_app.cases import Case, assign_cases, balance_pool, check_assignable
-from study_app.study import parse_study
+from study_app.access import (
+    FIRST_WAIT_S,
+    FREE_TRIES,
+    MAX_WAIT_S,
+    backoff_seconds,
+    credential_fingerprint,
+    hash_secret,
+    is_hashed_secret,
+    opaque_id,
+    verify_secret,
+)
+from study_app.preparation.cases import (
+    Case,
+    assign_cases,
+    balance_pool,
+    check_assignable,
+)
+from study_app.preparation.study import parse_study
 from urcdm.errors import UserError
 
 VALID = {

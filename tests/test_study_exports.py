@@ -9,16 +9,16 @@ import io
 import json
 import os
 import random
-import stat
 import sqlite3
+import stat
 
 import pytest
 
 from study_app.cli import main as study_cli
-from study_app.mrmc_io import read_design
-from study_app.spreadsheet import neutralise, restore
-from study_app.store import AnswerStore
-from study_app.tables import to_csv
+from study_app.store.database import AnswerStore
+from study_app.store.ratings_csv import read_design
+from study_app.store.spreadsheet import neutralise, restore
+from study_app.web.tables import to_csv
 
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 # What readers might type, and what an attacker would: formulas, DDE, and the tab / CR smuggling forms.
@@ -89,10 +89,10 @@ def open_umask():
 
 
 def test_truth_answers_and_sessions_are_private_from_the_start(tmp_path, open_umask):
-    from study_app.demo import build_demo
-    from study_app.gate import current_gate
-    from study_app.prepare import prepare
-    from study_app.study import load_study
+    from study_app.preparation.demo import build_demo
+    from study_app.preparation.prepare import prepare
+    from study_app.preparation.study import load_study
+    from study_app.web.gate import current_gate
 
     study_file, _ = build_demo(tmp_path / "demo", crops=4)
     prepared = prepare(load_study(study_file), progress=False)
@@ -111,10 +111,10 @@ def test_truth_answers_and_sessions_are_private_from_the_start(tmp_path, open_um
 
 
 def test_files_an_older_version_left_open_are_narrowed_when_the_study_is_opened(tmp_path, open_umask):
-    from study_app.demo import build_demo
-    from study_app.prepare import open_prepared, prepare
-    from study_app.sessions import SessionStore
-    from study_app.study import load_study
+    from study_app.preparation.demo import build_demo
+    from study_app.preparation.prepare import open_prepared, prepare
+    from study_app.preparation.study import load_study
+    from study_app.web.sessions import SessionStore
 
     study_file, _ = build_demo(tmp_path / "demo", crops=4)
     workdir = prepare(load_study(study_file), progress=False).workdir

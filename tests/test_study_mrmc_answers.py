@@ -1,4 +1,4 @@
-"""Stored answers -> per-arm MRMC designs (study_app.mrmc_answers): the common-case sub-design and the reasons
+"""Stored answers -> per-arm MRMC designs (study_app.statistics.mrmc_answers): the common-case sub-design and the reasons
 when there is none, agreement with mrmc.analyse on the same matrix, ROC points, the ratings CSV, and the
 organiser page's MRMC section (AppTest)."""
 
@@ -10,12 +10,20 @@ import time
 import numpy as np
 import pytest
 
-from study_app.mrmc import COV_METHODS, analyse, auc_table
-from study_app.mrmc_answers import (FIXED_READERS, RANDOM_READERS, RATINGS_COLUMNS, arm_mrmc, compare_arms,
-                                    ratings_rows, roc_points, select_arm_designs)
-from study_app.mrmc_io import answer_rating, read_design
-from study_app.scoring import Answer
-from study_app.tables import to_csv
+from study_app.statistics.mrmc import COV_METHODS, analyse, auc_table
+from study_app.statistics.mrmc_answers import (
+    FIXED_READERS,
+    RANDOM_READERS,
+    RATINGS_COLUMNS,
+    arm_mrmc,
+    compare_arms,
+    ratings_rows,
+    roc_points,
+    select_arm_designs,
+)
+from study_app.statistics.scoring import Answer
+from study_app.store.ratings_csv import answer_rating, read_design
+from study_app.web.tables import to_csv
 
 # rating 1..10 back to (answer, confidence): the inverse of mrmc_io.answer_rating
 FROM_RATING = {answer_rating(label, c): (label, c) for label in ("real", "synthetic") for c in range(1, 6)}
@@ -179,11 +187,12 @@ def test_the_ratings_csv_reproduces_the_arm_result_through_urcdm_study_mrmc_read
 
 def test_the_organiser_view_shows_each_arms_mrmc_result(study_workdir, demo_study_template):
     pytest.importorskip("streamlit")
-    from study_app.gate import current_gate
-    from study_app.reading import record_answer
-    from study_app.store import AnswerStore
-    from study_app.tables import as_answers
     from test_study_app import new_session, organiser_login
+
+    from study_app.store.database import AnswerStore
+    from study_app.web.gate import current_gate
+    from study_app.web.reading import record_answer
+    from study_app.web.tables import as_answers
 
     gate = current_gate(study_workdir)
     store = AnswerStore(gate.prepared.store_path)

@@ -3,9 +3,9 @@ and a 0.5 reference line that spans the panel."""
 
 import pandas as pd
 
-from study_app.admin import reader_chart
-from study_app.tables import finished_readers, natural_key, progress_rows
-from study_app.store import StoredAnswer
+from study_app.store.database import StoredAnswer
+from study_app.web.admin import reader_chart
+from study_app.web.tables import finished_readers, natural_key, progress_rows
 
 
 def test_readers_sort_naturally():
@@ -37,8 +37,8 @@ def test_the_half_line_spans_every_panel():
 
 
 def test_the_organisers_tables_show_a_dash_never_none_and_intervals_beside_estimates():
-    from study_app.scoring import Answer, score
-    from study_app.tables import display_progress, display_results, result_rows
+    from study_app.statistics.scoring import Answer, score
+    from study_app.web.tables import display_progress, display_results, result_rows
 
     answers = [Answer(r, f"c{i}", arm, "synthetic" if i % 2 else "real", "real" if (i + len(r)) % 3 else "synthetic", None)
                for arm in ("A", "B") for r in ("r1", "reader-2") for i in range(6)]

@@ -9,18 +9,23 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from conftest import tissue_image
 from PIL import Image, PngImagePlugin
 
 from study_app.cli import main
-from study_app.encodings import Encoding
-from study_app.prepare import MANIFEST, STATIC, open_prepared, prepare, settings_digest
-from study_app.rendering import SERVED_MTIME
-from study_app.store import AnswerStore
-from study_app.study import load_study
+from study_app.preparation.encodings import Encoding
+from study_app.preparation.prepare import (
+    MANIFEST,
+    STATIC,
+    open_prepared,
+    prepare,
+    settings_digest,
+)
+from study_app.preparation.rendering import SERVED_MTIME
+from study_app.preparation.study import load_study
+from study_app.store.database import AnswerStore
 from urcdm.errors import UserError
 from urcdm.pyramid import ArraySource, write_pyramid
-
-from conftest import tissue_image
 
 JPEG_BASIC_INFO = {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi"}
 
@@ -115,7 +120,7 @@ def test_preparing_again_reuses_the_rendered_cases(real_vs_synthetic_study, monk
     def no_rendering(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr("study_app.prepare.render_case", no_rendering)
+    monkeypatch.setattr("study_app.preparation.prepare.render_case", no_rendering)
     again = prepare(load_study(real_vs_synthetic_study), progress=False)
     assert again.cases == first.cases and open_prepared(first.workdir).cases == first.cases
 
@@ -251,7 +256,7 @@ def test_a_cap_that_does_not_bind_is_not_a_change(mixed_sizes_study, monkeypatch
     def no_rendering(*args, **kwargs):
         raise AssertionError("rendered again")
 
-    monkeypatch.setattr("study_app.prepare.render_case", no_rendering)
+    monkeypatch.setattr("study_app.preparation.prepare.render_case", no_rendering)
     with_display_size(mixed_sizes_study, 2048)  # the cases stay at 300 px: nothing readers see changes
     assert prepare(load_study(mixed_sizes_study), progress=False).cases == prepared.cases
     assert open_prepared(prepared.workdir).display_side == 300
@@ -274,7 +279,7 @@ def test_a_study_prepared_before_display_sides_keeps_its_answered_cases(mixed_si
     assert legacy.display_side == 1024 and legacy.summary()["display"]["side"] == 1024
 
     rendered = []
-    monkeypatch.setattr("study_app.prepare.render_case", lambda *args: rendered.append(args) or "x" * 16)
+    monkeypatch.setattr("study_app.preparation.prepare.render_case", lambda *args: rendered.append(args) or "x" * 16)
     case = prepared.cases[0]
     AnswerStore(prepared.store_path).record("r1", case.id, case.arm, case.truth, "real", None, 1.0, 2.0, case.image_id)
     assert prepare(load_study(mixed_sizes_study), progress=False).display_side == 1024 and not rendered
@@ -290,7 +295,7 @@ def demo_images() -> dict[str, np.ndarray]:
 
 def footprint(case) -> tuple[int, int, int]:
     """(x, y, size) of a demo case in the micrograph's own coordinates (its slide is one quadrant)."""
-    from study_app.demo import SLIDES
+    from study_app.preparation.demo import SLIDES
 
     _, (qx, qy) = SLIDES[case.source.rsplit("/", 1)[-1][:-len(".tiff")]]
     x, y, size = (int(v) for v in case.crop[:3])
@@ -301,7 +306,7 @@ def test_the_demo_is_shown_one_micrograph_pixel_per_pixel(demo_study_template):
     """Every demo case is served at its crop's own size, uncompressed, and its pixels are the
     micrograph's (or its degraded version's) at the crop's coordinates: 1:1 in the viewer is one
     source pixel."""
-    from study_app.demo import CROP_SIZE, SLIDES
+    from study_app.preparation.demo import CROP_SIZE, SLIDES
 
     prepared = open_prepared(demo_study_template[0] / "study-run")
     assert prepared.display_side == CROP_SIZE == 128 and prepared.encoding.format == "raw"
@@ -320,7 +325,7 @@ def test_the_demo_is_shown_one_micrograph_pixel_per_pixel(demo_study_template):
 def test_the_demo_slides_are_four_quadrants_of_the_micrograph_as_they_are(demo_study_template):
     """No mirrored or tiled region: each demo slide is one 256-px quadrant of scikit-image's micrograph
     (or of its degraded version), and no two slides share any tissue."""
-    from study_app.demo import QUADRANT, SLIDES
+    from study_app.preparation.demo import QUADRANT, SLIDES
     from urcdm.slides import open_slide
 
     images = demo_images()
@@ -342,9 +347,9 @@ def test_demo_readers_never_meet_the_same_tissue_as_real_and_synthetic_and_each_
     """Every real crop a reader sees shares no pixel of tissue with any synthetic crop they see; every
     reader gets cases_per_reader cases of each arm, the same ones, so each arm is a fully crossed
     design that MRMC analyses with all its cases."""
-    from study_app.demo import CASES_PER_READER
-    from study_app.mrmc_answers import arm_mrmc, select_arm_designs
-    from study_app.scoring import Answer
+    from study_app.preparation.demo import CASES_PER_READER
+    from study_app.statistics.mrmc_answers import arm_mrmc, select_arm_designs
+    from study_app.statistics.scoring import Answer
 
     prepared = open_prepared(demo_study_template[0] / "study-run")
     readers = sorted(prepared.study.readers)
@@ -387,7 +392,7 @@ def test_a_study_prepared_as_jpeg_by_default_keeps_its_answered_cases_and_render
     case = prepared.cases[0]
     store = AnswerStore(prepared.store_path)
     store.record("r1", case.id, case.arm, case.truth, "real", None, 1.0, 2.0, case.image_id)
-    monkeypatch.setattr("study_app.prepare.render_case", lambda *args: pytest.fail("rendered again"))
+    monkeypatch.setattr("study_app.preparation.prepare.render_case", lambda *args: pytest.fail("rendered again"))
     assert prepare(load_study(mixed_sizes_study), progress=False).encoding.format == "jpeg"  # answered: kept
     monkeypatch.undo()
 

@@ -9,7 +9,13 @@ import pytest
 from scipy import stats
 
 from study_app.cli import main
-from study_app.scoring import Answer, clopper_pearson, fleiss_kappa, roc_auc, score
+from study_app.statistics.scoring import (
+    Answer,
+    clopper_pearson,
+    fleiss_kappa,
+    roc_auc,
+    score,
+)
 
 
 def _answers(reader, arm, calls):

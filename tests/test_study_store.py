@@ -8,8 +8,8 @@ import textwrap
 import threading
 import time
 
-from study_app.answers import read_answers
-from study_app.store import AnswerStore
+from study_app.store.answers_csv import read_answers
+from study_app.store.database import AnswerStore
 
 
 def _record(store, reader, case, answer="synthetic"):
@@ -56,7 +56,7 @@ def test_twenty_threads_two_hundred_answers_each(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from study_app.store import AnswerStore
+    from study_app.store.database import AnswerStore
     store = AnswerStore(sys.argv[1])
     for i in range(100000):
         now = time.time()

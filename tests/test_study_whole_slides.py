@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
-
 from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium
 from conftest import tissue_image
+from PIL import Image
+
 from study_app.cli import main as study_cli
-from study_app.prepare import open_prepared
-from study_app.prepare import prepare as prepare_study
-from study_app.store import AnswerStore
-from study_app.study import load_study
-from study_app.whole_slides import tissue_square
+from study_app.preparation.prepare import open_prepared
+from study_app.preparation.prepare import prepare as prepare_study
+from study_app.preparation.study import load_study
+from study_app.preparation.whole_slides import tissue_square
+from study_app.store.database import AnswerStore
 from urcdm.pyramid import ArraySource, write_pyramid
 from urcdm.slides import open_slide
 
@@ -120,7 +120,7 @@ def test_tiles_only_to_assigned_readers_and_a_whole_slide_read_in_chromium(prepa
     from selenium.webdriver.support.ui import WebDriverWait
     from test_study_browser import WAIT_S, StudyServer, free_port
 
-    from study_app.gate import current_gate
+    from study_app.web.gate import current_gate
 
     gate = current_gate(prepared_study.workdir)
     r1 = gate.prepared.reader_cases("r1")
