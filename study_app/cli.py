@@ -8,6 +8,10 @@
     urcdm-study mrmc RATINGS.csv [--cov jackknife|delong|unbiased] [--arm ARM] [--json]
                                                    MRMC ROC analysis of ratings or an export, any design
                                                    (OR with Hillis ddf; U-statistics; split-plot OR)
+    urcdm-study power (--pilot RATINGS.csv | --components ...) (--auc A | --delta D | --margin M)
+                      [--design crossed|split-plot --groups G] [--readers 3,5,10] [--cases 50,100] [--plot P.png]
+                                                   power and the readers x cases that reach a target power
+                                                   (Hillis, Obuchowski & Berbaum 2011)
     urcdm-study hash-secret                        hash an access code or organiser secret for the study file
 
 ANSWERS.csv needs the columns reader,case,arm,truth,answer (truth/answer: real or synthetic) and may
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from study_app.access import hash_secret
+from study_app.power_cli import add_power_parser, cmd_power
 from study_app.statistics.scoring import score
 from study_app.store.answers_csv import read_answers
 from urcdm.clikit import (
@@ -58,6 +63,8 @@ def build_parser() -> ArgumentParser:
                       help="case-level covariance estimator (default: jackknife)")
     mrmc.add_argument("--arm", help="analyse this arm alone (single-arm AUC and CI)")
     add_output_options(mrmc)
+
+    add_power_parser(commands)
 
     preparer = commands.add_parser("prepare", help="render the study's cases into its folder",
                                    description="Render every case (same format, size, quality; no metadata) into the study folder.")
@@ -192,7 +199,7 @@ def cmd_hash_secret(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"score": cmd_score, "prepare": cmd_prepare, "run": cmd_run, "demo": cmd_demo, "export": cmd_export,
-            "hash-secret": cmd_hash_secret, "mrmc": cmd_mrmc}
+            "hash-secret": cmd_hash_secret, "mrmc": cmd_mrmc, "power": cmd_power}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

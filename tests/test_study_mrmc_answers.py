@@ -1,6 +1,6 @@
-"""Stored answers -> per-arm MRMC designs (study_app.statistics.mrmc_answers): the common-case sub-design and the reasons
-when there is none, agreement with mrmc.analyse on the same matrix, ROC points, the ratings CSV, and the
-organiser page's MRMC section (AppTest)."""
+"""Stored answers -> per-arm MRMC designs (study_app.statistics.mrmc_answers): every answer in the design and the
+reasons when no analysis exists, agreement with mrmc.analyse on crossed matrices and with the U-statistics on
+partial ones, ROC points, the ratings CSV, and the organiser page's MRMC section (AppTest)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from study_app.statistics.mrmc_answers import (
     roc_points,
     select_arm_designs,
 )
+from study_app.statistics.mrmc_designs import analyse_any
+from study_app.statistics.power import power_reached
 from study_app.statistics.scoring import Answer
 from study_app.store.ratings_csv import answer_rating, read_design
 from study_app.web.tables import to_csv
@@ -49,7 +51,7 @@ def random_study(seed, readers=4, cases=12):
     return ratings, truth
 
 
-def test_partial_assignment_keeps_the_cases_every_reader_of_the_arm_answered():
+def test_partial_assignment_keeps_every_answer_of_the_arm():
     ratings = {"r1": 3, "r2": 5, "r3": 1, "s1": 8, "s2": 6, "s3": 9}
     read = {"reader-1": ["r1", "r2", "r3", "s1", "s2", "s3"], "reader-2": ["r1", "r2", "s1", "s2", "s3"],
             "reader-10": ["s2", "r2", "r1", "r3", "s1"]}
@@ -58,21 +60,26 @@ def test_partial_assignment_keeps_the_cases_every_reader_of_the_arm_answered():
     answers.append(given("reader-1", "x1", "real", 2, arm="B"))  # another arm does not count here
     (a, b) = select_arm_designs(answers)
     assert a.arm == "A" and b.arm == "B"
-    assert a.readers == ("reader-1", "reader-2", "reader-10") and a.cases == ("r1", "r2", "s1", "s2")
-    assert (a.answers, a.answers_used, a.answers_left_out, a.reason) == (16, 12, 4, None)
+    assert a.readers == ("reader-1", "reader-2", "reader-10") and a.cases == ("r1", "r2", "r3", "s1", "s2", "s3")
+    assert (a.answers, a.answers_used, a.answers_left_out, a.reason) == (16, 16, 0, None)
     design = a.design
-    assert design.truth.tolist() == [False, False, True, True] and design.arms == ["A"]
-    assert design.ratings[:, 0, :].tolist() == [[3, 5, 8, 6], [4, 6, 9, 7], [3, 5, 8, 6]]
+    assert design.truth.tolist() == [False, False, False, True, True, True] and design.arms == ["A"]
+    nan = np.nan
+    assert np.array_equal(design.ratings[:, 0, :], [[3, 5, 1, 8, 6, 9], [4, 6, nan, 9, 7, 10], [3, 5, 1, 8, 6, nan]],
+                          equal_nan=True)
+    summary = arm_mrmc(a)
+    assert summary["design"] == "partial" and summary["estimator"] == "U-statistics (Gallas)"
+    assert summary["estimate"] == pytest.approx(np.mean([auc_table(design.ratings[j:j + 1][..., np.isfinite(
+        design.ratings[j, 0])], design.truth[np.isfinite(design.ratings[j, 0])])[0, 0] for j in range(3)]))
     assert b.design is None and b.reason == "no synthetic cases answered" and b.answers_left_out == 1
 
 
 @pytest.mark.parametrize("read, reason", [
-    ({"reader-1": ["r1", "r2", "s1", "s2"], "reader-2": ["r3", "r4", "s3", "s4"]}, "the 2 readers share no cases"),
-    ({"reader-1": ["r1", "s1", "s2"], "reader-2": ["r2", "s1", "s2"]}, "no real cases in common"),
-    ({"reader-1": ["r1", "s1", "s2", "r2"], "reader-2": ["r1", "s1", "s2"]}, "only 1 real case in common"),
+    ({"reader-1": ["r1", "s1", "s2"], "reader-2": ["s1", "s2"]}, "only 1 real case answered"),
+    ({"reader-1": ["s1", "s2"], "reader-2": ["s3", "s2"]}, "no real cases answered"),
     ({"reader-1": ["r1", "r2", "s1"]}, "only 1 synthetic case answered"),
 ])
-def test_an_arm_without_a_usable_common_set_says_why(read, reason):
+def test_an_arm_without_an_analysis_says_why(read, reason):
     answers = [given(reader, case, "real" if case[0] == "r" else "synthetic", 7)
                for reader, cases in read.items() for case in cases]
     (selection,) = select_arm_designs(answers)
@@ -119,19 +126,22 @@ def test_one_reader_gets_the_fixed_reader_result_and_a_note():
     assert summary["df"] is None and any("2 or more readers" in note for note in summary["notes"])
 
 
-def test_arms_are_compared_only_on_the_same_readers_and_cases():
+def test_arms_are_compared_by_or_on_the_same_readers_and_cases_and_by_u_statistics_otherwise():
     ratings, truth = random_study(seed=7, readers=3, cases=8)
     other = np.clip(ratings + np.arange(8) % 3 - 1, 1, 10)
     separate = crossed_answers(ratings, truth, "A") + crossed_answers(other, truth, "B", [f"d{k}" for k in range(8)])
     result, why = compare_arms(select_arm_designs(separate))
-    assert result is None and "different cases" in why
+    assert result["design"] == "crossed per arm" and "U-statistics" in why
+    difference = result["random_readers_random_cases"]["differences"][0]
+    assert difference["estimate"] == pytest.approx(auc_table(ratings[:, None], truth).mean()
+                                                   - auc_table(other[:, None], truth).mean())
     same = crossed_answers(ratings, truth, "A") + crossed_answers(other, truth, "B")
     result, why = compare_arms(select_arm_designs(same), "delong")
     direct = analyse(np.stack([ratings, other], axis=1), truth, method="delong", arms=["A", "B"])
     assert result["random_readers_random_cases"]["differences"] == direct["random_readers_random_cases"]["differences"]
     dropped = [a for a in same if not (a.arm == "B" and a.reader == "reader-2" and a.case == "c1")]
     result, why = compare_arms(select_arm_designs(dropped))
-    assert result is None and "share some cases" in why
+    assert result["design"] == "partial" and result["random_readers_random_cases"]["differences"][0]["se"] > 0
 
 
 def roc_by_counting(scores, truth):
@@ -179,10 +189,11 @@ def test_the_ratings_csv_reproduces_the_arm_result_through_urcdm_study_mrmc_read
     for selection in selections:
         design = read_design(csv_file, arm=selection.arm)
         assert design.cases == selection.design.cases and design.readers == selection.design.readers
-        direct = analyse(design.ratings, design.truth)["random_readers_random_cases"]["arms"][0]
+        direct = analyse_any(design.ratings, design.truth)["random_readers_random_cases"]["arms"][0]
         assert arm_mrmc(selection)["estimate"] == pytest.approx(direct["estimate"])
         assert arm_mrmc(selection)["low"] == pytest.approx(direct["low"])
-    assert len(selections[0].cases) == 9 and len(selections[1].cases) == 10
+    assert len(selections[0].cases) == 10 and len(selections[1].cases) == 10
+    assert [arm_mrmc(s)["design"] for s in selections] == ["partial", "crossed"]
 
 
 def test_the_organiser_view_shows_each_arms_mrmc_result(study_workdir, demo_study_template):
@@ -234,4 +245,7 @@ def test_the_organiser_view_shows_each_arms_mrmc_result(study_workdir, demo_stud
     assert titles == [f"{s.arm}: reader-averaged AUC {e['estimate']:.3f}, 95 % CI {e['low']:.3f} to {e['high']:.3f}"
                       for s, e in zip(selections, expected)]
     assert "MRMC ratings (CSV)" in {b.proto.label for b in app.get("link_button")}
-    assert any("different cases" in c.value for c in app.caption)
+    assert any("U-statistics (Gallas): the arms' own cases" in c.value for c in app.caption)
+    for e in expected:  # the power each arm has reached, from the SE it shows
+        reached = power_reached(e["se"], e["df"])
+        assert any(f"Power reached with this SE: {reached['versus_chance']:.2f}" in c.value for c in app.caption)

@@ -47,6 +47,7 @@ from study_app.preparation.prepared import (
     read_manifest,
     rendered_as_expected,
     settings_digest,
+    study_design,
 )
 from study_app.preparation.rendering import (
     pad,
@@ -101,7 +102,9 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
         current = "display_side" in manifest and "display_format" in manifest
         if current or AnswerStore(workdir / ANSWERS).all_answers():
             _write_entry(workdir, study)
-            return open_prepared(workdir)
+            prepared = open_prepared(workdir)
+            study_design(study, prepared.cases)  # the design may have changed; the cases have not
+            return prepared
         # Rendered by an older version (every case resized to display.size, or JPEG by default) and
         # not yet answered: rendered again below, at source resolution and in the blind encoding.
         # Once answered, kept as it is.
@@ -128,6 +131,7 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
             if count:
                 print(f"{arm}: {count} case(s) left out so that real and synthetic are equal", file=sys.stderr)
     check_assignable(cases, study.cases_per_reader, study.balance)
+    study_design(study, cases)  # before minutes of rendering: the ids, and so the assignment, are known now
     smallest = min((sides[case.id] for case in cases if case.id in sides), default=study.display.size)
     side = study.display.side(smallest)
     larger = sum(sides.get(case.id, 0) > side for case in cases)

@@ -29,8 +29,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from study_app.preparation.cases import TRUTHS, Case, assign_cases
+from study_app.preparation.designs import design_report
 from study_app.preparation.encodings import Encoding, resolve_format
 from study_app.preparation.study import Study, load_study
 from study_app.preparation.whole_slides import SlideLayout
@@ -67,9 +69,7 @@ class PreparedStudy:
         self._by_id = {case.id: case for case in self.cases}
 
     def reader_cases(self, reader: str) -> list[Case]:
-        s = self.study
-        return assign_cases(self.cases, reader, s.seed, s.cases_per_reader, s.balance, s.shared_cases, s.split_shared,
-                            s.reader_block(reader))
+        return reader_assignment(self.study, self.cases, reader)
 
     @property
     def image_folder(self) -> Path:
@@ -93,7 +93,7 @@ class PreparedStudy:
                 for arm in self.study.arms}
         return {"workdir": str(self.workdir), "cases": len(self.cases), "arms": arms, "left_out_for_balance": self.dropped,
                 "readers": "open enrolment" if self.study.open_enrolment else sorted(self.study.readers),
-                "cases_per_reader": len(self.reader_cases("any reader")), "display": self.display_settings()}
+                "display": self.display_settings(), **study_design(self.study, self.cases)}
 
     def display_settings(self) -> dict:
         """How the cases are served: ``side`` (pixels, every case), ``cap`` (``display.size``), format
@@ -102,6 +102,19 @@ class PreparedStudy:
         side = self.display_side if self.display_side is not None else shown.size
         return {"side": side, "cap": shown.size, "format": self.encoding.format, "quality": shown.quality,
                 "bytes_per_case": self.encoding.bytes_per_image(side) if self.cases else None}
+
+
+def reader_assignment(study: Study, cases: Sequence[Case], reader: str) -> list[Case]:
+    """The reader's cases in the order shown, under the study's design."""
+    return assign_cases(cases, reader, study.seed, study.cases_per_reader, study.balance, study.shared_cases,
+                        study.split_shared, study.reader_block(reader))
+
+
+def study_design(study: Study, cases: Sequence[Case]) -> dict:
+    """What the design allows (``designs.design_report``); UserError when an analysable unit is too small."""
+    readers = list(study.readers)
+    assigned = {reader: reader_assignment(study, cases, reader) for reader in readers or ["any reader"]}
+    return design_report(study.design, study.groups, [arm.name for arm in study.arms], readers, assigned)
 
 
 def settings_digest(study: Study, side: int | None = None, image_format: str | None = None) -> str:

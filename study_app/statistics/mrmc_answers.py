@@ -1,14 +1,13 @@
-"""Stored answers -> per-arm MRMC designs, their OR analysis and per-reader ROC curves (pure).
+"""Stored answers -> per-arm MRMC designs, their analysis and per-reader ROC curves (pure).
 
-The OR analysis (study_app.statistics.mrmc) needs a fully crossed design: every reader rates every case. Studies
-here often give each reader only part of an arm's cases, so for each arm we keep the cases that *every*
-reader of the arm (anyone with at least one answer in it) answered, analyse that sub-design and say how
-many answers were left out, or say why no analysis is possible. Nothing is imputed: a reader who has
-read few cases shrinks the common set rather than being padded with guesses.
+Every answer counts. Each arm's design is [reader, case] over every reader who answered in the arm and
+every case answered in it, NaN where a reader did not read a case; ``mrmc_designs.analyse_any`` then
+says what the design is (crossed, split-plot, or any other pattern) and applies the analyses that fit:
+Obuchowski-Rockette where crossed, the U-statistics of Gallas et al. for any pattern, and the split-plot
+OR analysis where readers read in groups. Nothing is imputed and nothing is cut down to the cases every
+reader shares. An arm gets no result only when no analysis can exist (``ArmSelection.reason``).
 
-Positive class = synthetic; the rating is ``mrmc_io.answer_rating`` (real-sure 1 ... synthetic-sure 10).
-A case belongs to one arm in a prepared study, so arms are compared only in the rare data where they
-share the same readers and cases (``compare_arms`` says so otherwise).
+Positive class = synthetic; the rating is ``records.answer_rating`` (real-sure 1 ... synthetic-sure 10).
 """
 
 from __future__ import annotations
@@ -19,30 +18,29 @@ from typing import Sequence
 
 import numpy as np
 
-from study_app.statistics.mrmc import analyse
-from study_app.statistics.records import Answer, Design, answer_rating, natural_key
+from study_app.statistics.mrmc_designs import analyse_any
+from study_app.statistics.records import POSITIVE, Answer, Design, answer_rating, natural_key
 
-POSITIVE = "synthetic"
-MIN_PER_CLASS = 2  # mrmc.analyse: the case-level (jackknife/DeLong) variance needs 2 positives and 2 negatives
-RATINGS_COLUMNS = ("reader", "arm", "case", "truth", "rating")  # what `urcdm-study mrmc` reads (mrmc_io)
+MIN_PER_CLASS = 2  # the AUC's case-level variance needs 2 positives and 2 negatives
+RATINGS_COLUMNS = ("reader", "arm", "case", "truth", "rating")  # what `urcdm-study mrmc` reads (ratings_csv)
 RANDOM_READERS = "random readers, random cases"
 FIXED_READERS = "fixed readers, random cases"
 
 
 @dataclass(frozen=True)
 class ArmSelection:
-    """One arm's readers, the cases all of them answered, and the fully crossed design built from them."""
+    """One arm's readers, its answered cases and the [reader, 1, case] design (NaN: not read)."""
 
     arm: str
     readers: tuple[str, ...]  # every reader with at least one answer in the arm
-    cases: tuple[str, ...]  # the cases every one of those readers answered
+    cases: tuple[str, ...]  # every case answered in the arm
     answers: int  # answers given in the arm
-    design: Design | None  # [reader, 1, case] sub-design; None when no MRMC analysis is possible
+    design: Design | None  # None when no MRMC analysis is possible
     reason: str | None  # why design is None
 
     @property
     def answers_used(self) -> int:
-        return 0 if self.design is None else len(self.readers) * len(self.cases)
+        return 0 if self.design is None else self.answers
 
     @property
     def answers_left_out(self) -> int:
@@ -58,42 +56,40 @@ def select_arm_designs(answers: Sequence[Answer]) -> list[ArmSelection]:
 
 
 def _select(arm: str, answers: list[Answer]) -> ArmSelection:
-    given: dict[tuple[str, str], Answer] = {}
-    cases_of: dict[str, set[str]] = defaultdict(set)
+    given: dict[tuple[str, str], Answer] = {(a.reader, a.case): a for a in answers}
     truths_of: dict[str, set[str]] = defaultdict(set)
     for a in answers:
-        given[a.reader, a.case] = a
-        cases_of[a.reader].add(a.case)
         truths_of[a.case].add(a.truth)
-    readers = tuple(sorted(cases_of, key=natural_key))
-    common = tuple(sorted(set.intersection(*cases_of.values()), key=natural_key))
-    shared = "in common" if len(readers) > 1 else "answered"
+    readers = tuple(sorted({a.reader for a in answers}, key=natural_key))
+    cases = tuple(sorted(truths_of, key=natural_key))
 
     def selection(design=None, reason=None):
-        return ArmSelection(arm, readers, common, len(answers), design, reason)
+        return ArmSelection(arm, readers, cases, len(answers), design, reason)
 
-    mixed = [case for case in common if len(truths_of[case]) > 1]
+    mixed = [case for case in cases if len(truths_of[case]) > 1]
     if mixed:  # impossible from one prepared study; a merged or edited answers file could do it
         return selection(reason=f"case {mixed[0]!r} is recorded as both real and synthetic")
-    if not common:
-        return selection(reason=f"the {len(readers)} readers share no cases")
-    truth = np.array([truths_of[case] == {POSITIVE} for case in common])
+    truth = np.array([truths_of[case] == {POSITIVE} for case in cases])
     counts = {"real": int((~truth).sum()), "synthetic": int(truth.sum())}
     for label, count in counts.items():
         if count == 0:  # the plainer reason first: no ROC curve at all without both classes
-            return selection(reason=f"no {label} cases {shared}")
+            return selection(reason=f"no {label} cases answered")
     for label, count in counts.items():
         if count < MIN_PER_CLASS:
-            return selection(reason=f"only {count} {label} case {shared}; the AUC's case variance needs at least "
+            return selection(reason=f"only {count} {label} case answered; the AUC's case variance needs at least "
                                     f"{MIN_PER_CLASS} real and {MIN_PER_CLASS} synthetic cases")
     for reader in readers:
         # A rating with confidence (1..5, 6..10) and one without (1, 2) are not on one scale, and the
         # ranking within a reader is all the AUC uses.
-        if len({given[reader, case].confidence is None for case in common}) > 1:
+        if len({a.confidence is None for (who, _), a in given.items() if who == reader}) > 1:
             return selection(reason=f"reader {reader!r} gave a confidence on some answers but not on others")
-    ratings = np.array([[[answer_rating(given[reader, case].answer, given[reader, case].confidence)
-                          for case in common]] for reader in readers], dtype=float)
-    return selection(design=Design(ratings, truth, list(readers), [arm], list(common), "answers"))
+    ratings = np.full((len(readers), 1, len(cases)), np.nan)
+    for j, reader in enumerate(readers):
+        for k, case in enumerate(cases):
+            answer = given.get((reader, case))
+            if answer is not None:
+                ratings[j, 0, k] = answer_rating(answer.answer, answer.confidence)
+    return selection(design=Design(ratings, truth, list(readers), [arm], list(cases), "answers"))
 
 
 def arm_mrmc(selection: ArmSelection, method: str = "jackknife") -> dict | None:
@@ -105,70 +101,88 @@ def arm_mrmc(selection: ArmSelection, method: str = "jackknife") -> dict | None:
     design = selection.design
     if design is None:
         return None
-    result = analyse(design.ratings, design.truth, method=method, readers=design.readers, arms=design.arms)
+    result = analyse_any(design.ratings, design.truth, method=method, readers=design.readers, arms=design.arms)
     random_readers = result["random_readers_random_cases"]
-    analysis, part = (RANDOM_READERS, random_readers) if random_readers else \
-        (FIXED_READERS, result["fixed_readers_random_cases"])
-    headline = part["arms"][0]
-    return {"arm": selection.arm, "analysis": analysis, "method": method,
+    fixed = result["fixed_readers_random_cases"]
+    if random_readers is not None:
+        headline, analysis = random_readers["arms"][0], RANDOM_READERS
+    else:  # one reader: only the fixed-reader analysis exists
+        headline, analysis = fixed["arms"][0], FIXED_READERS
+    return {"arm": selection.arm, "analysis": analysis, "estimator": headline.get("analysis", "OR (Hillis ddf)"),
+            "method": method, "design": result["arm_designs"][selection.arm],
             **{k: headline[k] for k in ("estimate", "se", "df", "low", "high", "p")},
-            "fixed_readers": result["fixed_readers_random_cases"]["arms"][0],
+            "fixed_readers": fixed["arms"][0] if fixed else None,
+            "split_plot": (result["split_plot"] or {}).get(selection.arm),
+            "u_statistics": result["u_statistics"]["arms_results"][0],
             "reader_auc": {reader: row[selection.arm] for reader, row in result["auc"].items()},
-            "readers": len(design.readers), "cases": len(design.cases), "positives": result["positives"],
-            "negatives": result["negatives"], "answers_used": selection.answers_used,
+            "readers": len(design.readers), "cases": len(design.cases), "positives": int(design.truth.sum()),
+            "negatives": int((~design.truth).sum()), "answers_used": selection.answers_used,
             "answers_left_out": selection.answers_left_out, "notes": result["notes"], "result": result}
 
 
 def compare_arms(selections: Sequence[ArmSelection], method: str = "jackknife") -> tuple[dict | None, str]:
-    """A multi-arm OR analysis when every arm has the same readers rating the same cases, else the reason."""
+    """The arms' differences (random readers, random cases) on all their answers, else the reason.
+
+    The same readers on the same cases in every arm: the OR analysis. Otherwise (each arm its own cases,
+    or readers who read only some arms) the U-statistics, whose covariance between arms comes from the
+    readers they share."""
     if len(selections) < 2:
         return None, "one arm: nothing to compare"
     without = [s.arm for s in selections if s.design is None]
     if without:
         return None, f"arm {without[0]!r} has no MRMC result, so the arms are not compared"
-    first = selections[0].design
-    if not all(s.design.cases == first.cases and s.design.readers == first.readers for s in selections[1:]):
-        if any(set(s.cases) & set(first.cases) for s in selections[1:]):
-            return None, ("the arms share some cases but not the same readers and cases, so they are not compared "
-                          "by MRMC; each arm is tested against AUC = 0.5 on its own")
-        return None, ("the arms have different cases (each case is shown in one arm), so they are not compared by "
-                      "MRMC: each arm is tested against AUC = 0.5 on its own, and overlapping or separate "
-                      "single-arm CIs are not a test of a difference")
-    if not all(np.array_equal(s.design.truth, first.truth) for s in selections[1:]):
-        return None, "a case has a different truth in different arms, so the arms are not compared"
-    ratings = np.concatenate([s.design.ratings for s in selections], axis=1)
-    arms = [s.arm for s in selections]
-    return analyse(ratings, first.truth, method=method, readers=first.readers, arms=arms), "same readers and cases"
+    readers = sorted({r for s in selections for r in s.readers}, key=natural_key)
+    cases = sorted({c for s in selections for c in s.cases}, key=natural_key)
+    truth_of = {}
+    for s in selections:
+        for case, positive in zip(s.design.cases, s.design.truth):
+            if truth_of.setdefault(case, bool(positive)) != bool(positive):
+                return None, "a case has a different truth in different arms, so the arms are not compared"
+    ratings = np.full((len(readers), len(selections), len(cases)), np.nan)
+    r_index, c_index = {r: j for j, r in enumerate(readers)}, {c: k for k, c in enumerate(cases)}
+    for i, s in enumerate(selections):
+        rows, cols = [r_index[r] for r in s.design.readers], [c_index[c] for c in s.design.cases]
+        ratings[np.ix_(rows, [i], cols)] = s.design.ratings
+    truth = np.array([truth_of[c] for c in cases])
+    result = analyse_any(ratings, truth, method, readers, [s.arm for s in selections])
+    how = "same readers and cases" if result["design"] == "crossed" else \
+        "U-statistics (Gallas): the arms' own cases, covariance from the readers they share"
+    return result, how
 
 
 def roc_points(design: Design) -> list[dict]:
-    """Per reader and arm, the empirical ROC curve: (FPR, TPR) calling "synthetic" at rating >= threshold.
+    """Per reader and arm, the empirical ROC curve over the cases the reader rated: (FPR, TPR) calling
+    "synthetic" at rating >= threshold.
 
     Thresholds are the distinct ratings from the highest down, after a first point at +inf (nothing called
     synthetic, (0, 0)), as sklearn.metrics.roc_curve(drop_intermediate=False); the last is (1, 1). The
     trapezoidal area under these points is the empirical AUC with ties counted 1/2 (mrmc.auc_table).
     """
     rows = []
-    positives, negatives = design.ratings[..., design.truth], design.ratings[..., ~design.truth]
     for j, reader in enumerate(design.readers):
         for i, arm in enumerate(design.arms):
-            thresholds = np.concatenate([[np.inf], np.unique(design.ratings[j, i])[::-1]])
-            for threshold in thresholds:
+            rated = np.isfinite(design.ratings[j, i])
+            values, truth = design.ratings[j, i][rated], design.truth[rated]
+            if not truth.any() or truth.all():
+                continue  # no curve from one class
+            positives, negatives = values[truth], values[~truth]
+            for threshold in np.concatenate([[np.inf], np.unique(values)[::-1]]):
                 rows.append({"reader": reader, "arm": arm, "threshold": float(threshold),
-                             "fpr": float((negatives[j, i] >= threshold).mean()),
-                             "tpr": float((positives[j, i] >= threshold).mean())})
+                             "fpr": float((negatives >= threshold).mean()),
+                             "tpr": float((positives >= threshold).mean())})
     return rows
 
 
 def ratings_rows(selections: Sequence[ArmSelection]) -> list[dict]:
-    """The ratings the analyses used, one row per (reader, arm, case): the ratings CSV `urcdm-study mrmc`
-    and R (MRMCaov, RJafroc) read; truth 1 = synthetic (positive), 0 = real."""
+    """The ratings the analyses used, one row per answer: the ratings CSV `urcdm-study mrmc` and R (MRMCaov,
+    RJafroc; iMRMC for designs that are not crossed) read; truth 1 = synthetic (positive), 0 = real."""
     rows = []
     for s in selections:
         if s.design is None:
             continue
         for j, reader in enumerate(s.design.readers):
             for k, case in enumerate(s.design.cases):
-                rows.append({"reader": reader, "arm": s.arm, "case": case, "truth": int(s.design.truth[k]),
-                             "rating": int(s.design.ratings[j, 0, k])})
+                if np.isfinite(s.design.ratings[j, 0, k]):
+                    rows.append({"reader": reader, "arm": s.arm, "case": case, "truth": int(s.design.truth[k]),
+                                 "rating": int(s.design.ratings[j, 0, k])})
     return rows

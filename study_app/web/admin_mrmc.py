@@ -16,6 +16,7 @@ from study_app.statistics.mrmc_answers import (
     roc_points,
     select_arm_designs,
 )
+from study_app.statistics.power import power_reached
 from study_app.statistics.records import natural_key
 from study_app.web.exports import DOWNLOADS, StudyResults, download_url, mrmc_answers
 
@@ -25,13 +26,15 @@ DOWNLOAD = "mrmc-ratings.csv"
 
 def mrmc_section(results: StudyResults, token: str) -> None:
     st.subheader(TITLE)
-    st.caption("Obuchowski–Rockette analysis of each reader's empirical ROC AUC (positive = synthetic; rating = "
-               "answer and confidence, real-sure 1 … synthetic-sure 10), Hillis degrees of freedom. The test is "
-               "against AUC = 0.5: readers who cannot tell real from synthetic.")
+    st.caption("The reader-averaged empirical ROC AUC (positive = synthetic; rating = answer and confidence, "
+               "real-sure 1 … synthetic-sure 10) from every answer: Obuchowski–Rockette with Hillis degrees of freedom "
+               "where every reader read every case of the arm, the U-statistics of Gallas et al. (iMRMC's method) "
+               "for any other design, the split-plot OR analysis beside them where readers read in groups. The "
+               "test is against AUC = 0.5: readers who cannot tell real from synthetic.")
     left, right = st.columns(2)
     method = left.radio("Covariance over cases", COV_METHODS, horizontal=True, key="mrmc-cov",
                         help="jackknife (OR-DBM, RJafroc default), DeLong, or the unbiased U-statistic (MRMCaov)")
-    # A reader who has just started shrinks the common case set to their few cases; this leaves them out.
+    # Every answer counts in any design; this shows the finished readers' answers alone.
     only_finished = right.checkbox("Finished readers only", key="mrmc-finished")
     used = mrmc_answers(results, only_finished)
     if not used:
@@ -44,7 +47,7 @@ def mrmc_section(results: StudyResults, token: str) -> None:
     if comparison is None:
         st.caption(f"Arms compared: no; {why}.")
     else:
-        _differences(comparison)
+        _differences(comparison, why)
     if any(selection.design is not None for selection in selections):
         st.link_button(DOWNLOADS[DOWNLOAD][0], download_url(DOWNLOAD, token, finished_only=only_finished))
         st.caption("The ratings used above (reader, arm, case, truth 1 = synthetic, rating). "
@@ -64,13 +67,35 @@ def _arm(selection: ArmSelection, method: str) -> None:
     cols[1].metric("95 % CI", _ci(summary))
     cols[2].metric("p (H0: AUC = 0.5)", _fmt(summary["p"], 4))
     df = "normal (z)" if summary["df"] is None else f"df {summary['df']:.1f}"
-    st.caption(f"{summary['analysis']}, {method} covariance, {df}. Design used: {summary['readers']} reader(s) × "
-               f"{summary['cases']} cases ({summary['positives']} synthetic, {summary['negatives']} real), the cases "
-               f"every reader of the arm answered: {summary['answers_used']} of {selection.answers} answers used, "
-               f"{summary['answers_left_out']} left out.")
+    st.caption(f"{summary['analysis']}: {summary['estimator']}, {method} covariance, {df}. Design: {summary['design']}, "
+               f"{summary['readers']} reader(s), {summary['cases']} cases ({summary['positives']} synthetic, "
+               f"{summary['negatives']} real); all {summary['answers_used']} answers of the arm used.")
+    beside = _beside(summary)
+    if beside:
+        st.caption("Beside it: " + "; ".join(beside) + ".")
+    reached = power_reached(summary["se"], summary["df"])
+    if reached:
+        st.caption(f"Power reached with this SE: {reached['versus_chance']:.2f} to detect a true AUC of "
+                   f"{reached['auc']:.2f} against chance; {reached['equivalence']:.2f} to show readers within "
+                   f"±{reached['margin']:.2f} of chance if they are at chance (two one-sided tests, α "
+                   f"{reached['alpha']:g}). `urcdm-study power` plans the readers and cases for a target.")
     for note in summary["notes"]:
         st.caption(f"Note: {note}.")
     st.altair_chart(roc_chart(pd.DataFrame(roc_points(selection.design)), summary))
+
+
+def _beside(summary: dict) -> list[str]:
+    """The other analyses of the same answers, where they apply: the U-statistics beside OR, the split-plot OR
+    beside the U-statistics."""
+    out = []
+    ustat, split = summary["u_statistics"], summary["split_plot"]
+    if not summary["estimator"].startswith("U-statistics"):
+        out.append(f"U-statistics (Gallas) {_fmt(ustat['estimate'])}, 95 % CI {_ci(ustat)}")
+    if split and "reason" not in split:
+        out.append(f"split-plot OR ({split['groups']} groups) {_fmt(split['estimate'])}, 95 % CI {_ci(split)}")
+    elif split:
+        out.append(f"split-plot OR does not apply: {split['reason']}")
+    return out
 
 
 def roc_chart(points: pd.DataFrame, summary: dict) -> alt.LayerChart:
@@ -94,8 +119,9 @@ def roc_chart(points: pd.DataFrame, summary: dict) -> alt.LayerChart:
     return (chance + curves).properties(title=title, width=360, height=360)
 
 
-def _differences(result: dict) -> None:
-    st.markdown("**Arm differences (same readers and cases)**")
+def _differences(result: dict, how: str) -> None:
+    st.markdown("**Arm differences**")
+    st.caption(f"Random readers, random cases; {how}.")
     part = result["random_readers_random_cases"] or result["fixed_readers_random_cases"]
     st.dataframe(pd.DataFrame([{"arms": " − ".join(d["arms"]), "difference": d["estimate"], "low": d["low"],
                                 "high": d["high"], "p": d["p"]} for d in part["differences"]]), hide_index=True)
