@@ -76,6 +76,7 @@ def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, st
         "instructions": "Each image is a crop of an immunohistochemistry micrograph. Zoom in with the mouse wheel, "
                         "drag to pan, then decide whether the image is **real** or **synthetic**.",
         "seed": 1,
+        "design": "crossed",  # both readers read the same cases of an arm: OR (and the U-statistics) analyse it
         "cases_per_reader": CASES_PER_READER,
         "display": {"size": 512},  # format auto: uncompressed, so the served bytes say nothing of the class
         "answers": {"confidence": True},

@@ -32,20 +32,7 @@ def design_report(design: str, groups: int | None, arms: Sequence[str], readers:
     (or one stand-in reader with open enrolment) to their cases. Raises UserError naming the first
     analysable unit that is too small.
     """
-    per_reader = {reader: {arm: Counter(c.truth for c in cases if c.arm == arm) for arm in arms}
-                  for reader, cases in assigned.items()}
-    for reader, counts in per_reader.items():
-        for arm, count in counts.items():
-            short = [t for t in TRUTHS if count[t] < (MIN_PER_CLASS if design != "random" else 1)]
-            if short:
-                who = f"reader {reader!r}" if readers else "each reader"
-                raise UserError(f"design: {design}: {who} gets {count['real']} real and {count['synthetic']} "
-                                f"synthetic cases of arm {arm!r}; an ROC AUC's case variance needs at least "
-                                f"{MIN_PER_CLASS} of each (more cases per arm, or fewer groups)")
-    report = {"design": design if design != "split-plot" else f"split-plot, {groups} groups",
-              "readers": len(readers) if readers else "open enrolment",
-              "cases_per_reader": _cases_per_reader(per_reader, arms),
-              "mrmc": ANALYSES[design]}
+    report = {}
     if design == "split-plot":
         members = {g: [r for i, r in enumerate(readers) if i % groups == g] for g in range(groups)}
         small = next((g for g, who in members.items() if len(who) < MIN_READERS), None)
@@ -59,7 +46,22 @@ def design_report(design: str, groups: int | None, arms: Sequence[str], readers:
                         f"needs {MIN_READERS} or more")
     elif not readers:
         report["note"] = f"open enrolment: the random-reader analysis needs {MIN_READERS} or more readers"
-    return report
+    per_reader = {reader: {arm: Counter(c.truth for c in cases if c.arm == arm) for arm in arms}
+                  for reader, cases in assigned.items()}
+    for reader, counts in per_reader.items():
+        for arm, count in counts.items():
+            # Crossed and split-plot: the reader's cases are the unit's cases, which need a case variance.
+            # Random: the unit is the arm across readers; each reader needs only an AUC of their own.
+            least = MIN_PER_CLASS if design != "random" else 1
+            if any(count[t] < least for t in TRUTHS):
+                who = f"reader {reader!r}" if readers else "each reader"
+                why = (f"an ROC AUC's case variance needs at least {MIN_PER_CLASS} of each (more cases per arm, or "
+                       "fewer groups)" if least > 1 else "a reader's ROC AUC needs at least one of each")
+                raise UserError(f"design: {design}: {who} gets {count['real']} real and {count['synthetic']} "
+                                f"synthetic cases of arm {arm!r}; {why}")
+    return {"design": design if design != "split-plot" else f"split-plot, {groups} groups",
+            "readers": len(readers) if readers else "open enrolment",
+            "cases_per_reader": _cases_per_reader(per_reader, arms), "mrmc": ANALYSES[design], **report}
 
 
 def _cases_per_reader(per_reader: dict[str, dict[str, Counter]], arms: Sequence[str]) -> str:

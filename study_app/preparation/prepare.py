@@ -101,6 +101,10 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
     if manifest is not None and rendered_as_expected(workdir, manifest, study):
         current = "display_side" in manifest and "display_format" in manifest
         if current or AnswerStore(workdir / ANSWERS).all_answers():
+            if study.path and manifest.get("study_file") != str(study.path.resolve()):
+                # A study folder copied or moved with its study file: the app must read this file (its
+                # readers, design, access), not the one the cases were first prepared from.
+                _write_json(workdir / MANIFEST, {**manifest, "study_file": str(study.path.resolve())})
             _write_entry(workdir, study)
             prepared = open_prepared(workdir)
             study_design(study, prepared.cases)  # the design may have changed; the cases have not
