@@ -41,7 +41,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from study_app.statistics.mrmc import analyse
+from study_app.statistics.mrmc_designs import analyse_any
 from study_app.statistics.mrmc_answers import arm_mrmc, roc_points, select_arm_designs
 from study_app.statistics.paper_table import (
     answers_from_counts,
@@ -147,13 +147,16 @@ fig.savefig(figure_dir / "table1_p_per_reader.png", dpi=110)
 # ## Reader-averaged ROC AUC (MRMC)
 #
 # Table 1 asks about each reader; an organiser who publishes needs the question for readers and
-# images in general: can pathologists tell real from synthetic, AUC > 0.5? The Obuchowski-Rockette
-# analysis with Hillis' degrees of freedom (`urcdm-study mrmc`) answers it with a CI that accounts for
-# both reader and case variability. It needs each reader's rating of each case. **The paper prints
-# none** (only TP/FP totals), so its readers' AUCs cannot be computed. With `answers=` the study's
-# own answers are analysed (answer and confidence become one 10-point rating). Without it, the
-# analysis is shown on the Van Dyke data, the field's standard worked example, so that what the
-# organiser will get is visible; those numbers are radiology readers, not this paper's.
+# images in general: can pathologists tell real from synthetic, AUC > 0.5? `urcdm-study mrmc` answers it
+# with a CI that accounts for both reader and case variability, from every answer and for any reading
+# design: the Obuchowski-Rockette analysis with Hillis' degrees of freedom where every reader read every
+# case of an arm, the U-statistics of Gallas et al. (iMRMC's method) for any other pattern (a random
+# subset per reader, a split-plot), with the split-plot OR analysis beside them where readers read in
+# groups. It needs each reader's rating of each case they read. **The paper prints none** (only TP/FP
+# totals), so its readers' AUCs cannot be computed. With `answers=` the study's own answers are
+# analysed (answer and confidence become one 10-point rating). Without it, the analysis is shown on the
+# Van Dyke data, the field's standard worked example, so that what the organiser will get is visible;
+# those numbers are radiology readers, not this paper's.
 
 # %%
 if study_answers is not None:
@@ -167,17 +170,21 @@ if study_answers is not None:
 else:
     with user_errors():
         vandyke = read_design(data / "mrmc" / "vandyke.csv")
-    full = analyse(vandyke.ratings, vandyke.truth, mrmc_cov, vandyke.readers, vandyke.arms)
+    full = analyse_any(vandyke.ratings, vandyke.truth, mrmc_cov, vandyke.readers, vandyke.arms)
     mrmc, designs = {}, {}
     for i, arm in enumerate(vandyke.arms):
         part = full["random_readers_random_cases"]["arms"][i]
-        mrmc[f"treatment {arm}"] = {**part, "analysis": "random readers, random cases", "readers": len(vandyke.readers),
-                                    "cases": len(vandyke.cases), "reader_auc": {r: full["auc"][r][arm] for r in vandyke.readers}}
+        mrmc[f"treatment {arm}"] = {**part, "analysis": "random readers, random cases", "estimator": part["analysis"],
+                                    "design": full["design"], "u_statistics": full["u_statistics"]["arms_results"][i],
+                                    "readers": len(vandyke.readers), "cases": len(vandyke.cases),
+                                    "reader_auc": {r: full["auc"][r][arm] for r in vandyke.readers}}
         designs[f"treatment {arm}"] = vandyke.__class__(vandyke.ratings[:, i:i + 1], vandyke.truth, vandyke.readers,
                                                         [f"treatment {arm}"], vandyke.cases, vandyke.source)
     source = "Van Dyke et al. (1993): 5 readers x 114 cases, 2 modalities (the reference example)"
-summary = pd.DataFrame([{"arm": arm, "analysis": m["analysis"], "readers": m["readers"], "cases": m["cases"],
-                         "AUC": m["estimate"], "95% low": m["low"], "95% high": m["high"], "p (AUC = 0.5)": m["p"]}
+summary = pd.DataFrame([{"arm": arm, "design": m["design"], "estimator": m["estimator"], "readers": m["readers"],
+                         "cases": m["cases"], "AUC": m["estimate"], "95% low": m["low"], "95% high": m["high"],
+                         "p (AUC = 0.5)": m["p"], "U-statistics 95% low": m["u_statistics"]["low"],
+                         "U-statistics 95% high": m["u_statistics"]["high"]}
                         for arm, m in mrmc.items() if m])
 print("MRMC source:", source, "| covariance:", mrmc_cov)
 summary.round(4)
@@ -199,3 +206,25 @@ if shown:
         ax.legend(fontsize=7, loc="lower right", title="reader: AUC", title_fontsize=7)
     fig.tight_layout()
     fig.savefig(figure_dir / "table1_mrmc_roc.png", dpi=110)
+
+# %% [markdown]
+# ## How many pathologists and images? Power before recruiting
+#
+# The organiser's first question is how many readers and cases the next study needs to show that readers
+# cannot tell real from synthetic. `urcdm-study power` answers it with Hillis, Obuchowski & Berbaum (2011):
+# the OR variance components of a crossed pilot (here the Van Dyke data, or the study's own answers when
+# they are crossed), scaled to other numbers of cases. The table is the power of two one-sided tests to
+# show readers within 0.1 AUC of chance when they are at chance, crossed design; the line below it, the
+# fewest cases that reach 0.8 for each number of readers.
+
+# %%
+from study_app.statistics.mrmc import analyse  # noqa: E402  (the pilot's OR components)
+from study_app.statistics.power import components_from_result, sample_size_grid  # noqa: E402
+
+with user_errors():
+    pilot = read_design(data / "mrmc" / "vandyke.csv")
+pilot_components = components_from_result(analyse(pilot.ratings, pilot.truth, mrmc_cov, pilot.readers, pilot.arms))
+grid = sample_size_grid(pilot_components, "equivalence", 0.1, readers=(3, 5, 10, 20), cases=(50, 100, 200, 400))
+power_table = pd.DataFrame(grid.power).pivot(index="readers", columns="cases", values="power")
+print("cases needed for power 0.8:", {row["readers"]: row["cases"] for row in grid.needed})
+power_table.round(3)
