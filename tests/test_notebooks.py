@@ -108,7 +108,7 @@ CHAIN_PARAMETERS = {
     "02_fid_pfid": {"train_steps": 3, "slides_per_method": 2, "sample_steps": "2,2,2", "real_regions": 6, "n_pfid": 48,
                     "n_scale": 32, "workers": 0, "extractor": TINY_EXTRACTOR},
     "03_gigapixel_sampling": {"sample_steps": "2,2,2", "view_side": 300},
-    "04_study_from_samples": {"crops_per_side": 2, "cases_per_reader": 2, "readers": 2},
+    "04_study_from_samples": {"crops_per_side": 4, "cases_per_reader": 4, "readers": 4},
 }
 
 

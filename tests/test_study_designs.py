@@ -158,3 +158,20 @@ def test_design_report_with_open_enrolment_notes_the_readers_it_needs():
     report = design_report("crossed", None, ["A"], [], assigned)
     assert report["readers"] == "open enrolment" and "2 or more readers" in report["note"]
 
+
+
+def shared_pool(per_class):
+    """Two arms whose real crops are the same images (one content id each), synthetic ones their own."""
+    return [Case(f"{arm}-{truth}-{k}", arm, truth, f"{truth}.tiff", (k, 0, 64),
+                 content_id=f"real-{k}" if truth == "real" else f"{arm}-{k}")
+            for arm in ("A", "B") for truth in ("real", "synthetic") for k in range(per_class)]
+
+
+def test_shared_images_split_make_each_arm_a_unit_across_its_readers():
+    s = study("crossed", shared_images="split")
+    report = study_design(s, shared_pool(12))
+    assert report["mrmc"].startswith("U-statistics") and "shared images are split" in report["mrmc"]
+    few = study("crossed", readers=READERS[:2], shared_images="split")
+    with pytest.raises(UserError) as error:
+        study_design(few, shared_pool(1))  # one real image, two arms: each reader meets it in one arm only
+    assert str(error.value).startswith("shared_images: split leaves 1 reader(s) with both real and synthetic")

@@ -25,12 +25,14 @@ ANALYSES = {
 
 
 def design_report(design: str, groups: int | None, arms: Sequence[str], readers: Sequence[str],
-                  assigned: dict[str, list[Case]]) -> dict:
+                  assigned: dict[str, list[Case]], split_shared: bool = False) -> dict:
     """The design's readers, groups, cases per reader and arm, and the MRMC analyses that apply.
 
     ``readers`` are the listed reader ids (empty with open enrolment); ``assigned`` maps each of them
     (or one stand-in reader with open enrolment) to their cases. Raises UserError naming the first
-    analysable unit that is too small.
+    analysable unit that is too small. With ``split_shared`` (images the arms share shown to each reader in
+    one arm) no arm is crossed whatever the design: the unit is the arm across its readers, as in a
+    random design.
     """
     report = {}
     if design == "split-plot":
@@ -48,20 +50,41 @@ def design_report(design: str, groups: int | None, arms: Sequence[str], readers:
         report["note"] = f"open enrolment: the random-reader analysis needs {MIN_READERS} or more readers"
     per_reader = {reader: {arm: Counter(c.truth for c in cases if c.arm == arm) for arm in arms}
                   for reader, cases in assigned.items()}
+    if split_shared:
+        _check_arms_across_readers(per_reader, arms, bool(readers))
+    else:
+        _check_each_reader(per_reader, design, bool(readers))
+    return {"design": design if design != "split-plot" else f"split-plot, {groups} groups",
+            "readers": len(readers) if readers else "open enrolment",
+            "cases_per_reader": _cases_per_reader(per_reader, arms),
+            "mrmc": ANALYSES["random"] + ": shared images are split between the arms" if split_shared else ANALYSES[design],
+            **report}
+
+
+def _check_each_reader(per_reader: dict[str, dict[str, Counter]], design: str, listed: bool) -> None:
+    """Crossed and split-plot: a reader's cases are the unit's cases, which need a case variance. Random:
+    the unit is the arm across readers; each reader needs only an AUC of their own."""
+    least = MIN_PER_CLASS if design != "random" else 1
     for reader, counts in per_reader.items():
         for arm, count in counts.items():
-            # Crossed and split-plot: the reader's cases are the unit's cases, which need a case variance.
-            # Random: the unit is the arm across readers; each reader needs only an AUC of their own.
-            least = MIN_PER_CLASS if design != "random" else 1
             if any(count[t] < least for t in TRUTHS):
-                who = f"reader {reader!r}" if readers else "each reader"
+                who = f"reader {reader!r}" if listed else "each reader"
                 why = (f"an ROC AUC's case variance needs at least {MIN_PER_CLASS} of each (more cases per arm, or "
                        "fewer groups)" if least > 1 else "a reader's ROC AUC needs at least one of each")
                 raise UserError(f"design: {design}: {who} gets {count['real']} real and {count['synthetic']} "
                                 f"synthetic cases of arm {arm!r}; {why}")
-    return {"design": design if design != "split-plot" else f"split-plot, {groups} groups",
-            "readers": len(readers) if readers else "open enrolment",
-            "cases_per_reader": _cases_per_reader(per_reader, arms), "mrmc": ANALYSES[design], **report}
+
+
+def _check_arms_across_readers(per_reader: dict[str, dict[str, Counter]], arms: Sequence[str], listed: bool) -> None:
+    """Shared images split: each arm needs 2 readers with an AUC of their own in it (listed readers only)."""
+    if not listed:
+        return
+    for arm in arms:
+        able = [r for r, counts in per_reader.items() if all(counts[arm][t] >= 1 for t in TRUTHS)]
+        if len(able) < MIN_READERS:
+            raise UserError(f"shared_images: split leaves {len(able)} reader(s) with both real and synthetic cases "
+                            f"of arm {arm!r}; the random-reader analysis needs {MIN_READERS} or more (more readers, "
+                            "more cases, or give each arm its own images)")
 
 
 def _cases_per_reader(per_reader: dict[str, dict[str, Counter]], arms: Sequence[str]) -> str:

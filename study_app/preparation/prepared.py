@@ -114,7 +114,8 @@ def study_design(study: Study, cases: Sequence[Case]) -> dict:
     """What the design allows (``designs.design_report``); UserError when an analysable unit is too small."""
     readers = list(study.readers)
     assigned = {reader: reader_assignment(study, cases, reader) for reader in readers or ["any reader"]}
-    return design_report(study.design, study.groups, [arm.name for arm in study.arms], readers, assigned)
+    return design_report(study.design, study.groups, [arm.name for arm in study.arms], readers, assigned,
+                         study.split_shared)
 
 
 def settings_digest(study: Study, side: int | None = None, image_format: str | None = None) -> str:
