@@ -55,6 +55,7 @@ import yaml
 from evaluation.crops import CropProtocol
 from study_app.access import is_hashed_secret
 from study_app.preparation.encodings import FORMATS, Encoding, resolve_format
+from study_app.preparation.fields import Fields
 from study_app.statistics.records import LABELS as TRUTHS
 from urcdm.errors import UserError
 
@@ -184,39 +185,6 @@ def _source_settings(source: Source, base: Path | None) -> dict:
     return settings | {"whole": True} if source.whole else settings
 
 
-class _Fields:
-    """Typed access to one mapping of the YAML, with errors that name the full field path."""
-
-    def __init__(self, values, where: str):
-        if not isinstance(values, dict):
-            raise UserError(f"{where or 'study file'}: expected a mapping, got {type(values).__name__}")
-        self.values, self.where = values, where
-
-    def name(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def reject_unknown(self, known: set[str]) -> None:
-        unknown = sorted(set(self.values) - known)
-        if unknown:
-            raise UserError(f"{self.name(unknown[0])}: unknown field (known: {', '.join(sorted(known))})")
-
-    def get(self, key: str, kind, default=None, required: bool = False):
-        if key not in self.values or self.values[key] is None:
-            if required:
-                raise UserError(f"{self.name(key)}: required")
-            return default
-        value = self.values[key]
-        # bool is an int in Python, but `cases_per_reader: true` is a mistake, not 1.
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise UserError(f"{self.name(key)}: expected {expected}, got {value!r}")
-        return value
-
-    def sub(self, key: str, required: bool = False) -> "_Fields":
-        value = self.get(key, dict, required=required)
-        return _Fields(value if value is not None else {}, self.name(key))
-
-
 def load_study(path: str | Path) -> Study:
     given = Path(path)
     if not given.is_file():
@@ -235,7 +203,7 @@ def load_study(path: str | Path) -> Study:
 
 
 def parse_study(values, base: Path, default_workdir: Path, path: Path | None = None) -> Study:
-    top = _Fields(values, "")
+    top = Fields(values, "")
     top.reject_unknown({"title", "instructions", "seed", "design", "groups", "cases_per_reader", "balance", "shared_cases",
                         "shared_images",
                         "show_magnification", "display", "answers", "arms", "access", "admin", "workdir",
@@ -295,7 +263,7 @@ def parse_study(values, base: Path, default_workdir: Path, path: Path | None = N
         whole_slides=_parse_whole_slides(top.sub("whole_slides")), path=path)
 
 
-def _parse_design(top: _Fields, open_enrolment: bool) -> tuple[str, int | None]:
+def _parse_design(top: Fields, open_enrolment: bool) -> tuple[str, int | None]:
     """``design`` (and ``groups``); the older ``shared_cases: false`` still means ``design: random``."""
     design, groups = top.get("design", str), top.get("groups", int)
     shared = top.get("shared_cases", bool)
@@ -323,7 +291,7 @@ def _resolve(spec: str, base: Path) -> Path:
 
 
 def _parse_arm(values, where: str, base: Path) -> Arm:
-    arm = _Fields(values, where)
+    arm = Fields(values, where)
     arm.reject_unknown({"name", "real", "synthetic", "magnification"})
     name = arm.get("name", str, required=True).strip()
     if not name:
@@ -335,7 +303,7 @@ def _parse_arm(values, where: str, base: Path) -> Arm:
     return Arm(name=name, real=real, synthetic=synthetic, magnification=None if magnification is None else str(magnification))
 
 
-def _parse_source(arm: _Fields, truth: str, base: Path) -> Source:
+def _parse_source(arm: Fields, truth: str, base: Path) -> Source:
     source = arm.sub(truth, required=True)
     source.reject_unknown({"images", "slides", "crops", "whole"})
     images, slides = source.get("images", str), source.get("slides", str)
@@ -370,7 +338,7 @@ def _parse_source(arm: _Fields, truth: str, base: Path) -> Source:
     return Source(str(_resolve(slides, base)), protocol, n)
 
 
-def _parse_access(access: _Fields) -> tuple[dict[str, str], bool]:
+def _parse_access(access: Fields) -> tuple[dict[str, str], bool]:
     access.reject_unknown({"readers", "open", "session_hours"})
     open_enrolment = access.get("open", bool, False)
     entries = access.get("readers", list, [])
@@ -378,7 +346,7 @@ def _parse_access(access: _Fields) -> tuple[dict[str, str], bool]:
         raise UserError(f"{access.where}: give either a `readers` list (id + code) or `open: true`")
     readers: dict[str, str] = {}
     for i, item in enumerate(entries):
-        reader = _Fields(item, f"{access.name('readers')}[{i}]")
+        reader = Fields(item, f"{access.name('readers')}[{i}]")
         reader.reject_unknown({"id", "code"})
         reader_id = str(reader.get("id", (str, int), required=True)).strip()
         code = str(reader.get("code", (str, int), required=True))
@@ -390,7 +358,7 @@ def _parse_access(access: _Fields) -> tuple[dict[str, str], bool]:
     return readers, open_enrolment
 
 
-def _parse_admin(admin: _Fields) -> tuple[str | None, str | None]:
+def _parse_admin(admin: Fields) -> tuple[str | None, str | None]:
     if "secret" in admin.values:
         raise UserError(f"{admin.name('secret')}: a plain-text admin secret is not allowed in the study file; use "
                         "secret_env (an environment variable) or secret_hash (`urcdm-study hash-secret`)")
@@ -403,7 +371,7 @@ def _parse_admin(admin: _Fields) -> tuple[str | None, str | None]:
     return env, hashed
 
 
-def _parse_whole_slides(values: _Fields) -> WholeSlides:
+def _parse_whole_slides(values: Fields) -> WholeSlides:
     values.reject_unknown({"mpp", "max_side"})
     mpp, max_side = values.get("mpp", (int, float)), values.get("max_side", int)
     if mpp is not None and not 0.05 <= mpp <= 100:
@@ -413,7 +381,7 @@ def _parse_whole_slides(values: _Fields) -> WholeSlides:
     return WholeSlides(None if mpp is None else float(mpp), max_side)
 
 
-def _parse_display(display: _Fields) -> Display:
+def _parse_display(display: Fields) -> Display:
     display.reject_unknown({"size", "format", "quality", "parity"})
     size = display.get("size", int, 1024)
     if not 64 <= size <= MAX_DISPLAY:
