@@ -16,7 +16,8 @@ cases). Per design:
   designs. Its OR components are the average over --pilots crossed pilots of 10 readers x 400 cases simulated
   from the same model at the same AUC: one pilot's var_r rests on 9 df (relative SD ~ 50 %), so a single pilot
   would test the pilot's luck rather than the formulas; the spread of the power predicted from single pilots
-  is reported beside. The random-subset design has no power formula in power.py, so only its rate is given;
+  is reported beside. Every design, the random-subset one included (which the OR model cannot describe), is
+  also predicted from the pilots' U-statistic moments (``study_app.statistics.design_power``);
 - seconds per study (simulation + analysis, one core), and the run time of ``analyse_any`` and of the
   ``urcdm-study mrmc --json`` command on 10 readers x 400 cases under each design.
 
@@ -58,6 +59,7 @@ import numpy as np
 from scipy import stats
 
 from study_app.statistics import power
+from study_app.statistics.design_power import KINDS, PilotMoments, power_any
 from study_app.statistics.mrmc_designs import analyse_any
 from study_app.statistics.roe_metz import (
     RoeMetz,
@@ -138,8 +140,9 @@ def run_chunk(task: tuple) -> dict:
             "labels": labels}
 
 
-def run_pilot(task: tuple) -> list[tuple[float, float, float]]:
-    """(var_r, var_error, cov2) of crossed pilots of PILOT_SIZE, as ``power.components_from_result`` reads them."""
+def run_pilot(task: tuple) -> list[tuple[float, ...]]:
+    """(var_r, var_error, cov2, then the U-statistic moment differences in KINDS order) of crossed pilots of
+    PILOT_SIZE, as ``power.components_from_result`` and ``design_power.PilotMoments`` read them."""
     auc, pilots, seed = task
     rng = np.random.default_rng(seed)
     model, (readers, cases) = model_at(auc), PILOT_SIZE
@@ -147,7 +150,8 @@ def run_pilot(task: tuple) -> list[tuple[float, float, float]]:
     for _ in range(pilots):
         ratings, truth = simulate(model, readers, cases // 2, cases - cases // 2, rng)
         c = power.components_from_result(analyse_any(ratings, truth))
-        out.append((c.var_r, c.var_error, c.cov2))
+        moments = PilotMoments.from_ratings(ratings[:, 0], truth).differences
+        out.append((c.var_r, c.var_error, c.cov2, *(moments[k] for k in KINDS)))
     return out
 
 
@@ -175,22 +179,32 @@ def rejections(rows: np.ndarray) -> dict:
     return {**binomial(int((p < 0.05).sum()), len(rows)), "undefined": int(np.isnan(p).sum())}
 
 
-def pilot_components(auc: float, pilots: int, seed: int, pool: Pool) -> tuple[power.ORComponents, np.ndarray]:
+def pilot_components(auc: float, pilots: int, seed: int, pool: Pool
+                     ) -> tuple[power.ORComponents, PilotMoments, np.ndarray]:
     per_task = max(1, pilots // 8)
     tasks = [(auc, min(per_task, pilots - k), np.random.SeedSequence(seed, spawn_key=(99, k)))
              for k in range(0, pilots, per_task)]
     values = np.array([v for chunk in pool.map(run_pilot, tasks) for v in chunk])
-    var_r, var_error, cov2 = values.mean(axis=0)
-    return power.ORComponents(float(var_r), None, float(var_error), None, float(cov2), None, PILOT_SIZE[1]), values
+    var_r, var_error, cov2, *moments = values.mean(axis=0)
+    components = power.ORComponents(float(var_r), None, float(var_error), None, float(cov2), None, PILOT_SIZE[1])
+    return components, PilotMoments(dict(zip(KINDS, map(float, moments))), auc), values[:, :3]
 
 
 def predicted_power(components: power.ORComponents, design: str, sizes: Sizes, auc: float) -> float | None:
+    """HOB 2011 from the OR components (crossed and split-plot; the OR model has no random-subset design)."""
     if design == "crossed":
         return power.power_versus_chance(components, sizes.readers, sizes.cases, auc)
     if design == "split-plot":
         return power.power_versus_chance(components, sizes.readers, sizes.cases, auc, design="split-plot",
                                          groups=sizes.groups)
     return None
+
+
+def predicted_power_from_moments(moments: PilotMoments, design: str, sizes: Sizes, auc: float) -> float:
+    """From the pilots' U-statistic moments (study_app.statistics.design_power): any design."""
+    half = sizes.cases // 2
+    return power_any(moments, "versus-chance", auc, design, sizes.readers, half, sizes.cases - half,
+                     groups=sizes.groups, per_reader=sizes.per_reader)
 
 
 def single_pilot_spread(values: np.ndarray, design: str, sizes: Sizes, auc: float) -> dict | None:
@@ -279,7 +293,7 @@ def main() -> int:
              for design in designs for a, (purpose, auc) in enumerate(aucs.items()) for k in range(0, studies, CHUNK)]
     with Pool(args.workers) as pool:
         chunks = pool.map(run_chunk, tasks, chunksize=1)
-        components, pilot_values = pilot_components(args.power_auc, pilots, args.seed, pool)
+        components, moments, pilot_values = pilot_components(args.power_auc, pilots, args.seed, pool)
     simulation_seconds = time.perf_counter() - started
 
     merged: dict = {}
@@ -319,15 +333,20 @@ def main() -> int:
                 out["type_I"] = {name: rejections(r) for name, r in rows.items()}
             else:
                 predicted = predicted_power(components, design, sizes, auc)
+                from_moments = predicted_power_from_moments(moments, design, sizes, auc)
                 simulated = {name: rejections(r) for name, r in rows.items()}
                 out["power"] = {
                     "auc": auc, "predicted": None if predicted is None else round(predicted, 4),
+                    "predicted_from_moments": round(from_moments, 4),
                     "simulated": simulated,
                     "predicted_minus_simulated_points": None if predicted is None else {
                         name: round(100 * (predicted - s["rate"]), 2) for name, s in simulated.items()},
+                    "moments_minus_simulated_points": {
+                        name: round(100 * (from_moments - s["rate"]), 2) for name, s in simulated.items()},
                     "single_pilot_prediction": single_pilot_spread(pilot_values, design, sizes, auc)}
                 if predicted is None:
-                    out["power"]["note"] = "power.py has no formula for a random subset per reader"
+                    out["power"]["note"] = ("the OR model (HOB 2011) has no random-subset design; predicted from "
+                                            "the pilots' U-statistic moments (design_power)")
         out["seconds_per_study"] = round(seconds / count, 5)
         report["designs"][design] = out
     report["simulation_wall_seconds"] = round(simulation_seconds, 1)

@@ -4,6 +4,10 @@ Berbaum 2011, Acad Radiol 18:129-142; the maths is study_app/statistics/power.py
     urcdm-study power --pilot RATINGS.csv --delta 0.05 [--readers 4,6,10] [--cases 100,200] [--json]
     urcdm-study power --pilot RATINGS.csv --arm A --auc 0.65 --plot power.png
     urcdm-study power --components var_r=0.0015,var_error=0.0008,cov2=0.0003 --pilot-cases 114 --margin 0.1
+    urcdm-study power --pilot EXPORT.csv --arm A --margin 0.1 --design random --pool 400 --cases 40,80,160
+
+A random design (each reader their own random subset of a pool) has no OR model; it is planned from the
+pilot's U-statistic moments (study_app/statistics/design_power.py), from a pilot read in any design.
 
 The command line is parsed into PowerOptions here; nothing past ``options_from_args`` sees argparse.
 """
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from study_app.statistics.design_power import PilotMoments, random_design_grid
 from study_app.statistics.power import (
     COMPONENT_NAMES,
     DEFAULT_CASES,
@@ -23,6 +28,7 @@ from study_app.statistics.power import (
     ORComponents,
     SampleSizeGrid,
     components_from_result,
+    default_readers,
     sample_size_grid,
 )
 from urcdm.clikit import add_output_options, positive_int, positive_int_list, print_json
@@ -51,6 +57,7 @@ class PowerOptions:
     cov: str = "jackknife"
     components: dict[str, float] | None = None
     pilot_cases: int | None = None
+    pool: int | None = None  # random design: the balanced pool the readers' subsets are drawn from
     json: bool = False
     plot: Path | None = None
 
@@ -75,8 +82,10 @@ def add_power_parser(commands) -> argparse.ArgumentParser:
     question.add_argument("--delta", type=float, help="power to detect this AUC difference between two arms")
     question.add_argument("--margin", type=float, help="power to show the AUC is within this margin of 0.5")
     parser.add_argument("--true-auc", type=float, help="with --margin: the readers' true AUC (default 0.5)")
-    parser.add_argument("--design", choices=("crossed", "split-plot"), default="crossed",
-                        help="crossed (every reader reads every case, default) or split-plot")
+    parser.add_argument("--design", choices=("crossed", "split-plot", "random"), default="crossed",
+                        help="crossed (every reader reads every case, default), split-plot, or random (each "
+                             "reader a random subset of --pool cases; --cases are then cases per reader)")
+    parser.add_argument("--pool", type=positive_int, metavar="N", help="random design: the cases in the pool")
     parser.add_argument("--groups", type=positive_int, help="split-plot groups (default 2)")
     parser.add_argument("--readers", type=positive_int_list, help="readers counts (default 3..20)")
     parser.add_argument("--cases", type=positive_int_list, default=DEFAULT_CASES,
@@ -102,16 +111,21 @@ def options_from_args(args: argparse.Namespace) -> PowerOptions:
         components = parse_components(args.components)
     elif args.pilot_cases is not None:
         raise UserError("--pilot-cases goes with --components; a pilot's cases are counted from the file")
-    if args.design == "crossed" and args.groups not in (None, 1):
+    if args.design != "split-plot" and args.groups not in (None, 1):
         raise UserError("--groups goes with --design split-plot")
+    if (args.design == "random") != (args.pool is not None):
+        raise UserError("--design random needs --pool N (the cases the readers' subsets are drawn from), and "
+                        "--pool goes with --design random only")
+    if args.design == "random" and args.pilot is None:
+        raise UserError("--design random is planned from a pilot's ratings (--pilot), not from OR components")
     if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise UserError(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
-    groups = 1 if args.design == "crossed" else (args.groups or 2)
+    groups = (args.groups or 2) if args.design == "split-plot" else 1
     return PowerOptions(test=test, effect=effect, true_auc=0.5 if args.true_auc is None else args.true_auc,
                         design=args.design, groups=groups, readers=args.readers, cases=tuple(args.cases),
                         target=args.target, alpha=args.alpha, pilot=args.pilot, arm=args.arm,
                         cov=args.cov or "jackknife", components=components, pilot_cases=args.pilot_cases,
-                        json=args.json, plot=args.plot)
+                        pool=args.pool, json=args.json, plot=args.plot)
 
 
 def parse_components(text: str) -> dict[str, float]:
@@ -153,8 +167,20 @@ def pilot_components(path: Path, arm: str | None, cov: str) -> ORComponents:
     return components_from_result(result)
 
 
+def pilot_moments(path: Path, arm: str | None) -> PilotMoments:
+    """One arm's U-statistic moments, from a pilot read in any design."""
+    from study_app.store.ratings_csv import read_design
+
+    design = read_design(path, arm=arm)
+    if len(design.arms) > 1:
+        raise UserError(f"{path}: {len(design.arms)} arms; a random design is planned for one arm (--arm ARM)")
+    return PilotMoments.from_ratings(design.ratings[:, 0], design.truth)
+
+
 def cmd_power(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    if options.design == "random":
+        return _random_design(options)
     components = load_components(options)
     grid = sample_size_grid(components, options.test, options.effect, options.readers, options.cases,
                             options.target, options.design, options.groups, options.alpha, options.true_auc)
@@ -167,24 +193,49 @@ def cmd_power(args: argparse.Namespace) -> int:
     return 0
 
 
-def report(options: PowerOptions, components: ORComponents, grid: SampleSizeGrid) -> dict:
+def _random_design(options: PowerOptions) -> int:
+    pilot = pilot_moments(options.pilot, options.arm)
+    readers = options.readers or default_readers()
+    grid = random_design_grid(pilot, options.test, options.effect, readers, options.cases, options.pool,
+                              options.target, options.alpha, options.true_auc)
+    if options.plot is not None:
+        plot_power(grid, options, options.plot)
+    if options.json:
+        moments = {"pilot_auc": pilot.auc, "moment_differences": {
+            "/".join(name for name, shared in zip(("reader", "negative", "positive"), kind) if shared): value
+            for kind, value in pilot.differences.items()}}
+        print_json({**report(options, None, grid), "pool": options.pool, "pilot": moments})
+    else:
+        print(format_report(options, None, grid, pilot))
+    return 0
+
+
+def report(options: PowerOptions, components: ORComponents | None, grid: SampleSizeGrid) -> dict:
     effect = {"versus-chance": {"auc": options.effect}, "difference": {"delta": options.effect},
               "equivalence": {"margin": options.effect, "true_auc": options.true_auc}}[options.test]
     return {"test": options.test, "effect": effect, "design": options.design, "groups": options.groups,
-            "alpha": options.alpha, "target": options.target, "components": asdict(components),
+            "alpha": options.alpha, "target": options.target,
+            "components": None if components is None else asdict(components),
             "power": grid.power, "needed": grid.needed}
 
 
-def format_report(options: PowerOptions, components: ORComponents, grid: SampleSizeGrid) -> str:
-    design = "crossed" if options.design == "crossed" else f"split-plot, {options.groups} groups"
+def format_report(options: PowerOptions, components: ORComponents | None, grid: SampleSizeGrid,
+                  pilot: PilotMoments | None = None) -> str:
+    design = {"crossed": "crossed", "split-plot": f"split-plot, {options.groups} groups",
+              "random": f"random subsets of a pool of {options.pool} cases"}[options.design]
     title = TEST_TITLES[options.test].format(effect=options.effect, true_auc=options.true_auc)
-    values = "  ".join(f"{name} {getattr(components, name):.8f}" for name in COMPONENT_NAMES
-                       if getattr(components, name) is not None)
     cases = list(dict.fromkeys(row["cases"] for row in grid.power))
     power = {(row["readers"], row["cases"]): row["power"] for row in grid.power}
-    lines = [f"power of the OR test of {title}; {design} design; alpha {options.alpha:g}",
-             f"pilot components at {components.cases} cases: {values}"]
-    if options.test != "difference" and components.var_tr is not None:
+    if components is None:  # a random design, from the pilot's U-statistic moments
+        lines = [f"power of the test of {title}; {design} design; alpha {options.alpha:g}",
+                 f"variance from the pilot's U-statistic moments (Gallas et al. 2009; pilot AUC {pilot.auc:.3f}); "
+                 "cases are cases per reader"]
+    else:
+        values = "  ".join(f"{name} {getattr(components, name):.8f}" for name in COMPONENT_NAMES
+                           if getattr(components, name) is not None)
+        lines = [f"power of the OR test of {title}; {design} design; alpha {options.alpha:g}",
+                 f"pilot components at {components.cases} cases: {values}"]
+    if components is not None and options.test != "difference" and components.var_tr is not None:
         lines.append("(components pooled over the pilot's arms; one arm's reader variance is var_r + var_tr; "
                      "--arm ARM uses one arm's own)")
     lines += ["", f"{'power':<11}" + "".join(f"{f'{c} cases':>12}" for c in cases)]
@@ -192,7 +243,8 @@ def format_report(options: PowerOptions, components: ORComponents, grid: SampleS
         r = row["readers"]
         lines.append(f"{f'{r} readers':<11}" + "".join(f"{power[r, c]:>12.3f}" for c in cases))
     lines += ["", f"cases needed for power {options.target:g}:"]
-    lines += [f"{row['readers']:>4} readers: " + (f"not reached within {MAX_CASES} cases" if row["cases"] is None
+    most = f"the pool of {options.pool}" if options.design == "random" else f"{MAX_CASES} cases"
+    lines += [f"{row['readers']:>4} readers: " + (f"not reached within {most}" if row["cases"] is None
                                                    else str(row["cases"])) for row in grid.needed]
     return "\n".join(lines)
 

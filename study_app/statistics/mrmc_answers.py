@@ -19,7 +19,13 @@ from typing import Sequence
 import numpy as np
 
 from study_app.statistics.mrmc_designs import analyse_any
-from study_app.statistics.records import POSITIVE, Answer, Design, answer_rating, natural_key
+from study_app.statistics.records import (
+    POSITIVE,
+    Answer,
+    Design,
+    answer_rating,
+    natural_key,
+)
 
 MIN_PER_CLASS = 2  # the AUC's case-level variance needs 2 positives and 2 negatives
 RATINGS_COLUMNS = ("reader", "arm", "case", "truth", "rating")  # what `urcdm-study mrmc` reads (ratings_csv)

@@ -193,7 +193,7 @@ def _check_effect(test: str, effect: float, true_auc: float) -> None:
         raise UserError(f"the true AUC must be in (0, 1), got {true_auc}")
 
 
-def _tost_power(margin: float, auc: float, variance, ddf, alpha: float) -> np.ndarray:
+def tost_power(margin: float, auc: float, variance, ddf, alpha: float) -> np.ndarray:
     se = np.sqrt(variance)
     critical = stats.t.isf(alpha, ddf)  # t with infinite df is the normal
     shift = auc - 0.5
@@ -244,7 +244,7 @@ def power_function(test: str, effect: float, true_auc: float = 0.5) -> Callable[
     def power(components, readers, cases, alpha=0.05, design="crossed", groups=1):
         variance, ddf = design_variance(components, test, readers, cases, design, groups, alpha)
         if test == "equivalence":
-            return _tost_power(effect, true_auc, variance, ddf, alpha)
+            return tost_power(effect, true_auc, variance, ddf, alpha)
         return f_test_power(effect - 0.5 if test == "versus-chance" else effect, variance, ddf, alpha)
 
     return power
@@ -310,4 +310,4 @@ def power_reached(se: float | None, df: float | None, auc: float = 0.6, margin: 
     ddf = np.inf if df is None else df
     return {"auc": auc, "margin": margin, "alpha": alpha,
             "versus_chance": float(f_test_power(auc - 0.5, se ** 2, ddf, alpha)),
-            "equivalence": float(_tost_power(margin, 0.5, se ** 2, ddf, alpha))}
+            "equivalence": float(tost_power(margin, 0.5, se ** 2, ddf, alpha))}

@@ -72,19 +72,34 @@ def _exact(x: np.ndarray, y: np.ndarray) -> dict[tuple[bool, bool, bool], float]
     return out
 
 
-def covariance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float | None:
-    """Unbiased covariance of two reader-averaged AUCs from their ``kernel_terms`` (variance when a is b).
+def moment_differences(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+                       ) -> tuple[dict[tuple[bool, bool, bool], float], dict[tuple[bool, bool, bool], float]] | None:
+    """Per kind of pair (shared reader, negative, positive): M_k - M_none, the moment less the one that shares
+    nothing, and C_k, the weight the design gives that kind; None when M_none cannot be estimated.
 
-    None when the moment that shares nothing has no terms (fewer than 2 readers, or no two pairs of
-    cases apart), so the square of the mean cannot be estimated.
+    The differences are what a study's variance is made of (``covariance``); ``study_app.statistics.
+    design_power`` weighs a pilot's differences by another design's C_k to plan that design.
     """
     (ws_a, w_a), (ws_b, w_b) = a, b
     products, weights = _exact(ws_a, ws_b), _exact(w_a, w_b)
     if weights[NOTHING] <= 0:
         return None
     unshared = products[NOTHING] / weights[NOTHING]
-    return float(sum(weights[s] * (products[s] / weights[s] - unshared)
-                     for s in SHARED if s != NOTHING and weights[s] > 0))
+    differences = {s: products[s] / weights[s] - unshared for s in SHARED if s != NOTHING and weights[s] > 0}
+    return differences, weights
+
+
+def covariance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float | None:
+    """Unbiased covariance of two reader-averaged AUCs from their ``kernel_terms`` (variance when a is b).
+
+    None when the moment that shares nothing has no terms (fewer than 2 readers, or no two pairs of
+    cases apart), so the square of the mean cannot be estimated.
+    """
+    moments = moment_differences(a, b)
+    if moments is None:
+        return None
+    differences, weights = moments
+    return float(sum(weights[s] * d for s, d in differences.items()))
 
 
 def reader_aucs(terms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
