@@ -6,9 +6,20 @@ import argparse
 import json
 import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from urcdm.clikit import add_output_options, non_negative_int, positive_int, positive_int_list, print_json, print_table, random_seed
+import numpy as np
+
+from urcdm.clikit import (
+    add_output_options,
+    non_negative_int,
+    positive_int,
+    positive_int_list,
+    print_json,
+    print_table,
+    random_seed,
+)
 from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
 from urcdm.sampling import ANCESTRAL, PRECISIONS, SOLVER_NAMES
@@ -22,7 +33,11 @@ def add_commands(commands) -> None:
     source.add_argument("--models", type=Path, help="a train-all folder: MODELS/l{L}u{U}/checkpoint.pt, or "
                                                      "MODELS/outpaint-u{U}/checkpoint.pt for --method outpaint (their config is used)")
     source.add_argument("--config", help="paper, tiny or a config YAML: freshly initialised models (a smoke test)")
-    sample.add_argument("--out", type=Path, required=True, help="the pyramid to write (.tiff)")
+    sample.add_argument("--out", type=Path, help="the pyramid to write (.tiff); not needed with --dry-run")
+    sample.add_argument("--dry-run", action="store_true",
+                        help="plan the run and write nothing: per level the unets' parameters and memory at the "
+                             "precision, patches, waves, white skip (with --level0), unet evaluations, FLOPs and "
+                             "projected hours (timed on CUDA, else from the H200 measurements)")
     sample.add_argument("--seed", type=random_seed, default=0)
     sample.add_argument("--method", choices=METHODS, default="urcdm",
                         help="urcdm (default), or outpaint: the paper's baseline, the last level alone with no context")
@@ -34,8 +49,9 @@ def add_commands(commands) -> None:
     sample.add_argument("--solver", choices=SOLVER_NAMES, default=ANCESTRAL,
                         help="ancestral (default): imagen-pytorch's sampler, the paper's; or a diffusers solver over "
                              "the same unets (heun costs 2 unet evaluations a step, the others 1)")
-    sample.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default), or the unets under autocast: bf16 (CUDA or CPU), fp16 (CUDA)")
+    sample.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="auto (default): bf16 on CUDA, fp32 on the CPU; or fp32, bf16 (CUDA or CPU), fp16 "
+                             "(CUDA): the unets under autocast, their weights held in that precision")
     sample.add_argument("--unet-batch", type=_unet_batches, default=None, metavar="auto|A,B,C",
                         help="samples per call of each unet (memory only, not the pixels); default auto: from free "
                              "GPU memory on CUDA, the whole --batch-size on the CPU")
@@ -83,6 +99,8 @@ def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
 
 
 def check_sample_options(args: argparse.Namespace) -> None:
+    if args.out is None and not args.dry_run:
+        raise UserError("--out: required (the pyramid to write), unless --dry-run")
     if args.backend == "upsample" and args.solver != ANCESTRAL:
         raise UserError("--solver: the upsample backend runs no unets; use it with --backend diffusion")
     config = _config_before_loading(args)
@@ -121,11 +139,13 @@ def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, di
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
     from urcdm.config import from_dict
-    from urcdm.models import build_imagen, load_cascade, read_checkpoint
+    from urcdm.models import load_cascade, read_checkpoint
+    from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
     from urcdm.sampling.sampler import sample_slide
 
+    if args.dry_run:
+        return cmd_plan(args)
     if args.out.exists() and not args.overwrite:  # before minutes of model loading, not after
         raise UserError(f"{args.out}: already exists (use --overwrite to replace it)")
     if args.models is not None:
@@ -137,7 +157,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     _check_run_options(args, config)
     config = _with_steps(config, args.steps)
-    from urcdm.distributed import destroy_process_group, init_process_group, launched_ranks
+    from urcdm.distributed import (
+        destroy_process_group,
+        init_process_group,
+        launched_ranks,
+    )
     from urcdm.sampling.sampler import level0_from_slide
 
     ranks = launched_ranks()
@@ -146,21 +170,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
         device = f"cuda:{ranks.local_rank}"
     if args.precision == "fp16" and not device.startswith("cuda"):
         raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
+    precision = resolve_precision(args.precision, device)
     init_process_group(ranks, torch.device(device))
     level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
-    backend_options = dict(solver=args.solver, precision=args.precision, channels_last=args.channels_last,
+    backend_options = dict(solver=args.solver, precision=precision, channels_last=args.channels_last,
                            compile=args.compile, unet_batches=args.unet_batch)
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:
         checkpoints = _checkpoints(args.models, config, args.method)
-        backend = DiffusionBackend({level: load_cascade(config, level, paths, method=args.method)
+        # Loaded when the level starts and freed before the next: one level's cascade resident at a time.
+        backend = DiffusionBackend({level: partial(load_cascade, config, level, paths, method=args.method)
                                     for level, paths in checkpoints.items()}, device, **backend_options)
     else:
         print(f"note: no --models, so the {config.name} cascades are freshly initialised (a smoke test of the "
               "diffusion path: the pixels are noise)", file=sys.stderr)
-        torch.manual_seed(args.seed)
-        backend = DiffusionBackend({level: build_imagen(config, level, sampling=True, method=args.method)
+        backend = DiffusionBackend({level: partial(_fresh_cascade, config, level, args.method, args.seed)
                                     for level in method_levels(config, args.method)}, device, **backend_options)
     try:
         manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
@@ -181,6 +206,77 @@ def cmd_sample(args: argparse.Namespace) -> int:
               + f", {skipped} glass patches skipped, in {manifest['seconds']:.1f} s"
               + (" (resumed)" if manifest["resumed"] else ""), file=sys.stderr)
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``--dry-run``: the plan of the run (urcdm.sampling.plan); no checkpoint is read, no slide written."""
+    import torch
+
+    from urcdm.config import from_dict
+    from urcdm.models import read_checkpoint
+    from urcdm.sampling.plan import plan_run
+    from urcdm.sampling.sampler import level0_from_slide
+
+    config = _config_before_loading(args) if args.models is None or args.models.is_dir() else None
+    if config is None:
+        if args.models is None or not args.models.is_dir():
+            raise UserError(f"{args.models}: no such models folder")
+        config = from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
+    _check_run_options(args, config)
+    config = _with_steps(config, args.steps)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.precision == "fp16" and not device.startswith("cuda"):
+        raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
+    overview = level0_from_slide(args.level0, config) if args.level0 is not None else None
+    scheduler = args.scheduler or ("raster" if args.method == "outpaint" else "checkerboard")
+    plan = plan_run(config, args.method, scheduler, args.batch_size, resolve_precision(args.precision, device),
+                    white_skip=not args.no_white_skip, overview=overview, device=device)
+    if args.json:
+        print_json(plan)
+    else:
+        print(format_plan(plan))
+    return 0
+
+
+def format_plan(plan: dict) -> str:
+    gib = 2 ** 30
+    lines = [f"plan: config {plan['config']}, {plan['method']}, {plan['scheduler']}, batch {plan['batch_size']}, "
+             f"{plan['precision']} on {plan['device']}; white skip {plan['white_skip']}",
+             f"{'level':>5} {'unet':>4} {'px':>5} {'params':>9} {'GiB':>6} {'steps':>5} {'evaluations':>12} "
+             f"{'TFLOP':>10} {'ms/sample':>9} {'hours':>7}"]
+    for entry in plan["levels"]:
+        for row in entry["unets"]:
+            lines.append(f"{row['level']:>5} {row['unet']:>4} {row['size']:>5} {row['parameters'] / 1e6:>8.1f}M "
+                         f"{row['resident_bytes'] / gib:>6.2f} {row['steps']:>5} {row['evaluations']:>12,} "
+                         f"{row['evaluations'] * row['flops_per_evaluation'] / 1e12:>10,.3g} "
+                         f"{row['ms_per_sample']:>9.1f} {row['hours']:>7.2f}")
+        skip = entry["white_skip_patches"]
+        lines.append(f"      level {entry['level']}: {entry['grid']}x{entry['grid']} = {entry['patches']} patches, "
+                     f"{entry['waves']} waves, {entry['batches']} batches"
+                     + ("" if skip is None else f", {skip} over glass (white skip)")
+                     + f"; {entry['resident_bytes'] / gib:.2f} GiB of weights resident")
+    lines.append(f"total: {plan['unet_evaluations']:,} unet evaluations, {plan['flops'] / 1e18:.2f} EFLOP, "
+                 f"{plan['hours']:.2f} h ({plan['projection']}); weights resident at most "
+                 f"{plan['peak_resident_bytes'] / gib:.2f} GiB (one level; all levels {plan['all_levels_bytes'] / gib:.2f})")
+    return "\n".join(lines)
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto``: bf16 on CUDA (5-10x faster than fp32 on an H200, ../shared/gpu/README.md), fp32 on the CPU."""
+    if precision != "auto":
+        return precision
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def _fresh_cascade(config: URCDMConfig, level: int, method: str, seed: int):
+    """A level's freshly initialised cascade, its weights from the seed and the level alone (so a level
+    built on its own, as when a run resumes there, gets the same weights)."""
+    import torch
+
+    from urcdm.models import build_imagen
+
+    torch.manual_seed(int(np.random.SeedSequence([seed, level]).generate_state(1)[0]))
+    return build_imagen(config, level, sampling=True, method=method)
 
 
 def _sampled_config(slide: Path, config: str | None) -> URCDMConfig:

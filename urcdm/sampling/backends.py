@@ -8,6 +8,7 @@ masked pixels exactly whatever the backend returns.
 
 from __future__ import annotations
 
+import gc
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
@@ -57,23 +58,29 @@ class UpsampleBackend:
 
 class DiffusionBackend:
     """The level's imagen-pytorch cascade, with the context as ``cond_images`` and the finished strips
-    kept through ``inpaint_images``/``inpaint_masks`` at every stage of the cascade. ``imagens``: one
-    per level, or ``{level: imagen}`` (the outpainting baseline has only the last level's).
+    kept through ``inpaint_images``/``inpaint_masks`` at every stage of the cascade. ``cascades``: one
+    per level, or ``{level: cascade}`` (the outpainting baseline has only the last level's); each a
+    built Imagen or a function that builds (or loads) it.
+
+    One level's cascade is resident at a time: a level's is built when its first patch is asked for and
+    freed, on the CPU and the GPU, before the next level's is built. The paper's nine unets are 37 GB in
+    fp32; one level's three fit where the nine cannot. (Cascades handed over already built stay with the
+    caller too; pass functions to get the saving.)
 
     A batch is seeded from the seed of its first patch, so a rerun with the same ``--batch-size`` makes
     the same pixels; imagen-pytorch draws its noise for the whole batch at once.
 
     ``solver``: ``ancestral`` (imagen-pytorch's own sampler, the paper's) or one of
     ``urcdm.sampling.solvers.SOLVERS``, each unet taking the steps its Imagen was built with.
-    ``precision``: fp32, or the unets under autocast to bf16 / fp16 (the solver's arithmetic stays
-    fp32); ``channels_last`` and ``compile`` (torch.compile of each unet's forward) are for GPUs.
-    ``unet_batches``: samples per call of each unet of a cascade (None each: from free GPU memory,
-    ``unet_batches.ChunkedForward``); they change memory, not the noise.
+    ``precision``: fp32, or the unets under autocast to bf16 / fp16 with their weights held in that
+    precision (the solver's arithmetic stays fp32); ``channels_last`` and ``compile`` (torch.compile of
+    each unet's forward) are for GPUs. ``unet_batches``: samples per call of each unet of a cascade (None
+    each: from free GPU memory, ``unet_batches.ChunkedForward``); they change memory, not the noise.
     """
 
     name = "diffusion"
 
-    def __init__(self, imagens: Sequence | Mapping[int, object], device: torch.device | str = "cpu",
+    def __init__(self, cascades: Sequence | Mapping[int, object], device: torch.device | str = "cpu",
                  solver: str = "ancestral", precision: str = "fp32", channels_last: bool = False,
                  compile: bool = False, unet_batches: Sequence[int | None] | None = None):
         from urcdm.sampling import PRECISIONS, SOLVER_NAMES
@@ -83,23 +90,50 @@ class DiffusionBackend:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.device, self.solver, self.precision = torch.device(device), solver, precision
+        self.channels_last, self.compile, self.unet_batch_sizes = channels_last, compile, unet_batches
         self.unet_evaluations = 0
-        by_level = imagens if isinstance(imagens, Mapping) else dict(enumerate(imagens))
-        self.imagens = {level: imagen.to(self.device).eval() for level, imagen in by_level.items()}
-        for imagen in self.imagens.values():
-            if channels_last:
-                imagen.to(memory_format=torch.channels_last)
-            if compile:
-                for unet in imagen.unets:
-                    # imagen calls unet.forward_with_cond_scale, which calls self.forward
-                    unet.forward = torch.compile(unet.forward)
-        sizes = list(unet_batches) if unet_batches is not None else [None] * max(len(i.unets) for i in self.imagens.values())
-        self.chunked = {(level, index): ChunkedForward(unet, sizes[index])
-                        for level, imagen in self.imagens.items() for index, unet in enumerate(imagen.unets)}
+        self.cascades = dict(cascades) if isinstance(cascades, Mapping) else dict(enumerate(cascades))
+        self.level: int | None = None  # the level whose cascade is resident
+        self.imagen = None
+        self.chunked: dict[tuple[int, int], ChunkedForward] = {}
+        self.settled: dict[str, int | None] = {}  # samples per call of released levels' unets
 
     def unet_batches(self) -> dict[str, int | None]:
         """Samples per call each unet settled on (None: not called yet), for the manifest."""
-        return {f"l{level}u{index}": chunk.size for (level, index), chunk in self.chunked.items()}
+        current = {f"l{level}u{index}": chunk.size for (level, index), chunk in self.chunked.items()}
+        return {**self.settled, **current}
+
+    def resident(self, level: int):
+        """The level's cascade, built now if another level's (or none) is resident, which is freed first."""
+        if level == self.level:
+            return self.imagen
+        self.release()
+        made = self.cascades[level]
+        imagen = made() if callable(made) and not isinstance(made, torch.nn.Module) else made
+        imagen = imagen.to(self.device).eval()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        for index, unet in enumerate(imagen.unets):
+            if dtype is not None:
+                unet.to(dtype)  # held as used: half the memory, and no cast of every weight at every call
+            if self.channels_last:
+                unet.to(memory_format=torch.channels_last)
+            if self.compile:
+                unet.forward = torch.compile(unet.forward)  # imagen calls forward_with_cond_scale -> forward
+            size = None if self.unet_batch_sizes is None else self.unet_batch_sizes[index]
+            self.chunked[(level, index)] = ChunkedForward(unet, size)
+        self.level, self.imagen = level, imagen
+        return imagen
+
+    def release(self) -> None:
+        """Free the resident cascade (its unets and their chunked forwards refer to each other: collect)."""
+        if self.imagen is None:
+            return
+        self.settled.update({f"l{level}u{index}": chunk.size for (level, index), chunk in self.chunked.items()})
+        self.chunked.clear()
+        self.level = self.imagen = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @staticmethod
     def _tensor(images: np.ndarray, device) -> torch.Tensor:
@@ -113,7 +147,7 @@ class DiffusionBackend:
 
         torch.manual_seed(int(seeds[0]))
         has_known = bool(masks.any())
-        imagen = self.imagens[level]
+        imagen = self.resident(level)
         steps = [scheduler.num_timesteps for scheduler in imagen.noise_schedulers]  # built with the sampling steps
         self.unet_evaluations += len(seeds) * sum(unet_evaluations(self.solver, n) for n in steps)
         inputs = dict(batch_size=len(seeds), cond_images=None if contexts is None else self._tensor(contexts, self.device),

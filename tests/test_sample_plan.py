@@ -1,0 +1,77 @@
+"""`urcdm sample --dry-run`: the plan of a run (urcdm.sampling.plan) against the real unets, the cost model and
+the sampler's own white-skip judgement; nothing written; bad input is one error line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from urcdm.cli import main
+from urcdm.config import tiny
+from urcdm.models import build_unet
+from urcdm.sampling.cost import unet_calls, with_flops
+from urcdm.sampling.plan import H200_BF16_PEAK, glass_patches, plan_run, projected_ms
+
+
+def test_the_plan_counts_what_the_real_unets_and_the_cost_model_count(tmp_path, capsys):
+    config = tiny()
+    assert main(["sample", "--config", "tiny", "--dry-run", "--json", "--batch-size", "8",
+                 "--precision", "bf16", "--device", "cpu"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert list(tmp_path.iterdir()) == []  # nothing written anywhere we can see
+    assert plan["precision"] == "bf16" and "H200" in plan["projection"]
+    costs = {(c.level, c.unet): c for c in with_flops(unet_calls(config), config)}
+    for entry in plan["levels"]:
+        assert entry["batches"] == {0: 1, 1: 4, 2: 12}[entry["level"]]  # waves of 1, 2 x 2 ..., batched by 8
+        for row in entry["unets"]:
+            real = sum(p.numel() for p in build_unet(config, row["level"], row["unet"]).parameters())
+            assert row["parameters"] == real and row["resident_bytes"] == 2 * real
+            cost = costs[row["level"], row["unet"]]
+            assert row["evaluations"] == cost.calls and row["flops_per_evaluation"] == cost.flops_per_call
+    assert plan["unet_evaluations"] == sum(c.calls for c in costs.values())
+    assert plan["peak_resident_bytes"] * 3 == pytest.approx(plan["all_levels_bytes"], rel=0.01)
+
+
+def test_the_projection_reproduces_the_measured_h200_milliseconds():
+    # ../shared/gpu/README.md, bf16 at the best batch: unet 2 (1024 px, 12,498 GFLOP) 82.2 ms per sample
+    assert projected_ms(12498e9, 1024, "bf16") == pytest.approx(12498e9 / (0.19 * H200_BF16_PEAK) * 1e3)
+    assert 80 < projected_ms(12498e9, 1024, "bf16") < 85 and 4 < projected_ms(1002e9, 64, "bf16") < 5
+
+
+def test_white_skip_is_judged_on_the_level0_layout_as_the_sampler_judges_contexts():
+    config = tiny()
+    side = 256
+    glass = np.full((side, side, 3), 240, np.uint8)
+    tissue = glass.copy()
+    yy, xx = np.mgrid[0:side, 0:side]
+    tissue[..., 0] = 150 + 60 * np.sin(xx / 3.0)  # textured pink: what the tissue detector calls tissue
+    tissue[..., 1] = 80 + 40 * np.cos(yy / 4.0)
+    tissue[..., 2] = 160
+    half = glass.copy()
+    half[:, side // 2:] = tissue[:, side // 2:]
+    patches = config.levels[-1].grid ** 2
+    assert glass_patches(config, glass) == patches and glass_patches(config, tissue) == 0
+    assert 0.3 * patches < glass_patches(config, half) < 0.7 * patches
+    plan = plan_run(config, "urcdm", "checkerboard", 4, "fp32", overview=half)
+    skipped = plan["levels"][-1]["white_skip_patches"]
+    steps = config.unets[0].sample_steps or config.unets[0].timesteps
+    assert plan["levels"][-1]["unets"][0]["evaluations"] == (patches - skipped) * steps
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--config", "tiny"], "--out: required"),
+    (["sample", "--config", "nonexistent.yaml", "--dry-run"], "nonexistent.yaml"),
+    (["sample", "--config", "tiny", "--dry-run", "--precision", "fp16", "--device", "cpu"], "--precision fp16"),
+    (["sample", "--config", "tiny", "--dry-run", "--batch-size", "0"], "--batch-size"),
+    (["sample", "--config", "tiny", "--dry-run", "--batch-size", "abc"], "--batch-size"),
+])
+def test_bad_input_is_one_error_line(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exited:  # argparse's own errors leave by SystemExit, still as one line
+        code = exited.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err

@@ -1,0 +1,75 @@
+"""One level's cascade resident at a time (urcdm.sampling.backends.DiffusionBackend), the weights held in the
+precision the unets run in, and `urcdm sample --precision auto`."""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+from dataclasses import replace
+
+import torch
+
+from urcdm.cli import main
+from urcdm.config import load_config
+from urcdm.models import build_imagen
+from urcdm.sample_cli import resolve_precision
+from urcdm.sampling.backends import DiffusionBackend
+from urcdm.sampling.sampler import sample_slide
+
+
+def test_only_the_level_being_sampled_has_its_cascade_in_memory(tmp_path, micro_config_file):
+    config = load_config(micro_config_file)  # 14 patches a slide
+    config = replace(config, unets=tuple(replace(u, sample_steps=2) for u in config.unets))
+    built: dict[int, list[weakref.ref]] = {}
+
+    def factory(level):
+        def build():
+            imagen = build_imagen(config, level, sampling=True)
+            built.setdefault(level, []).append(weakref.ref(imagen))
+            return imagen
+        return build
+
+    backend = DiffusionBackend({level: factory(level) for level in range(3)}, precision="bf16")
+    alive_at_calls = []
+    generate = backend.generate
+
+    def watched(level, *args):
+        gc.collect()
+        alive_at_calls.append((level, sorted(lv for lv, refs in built.items() for r in refs if r() is not None)))
+        out = generate(level, *args)
+        unets = backend.imagen.unets
+        assert all(p.dtype == torch.bfloat16 for unet in unets for p in unet.parameters())  # held as used
+        return out
+
+    backend.generate = watched
+    sample_slide(config, backend, tmp_path / "slide.tiff", seed=3, batch_size=32, progress=False)
+    assert {level: len(refs) for level, refs in built.items()} == {0: 1, 1: 1, 2: 1}  # each built once
+    # Before a level's first call its own cascade is not built yet and the previous one may still be there;
+    # from the first call on, only that level's is alive: the one before was freed when it was built.
+    seen = {}
+    for level, alive in alive_at_calls:
+        seen.setdefault(level, []).append(alive)
+    for level, calls in seen.items():
+        assert all(alive in ([], [level - 1], [level]) for alive in calls[:1]), calls
+        assert all(alive == [level] for alive in calls[1:]), (level, calls)
+    backend.release()
+    gc.collect()
+    assert all(r() is None for refs in built.values() for r in refs)
+    assert set(backend.unet_batches()) == {f"l{level}u{unet}" for level in range(3) for unet in range(3)}
+
+
+def test_precision_auto_is_bf16_on_cuda_and_fp32_on_the_cpu(tmp_path, capsys, micro_config_file):
+    assert resolve_precision("auto", "cuda:1") == "bf16" and resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp16", "cuda") == "fp16"
+    out = tmp_path / "slide.tiff"
+    code = main(["sample", "--config", str(micro_config_file), "--out", str(out), "--steps", "1,1,1",
+                 "--batch-size", "16", "--device", "cpu", "--json"])
+    assert code == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["precision"] == "fp32" and manifest["resumed"] is False
+    assert json.loads(out.with_suffix(".json").read_text())["levels"][2]["patches"] == 9
+    code = main(["sample", "--config", "tiny", "--out", str(tmp_path / "b.tiff"), "--precision", "fp16",
+                 "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: --precision fp16")

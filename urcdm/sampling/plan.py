@@ -1,0 +1,155 @@
+"""A sampling run's plan before the run: what `urcdm sample --dry-run` prints.
+
+Per level: the unets' parameters and the bytes they hold at the run's precision (built on the ``meta``
+device, so nothing is allocated: the paper's nine unets plan in seconds), the patches, waves and model
+batches, the last-level patches the white skip will upsample (judged on the ``--level0`` layout as the
+sampler judges contexts), the unet evaluations and their FLOPs (``urcdm.sampling.cost``), and the hours
+they project to. On a CUDA device the projection times a few calls of each unet; elsewhere it uses the
+share of the bf16 (or fp32) peak each paper unet reached on an H200 (``../shared/gpu/README.md``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from urcdm.config import URCDMConfig, has_context, method_levels
+from urcdm.sampling.cost import forward_flops
+from urcdm.sampling.geometry import LevelGrid, patch_context
+from urcdm.sampling.schedule import batches, waves
+
+BYTES_PER_PARAMETER = {"fp32": 4, "bf16": 2, "fp16": 2}
+# Measured on one H200 on 2026-12-04 (../shared/gpu/README.md): the bf16 peak by an 8192^3 matmul, and the
+# best share of it each paper unet reached, by its image size; fp32 (TF32 off) reached 3 % on all three.
+H200_BF16_PEAK = 790e12
+H200_SHARE = {"bf16": {64: 0.29, 256: 0.17, 1024: 0.19}, "fp16": {64: 0.29, 256: 0.17, 1024: 0.19},
+              "fp32": {64: 0.03, 256: 0.03, 1024: 0.03}}
+H200_SOURCE = "projected from the H200 measured on 2026-12-04 (FLOPs at each paper unet's share of 790 TFLOP/s)"
+
+
+@dataclass(frozen=True)
+class UnetPlan:
+    level: int
+    unet: int
+    size: int               # px a side the unet works at
+    parameters: int
+    resident_bytes: int     # its weights at the run's precision
+    steps: int
+    evaluations: int        # of one patch, over the slide
+    flops_per_evaluation: float
+    ms_per_sample: float    # projected
+    hours: float
+
+
+def unet_parameters(config: URCDMConfig, level: int, unet: int, method: str) -> int:
+    import torch
+
+    from urcdm.models import build_unet
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_unet(config, level, unet, method).parameters())
+
+
+def glass_patches(config: URCDMConfig, overview: np.ndarray) -> int:
+    """Last-level patches whose context is mostly glass, judged on ``overview``: the level-0 square (any
+    side) as ``--level0`` lays it out. Glass vs tissue needs no detail, so a small overview serves."""
+    from urcdm.sampling.sampler import is_mostly_glass
+
+    last = len(config.levels) - 1
+    grid, previous = LevelGrid.of(config, last), LevelGrid.of(config, last - 1)
+    to_view = overview.shape[0] / config.levels[0].span
+    glass = 0
+    for patch in grid.patches:
+        cx, cy, side = patch_context(config, last, patch)  # in the previous level's image pixels
+        x0, y0 = (previous.origin + cx * previous.scale) * to_view, (previous.origin + cy * previous.scale) * to_view
+        reach = side * previous.scale * to_view
+        box = overview[max(0, round(y0)):max(0, round(y0 + reach)), max(0, round(x0)):max(0, round(x0 + reach))]
+        glass += box.size == 0 or is_mostly_glass(np.ascontiguousarray(box), config.white_threshold)
+    return glass
+
+
+def projected_ms(flops: float, size: int, precision: str) -> float:
+    """ms per sample from the H200 table: the share of peak of the paper unet nearest in size."""
+    shares = H200_SHARE[precision]
+    nearest = min(shares, key=lambda s: abs(np.log(s / size)))
+    return flops / (H200_BF16_PEAK * shares[nearest]) * 1e3
+
+
+def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision: str, batch: int,
+             device: str, calls: int = 3) -> float:
+    """ms per sample on this CUDA device: a few forward calls of the real unet (random weights), after one
+    warm-up, at ``batch`` samples per call."""
+    import torch
+
+    from urcdm.models import build_unet
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    network = build_unet(config, level, unet, method).to(device).eval()
+    if dtype is not None:
+        network.to(dtype)
+    size = config.unets[unet].image_size
+    inputs = {"lowres_cond_img": torch.rand(batch, 3, size, size, device=device),
+              "lowres_noise_times": torch.rand(batch, device=device)} if unet else {}
+    if has_context(method, level):
+        inputs["cond_images"] = torch.rand(batch, 3, size, size, device=device)
+    image, times = torch.rand(batch, 3, size, size, device=device), torch.rand(batch, device=device)
+    with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        network(image, times, **inputs)
+        torch.cuda.synchronize(device)
+        started = time.perf_counter()
+        for _ in range(calls):
+            network(image, times, **inputs)
+        torch.cuda.synchronize(device)
+    elapsed = (time.perf_counter() - started) / calls / batch * 1e3
+    del network
+    torch.cuda.empty_cache()
+    return elapsed
+
+
+def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int, precision: str,
+             white_skip: bool = True, overview: np.ndarray | None = None, device: str = "cpu") -> dict:
+    """The run's plan per level and in total (see the module docstring); builds no real unet off CUDA."""
+    levels = method_levels(config, method)
+    last = levels[-1]
+    timing = str(device).startswith("cuda")
+    flops_of: dict[tuple, float] = {}
+    rows, per_level = [], []
+    for level in levels:
+        grid = LevelGrid.of(config, level)
+        schedule = waves(grid, scheduler)
+        skipped = 0
+        if level == last and white_skip and method == "urcdm" and overview is not None:
+            skipped = glass_patches(config, overview)
+        diffused = len(grid.patches) - skipped
+        level_rows = []
+        for index, spec in enumerate(config.unets):
+            key = (index, has_context(method, level))
+            if key not in flops_of:
+                flops_of[key] = forward_flops(config, level, index, method)
+            steps = spec.sample_steps or spec.timesteps
+            parameters = unet_parameters(config, level, index, method)
+            ms = (timed_ms(config, level, index, method, precision, min(batch_size, 8), device) if timing
+                  else projected_ms(flops_of[key], spec.image_size, precision))
+            level_rows.append(UnetPlan(level, index, spec.image_size, parameters,
+                                       parameters * BYTES_PER_PARAMETER[precision], steps, diffused * steps,
+                                       flops_of[key], round(ms, 3), diffused * steps * ms / 3.6e6))
+        rows += level_rows
+        per_level.append({"level": level, "grid": grid.grid, "patches": len(grid.patches), "waves": len(schedule),
+                          "batches": sum(len(batches(wave, batch_size)) for wave in schedule),
+                          "white_skip_patches": skipped if level == last and overview is not None else None,
+                          "resident_bytes": sum(r.resident_bytes for r in level_rows),
+                          "unet_evaluations": sum(r.evaluations for r in level_rows),
+                          "flops": sum(r.evaluations * r.flops_per_evaluation for r in level_rows),
+                          "hours": sum(r.hours for r in level_rows), "unets": [asdict(r) for r in level_rows]})
+    return {"config": config.name, "method": method, "scheduler": scheduler, "batch_size": batch_size,
+            "precision": precision, "device": str(device),
+            "projection": f"timed on {device}" if timing else H200_SOURCE,
+            "white_skip": "judged on --level0" if overview is not None else "unknown without --level0 (none assumed)",
+            "levels": per_level,
+            "peak_resident_bytes": max(entry["resident_bytes"] for entry in per_level),
+            "all_levels_bytes": sum(entry["resident_bytes"] for entry in per_level),
+            "unet_evaluations": sum(entry["unet_evaluations"] for entry in per_level),
+            "flops": sum(entry["flops"] for entry in per_level),
+            "hours": sum(entry["hours"] for entry in per_level)}
