@@ -38,7 +38,6 @@ figures = "figures"
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 from matplotlib_inline.backend_inline import set_matplotlib_formats
@@ -48,7 +47,7 @@ from urcdm.config import load_config, paper
 from urcdm.sampling.cost import gpu_hours, unet_calls, with_flops
 from urcdm.sampling.geometry import LevelGrid, patch_context
 from urcdm.notebook import check_models_folder, cli, shared_data, user_errors
-from urcdm.sampling.sampler import is_mostly_glass
+from urcdm.sampling.plan import glass_map
 from urcdm.sampling.schedule import waves
 from urcdm.slides import open_slide
 from urcdm.errors import UserError
@@ -87,15 +86,9 @@ with open_slide(data / "slides" / layout_slide) as slide:
 to_view = view_side / span0  # view pixels per level-0 frame pixel
 
 # Each level-2 patch's context (the level-1 area it sees), judged as the sampler judges it, on the
-# overview: glass vs tissue needs no detail.
+# overview (`urcdm sample --dry-run --level0` counts the same): glass vs tissue needs no detail.
 level2, level1 = LevelGrid.of(geometry, 2), LevelGrid.of(geometry, 1)
-glass = {}
-for patch in level2.patches:
-    cx, cy, side = patch_context(geometry, 2, patch)  # in level-1 image pixels
-    x0, y0 = (level1.origin + cx * level1.scale) * to_view, (level1.origin + cy * level1.scale) * to_view
-    reach = side * level1.scale * to_view
-    box = view[max(0, round(y0)):max(0, round(y0 + reach)), max(0, round(x0)):max(0, round(x0 + reach))]
-    glass[patch] = box.size == 0 or is_mostly_glass(np.ascontiguousarray(box), geometry.white_threshold)
+glass = glass_map(geometry, view)
 
 colours = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 6))

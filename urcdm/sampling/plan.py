@@ -52,22 +52,27 @@ def unet_parameters(config: URCDMConfig, level: int, unet: int, method: str) -> 
         return sum(p.numel() for p in build_unet(config, level, unet, method).parameters())
 
 
-def glass_patches(config: URCDMConfig, overview: np.ndarray) -> int:
-    """Last-level patches whose context is mostly glass, judged on ``overview``: the level-0 square (any
-    side) as ``--level0`` lays it out. Glass vs tissue needs no detail, so a small overview serves."""
+def glass_map(config: URCDMConfig, overview: np.ndarray) -> dict:
+    """Last-level patch -> whether its context is mostly glass, judged on ``overview``: the level-0 square
+    (any side) as ``--level0`` lays it out. Glass vs tissue needs no detail, so a small overview serves."""
     from urcdm.sampling.sampler import is_mostly_glass
 
     last = len(config.levels) - 1
     grid, previous = LevelGrid.of(config, last), LevelGrid.of(config, last - 1)
     to_view = overview.shape[0] / config.levels[0].span
-    glass = 0
+    glass = {}
     for patch in grid.patches:
         cx, cy, side = patch_context(config, last, patch)  # in the previous level's image pixels
         x0, y0 = (previous.origin + cx * previous.scale) * to_view, (previous.origin + cy * previous.scale) * to_view
         reach = side * previous.scale * to_view
         box = overview[max(0, round(y0)):max(0, round(y0 + reach)), max(0, round(x0)):max(0, round(x0 + reach))]
-        glass += box.size == 0 or is_mostly_glass(np.ascontiguousarray(box), config.white_threshold)
+        glass[patch] = box.size == 0 or is_mostly_glass(np.ascontiguousarray(box), config.white_threshold)
     return glass
+
+
+def glass_patches(config: URCDMConfig, overview: np.ndarray) -> int:
+    """How many last-level patches the white skip will upsample (``glass_map``)."""
+    return sum(glass_map(config, overview).values())
 
 
 def projected_ms(flops: float, size: int, precision: str) -> float:
