@@ -67,8 +67,10 @@ class DiffusionBackend:
     fp32; one level's three fit where the nine cannot. (Cascades handed over already built stay with the
     caller too; pass functions to get the saving.)
 
-    A batch is seeded from the seed of its first patch, so a rerun with the same ``--batch-size`` makes
-    the same pixels; imagen-pytorch draws its noise for the whole batch at once.
+    With a diffusers solver every patch's noise comes from its own seed, so its pixels do not depend on the
+    batch it is in. The ancestral sampler is imagen-pytorch's, which draws its noise for the whole batch
+    from torch's global generator: a batch is seeded from the seed of its first patch, so a rerun with the
+    same ``--batch-size`` makes the same pixels, and another batch size other pixels.
 
     ``solver``: ``ancestral`` (imagen-pytorch's own sampler, the paper's) or one of
     ``urcdm.sampling.solvers.SOLVERS``, each unet taking the steps its Imagen was built with.
@@ -158,7 +160,8 @@ class DiffusionBackend:
             if self.solver == "ancestral":
                 images = sample(imagen, **inputs)
             else:
-                generator = torch.Generator().manual_seed(int(seeds[0]))
-                images = sample_cascade(imagen, self.solver, steps, generator=generator, **inputs)
+                # One generator per patch, from its own seed: its pixels do not depend on the batch it is in.
+                generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+                images = sample_cascade(imagen, self.solver, steps, generator=generators, **inputs)
         images = images.float()
         return (images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())

@@ -15,7 +15,7 @@ from urcdm.sampling.solvers import solve
 @torch.no_grad()
 def sample_cascade(imagen, solver: str, steps: Sequence[int], batch_size: int, cond_images: torch.Tensor | None = None,
                    inpaint_images: torch.Tensor | None = None, inpaint_masks: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """Images in [0, 1], (B, 3, S, S). ``inpaint_images`` in [0, 1] and ``inpaint_masks`` (B, S, S),
     True = keep, are resized to every unet's size and kept exactly there, as in ``Imagen.sample``."""
     device = next(imagen.parameters()).device

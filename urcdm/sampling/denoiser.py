@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from urcdm.imagen_compat import import_imagen
 from urcdm.sampling.noise_levels import log_snr_of_sigma, vp_coefficients
@@ -25,7 +26,8 @@ def _log_snr_time_scheduler():  # stateless: one serves every denoiser
     return scheduler
 
 
-def noisy_lowres_image(imagen, index: int, previous: torch.Tensor, generator: torch.Generator | None = None
+def noisy_lowres_image(imagen, index: int, previous: torch.Tensor,
+                       generator: torch.Generator | list[torch.Generator] | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """The super-resolution unet ``index``'s conditioning: the previous unet's output (in [0, 1]) resized
     to its size and noised at imagen's ``lowres_sample_noise_level``, as ``Imagen.sample`` does.
@@ -33,8 +35,8 @@ def noisy_lowres_image(imagen, index: int, previous: torch.Tensor, generator: to
     batch, size = previous.shape[0], imagen.image_sizes[index]
     times = imagen.lowres_noise_schedule.get_times(batch, imagen.lowres_sample_noise_level, device=previous.device)
     image = imagen.normalize_img(imagen.resize_to(previous, size))
-    noise = torch.randn(image.shape, generator=generator, device=generator.device if generator else image.device)
-    noisy, *_ = imagen.lowres_noise_schedule.q_sample(x_start=image, t=times, noise=noise.to(image.device))
+    noise = randn_tensor(image.shape, generator=generator, device=image.device)  # per sample with a list
+    noisy, *_ = imagen.lowres_noise_schedule.q_sample(x_start=image, t=times, noise=noise)
     return noisy, times
 
 

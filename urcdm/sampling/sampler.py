@@ -32,14 +32,14 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from urcdm.sampling.backends import Backend, UpsampleBackend
 from urcdm.config import URCDMConfig, method_levels
 from urcdm.distributed import Ranks
 from urcdm.errors import OutputExistsError, UserError
-from urcdm.sampling.geometry import LevelGrid, known_mask, patch_context
 from urcdm.pyramid import DiskCanvas, write_pyramid
-from urcdm.sampling.state import SampleState
+from urcdm.sampling.backends import Backend, UpsampleBackend
+from urcdm.sampling.geometry import LevelGrid, known_mask, patch_context
 from urcdm.sampling.schedule import batches, finished_neighbours, waves
+from urcdm.sampling.state import SampleState
 from urcdm.slides import open_slide, tissue_fraction
 
 

@@ -18,6 +18,7 @@ import functools
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 from urcdm.sampling import ANCESTRAL, SOLVER_NAMES
 from urcdm.sampling.denoiser import ImagenDenoiser
@@ -66,9 +67,11 @@ def unet_evaluations(solver: str, steps: int) -> int:
     return steps if solver == ANCESTRAL else SOLVERS[solver].evaluations(steps)
 
 
-def _noised(solver: Solver, clean: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    noise = torch.randn(clean.shape, generator=generator, device=generator.device if generator else clean.device)
-    noise = noise.to(clean.device)
+Generators = torch.Generator | list[torch.Generator] | None  # one per sample: its noise whatever the batch
+
+
+def _noised(solver: Solver, clean: torch.Tensor, sigma: torch.Tensor, generator: Generators) -> torch.Tensor:
+    noise = randn_tensor(clean.shape, generator=generator, device=clean.device)
     if solver.exploding:
         return clean + sigma * noise
     alpha, sigma_vp = vp_coefficients(sigma)
@@ -78,8 +81,13 @@ def _noised(solver: Solver, clean: torch.Tensor, sigma: torch.Tensor, generator:
 @torch.no_grad()
 def solve(denoiser: ImagenDenoiser, solver: str, steps: int, shape: tuple[int, ...], log_snr,
           known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-          generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+          generator: Generators = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """A sample in [-1, 1] of ``shape``, from noise in ``steps`` solver steps.
+
+    ``generator``: one, or a list with one per sample; with a list every sample's noise (the start, the
+    known pixels' re-noising, a stochastic solver's steps) comes from its own generator, so a sample is
+    the same whichever batch it is in (diffusers' ``randn_tensor`` draws per generator; its schedulers'
+    ``step`` takes the same list).
 
     ``known`` (in [-1, 1]) and ``mask`` (True = keep, broadcastable to ``shape``): before every unet
     evaluation the known pixels are noised afresh to the current level and put in place, as
@@ -89,7 +97,7 @@ def solve(denoiser: ImagenDenoiser, solver: str, steps: int, shape: tuple[int, .
     scheduler = _scheduler(solver, log_snr)
     scheduler.set_timesteps(steps, device=device)
     sigmas = scheduler.sigmas.to(device=device, dtype=torch.float32)
-    start = torch.randn(shape, generator=generator, device=generator.device if generator else device).to(device)
+    start = randn_tensor(shape, generator=generator, device=torch.device(device))
     sample = start * scheduler.init_noise_sigma
     step_options = {"generator": generator} if spec.stochastic else {}
     for index, timestep in enumerate(scheduler.timesteps):
