@@ -84,12 +84,13 @@ def projected_ms(flops: float, size: int, precision: str) -> float:
 
 def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision: str, batch: int,
              device: str, calls: int = 3) -> float:
-    """ms per sample on this CUDA device: a few forward calls of the real unet (random weights), after one
-    warm-up, at ``batch`` samples per call."""
+    """ms per sample on ``device``: a few forward calls of the real unet (random weights), after one
+    warm-up, at ``batch`` samples per call (CUDA-synchronised)."""
     import torch
 
     from urcdm.models import build_unet
 
+    device = torch.device(device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     network = build_unet(config, level, unet, method).to(device).eval()
     if dtype is not None:
@@ -100,25 +101,33 @@ def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision:
     if has_context(method, level):
         inputs["cond_images"] = torch.rand(batch, 3, size, size, device=device)
     image, times = torch.rand(batch, 3, size, size, device=device), torch.rand(batch, device=device)
-    with torch.no_grad(), torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+
+    def synchronise():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
         network(image, times, **inputs)
-        torch.cuda.synchronize(device)
+        synchronise()
         started = time.perf_counter()
         for _ in range(calls):
             network(image, times, **inputs)
-        torch.cuda.synchronize(device)
+        synchronise()
     elapsed = (time.perf_counter() - started) / calls / batch * 1e3
     del network
-    torch.cuda.empty_cache()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return elapsed
 
 
 def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int, precision: str,
-             white_skip: bool = True, overview: np.ndarray | None = None, device: str = "cpu") -> dict:
-    """The run's plan per level and in total (see the module docstring); builds no real unet off CUDA."""
+             white_skip: bool = True, overview: np.ndarray | None = None, device: str = "cpu",
+             measured_ms: dict[int, float] | None = None) -> dict:
+    """The run's plan per level and in total (see the module docstring); builds no real unet off CUDA.
+    ``measured_ms``: ms per sample by unet index, measured elsewhere (benchmarks/bench_gpu.py), instead."""
     levels = method_levels(config, method)
     last = levels[-1]
-    timing = str(device).startswith("cuda")
+    timing = str(device).startswith("cuda") and measured_ms is None
     flops_of: dict[tuple, float] = {}
     rows, per_level = [], []
     for level in levels:
@@ -135,8 +144,12 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int, 
                 flops_of[key] = forward_flops(config, level, index, method)
             steps = spec.sample_steps or spec.timesteps
             parameters = unet_parameters(config, level, index, method)
-            ms = (timed_ms(config, level, index, method, precision, min(batch_size, 8), device) if timing
-                  else projected_ms(flops_of[key], spec.image_size, precision))
+            if measured_ms is not None:
+                ms = measured_ms[index]
+            elif timing:
+                ms = timed_ms(config, level, index, method, precision, min(batch_size, 8), device)
+            else:
+                ms = projected_ms(flops_of[key], spec.image_size, precision)
             level_rows.append(UnetPlan(level, index, spec.image_size, parameters,
                                        parameters * BYTES_PER_PARAMETER[precision], steps, diffused * steps,
                                        flops_of[key], round(ms, 3), diffused * steps * ms / 3.6e6))
@@ -150,7 +163,8 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int, 
                           "hours": sum(r.hours for r in level_rows), "unets": [asdict(r) for r in level_rows]})
     return {"config": config.name, "method": method, "scheduler": scheduler, "batch_size": batch_size,
             "precision": precision, "device": str(device),
-            "projection": f"timed on {device}" if timing else H200_SOURCE,
+            "projection": ("measured ms per sample" if measured_ms is not None else f"timed on {device}" if timing
+                           else H200_SOURCE),
             "white_skip": "judged on --level0" if overview is not None else "unknown without --level0 (none assumed)",
             "levels": per_level,
             "peak_resident_bytes": max(entry["resident_bytes"] for entry in per_level),

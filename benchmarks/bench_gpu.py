@@ -1,0 +1,189 @@
+"""The sampler on a GPU, in one command: the unets' speed, a real `urcdm sample` run, and the projection to a
+41344^2 slide. Prints JSON. Not a test (tests/test_bench_gpu.py runs it with --config tiny --device cpu).
+
+1. Peak: a large matmul in the run's precision (8192^3 bf16 on CUDA), the yardstick for the shares below.
+2. Per unet (level 1, with context; random weights, speed does not depend on them): precisions x batch
+   sizes -> ms per sample, TFLOP/s (FLOPs from urcdm.sampling.cost) and share of the measured peak.
+3. `urcdm sample`'s own path (sample_slide with the diffusion backend and fresh cascades built per level)
+   on the 35-patch geometry (levels span 4096 / 2048 / 1024 slide px, grids 1 / 3 / 5) at the defaults
+   (precision auto, batch 4): wall time, the sum of the unets' call time (CUDA-synchronised per call),
+   the overhead over it, peak GPU memory and peak host RSS. --memory-cap-gb caps the process
+   (torch.cuda.set_per_process_memory_fraction), as a 24 GB card would.
+4. The projection to the paper geometry (41344^2: 1 + 49 + 2116 patches) with the measured ms per sample
+   at the best batch of the default precision, for the paper's steps, 256/64/64 and 64/32/32, with the
+   white skip judged on --level0 when given (the TCGA layout: 669 of 2116 last-level patches over glass).
+
+Not yet here (the issue asks for them on the GPU): training steps/s (benchmarks/bench_train.py --only
+paper_gpu) and pFID on the GPU (benchmarks/bench_eval.py); the JSON says so.
+
+    python benchmarks/bench_gpu.py                                   # paper config on CUDA (< 8 min on an H200)
+    python benchmarks/bench_gpu.py --config tiny --device cpu --quick   # the same path on a CPU (~1 min)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from urcdm.config import LevelSpec, load_config, method_levels
+from urcdm.sample_cli import _fresh_cascade, resolve_precision
+from urcdm.sampling.backends import DiffusionBackend
+from urcdm.sampling.cost import forward_flops
+from urcdm.sampling.plan import plan_run, timed_ms
+from urcdm.sampling.sampler import level0_from_slide, sample_slide
+
+SMALL_GEOMETRY = (LevelSpec(4096, 1), LevelSpec(2048, 3), LevelSpec(1024, 5))  # 1 + 9 + 25 patches
+STEP_PLANS = {"paper": [(1024, 256, 256), (256, 64, 64), (64, 32, 32)]}
+
+
+def synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, precision: str, quick: bool) -> float:
+    """FLOP/s of a large matmul in the precision the unets run in."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    n = 8192 if device.type == "cuda" and not quick else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    synchronise(device)
+    repeats = 10 if device.type == "cuda" else 3
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronise(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - started)
+
+
+def unet_table(config, device: torch.device, precisions, batches, peak: float) -> list[dict]:
+    rows = []
+    for index, spec in enumerate(config.unets):
+        flops = forward_flops(config, 1, index)
+        for precision in precisions:
+            for batch in batches:
+                try:
+                    ms = timed_ms(config, 1, index, "urcdm", precision, batch, str(device))
+                except torch.cuda.OutOfMemoryError:
+                    rows.append({"unet": index, "size": spec.image_size, "precision": precision, "batch": batch,
+                                 "ms_per_sample": None, "note": "out of memory"})
+                    torch.cuda.empty_cache()
+                    continue
+                rate = flops / (ms / 1e3)
+                rows.append({"unet": index, "size": spec.image_size, "precision": precision, "batch": batch,
+                             "ms_per_sample": round(ms, 3), "tflops": round(rate / 1e12, 3),
+                             "share_of_peak": round(rate / peak, 4)})
+    return rows
+
+
+class TimedForwards:
+    """Wraps every unet's forward of each cascade the backend builds, summing their (synchronised) time."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.seconds, self.calls = device, 0.0, 0
+
+    def wrap(self, imagen):
+        for unet in imagen.unets:
+            forward = unet.forward
+
+            def timed(*args, _forward=forward, **kwargs):
+                synchronise(self.device)
+                started = time.perf_counter()
+                out = _forward(*args, **kwargs)
+                synchronise(self.device)
+                self.seconds += time.perf_counter() - started
+                self.calls += 1
+                return out
+
+            unet.forward = timed
+        return imagen
+
+
+def end_to_end(config, device: torch.device, precision: str, steps, batch_size: int, cap_gb: float | None) -> dict:
+    config = replace(config, levels=SMALL_GEOMETRY,
+                     unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
+    if device.type == "cuda":
+        if cap_gb is not None:
+            total = torch.cuda.get_device_properties(device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2 ** 30 / total), device)
+        torch.cuda.reset_peak_memory_stats(device)
+    timer = TimedForwards(device)
+    cascades = {level: (lambda level=level: timer.wrap(_fresh_cascade(config, level, "urcdm", 0)))
+                for level in method_levels(config, "urcdm")}
+    backend = DiffusionBackend(cascades, device, precision=precision)
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        manifest = sample_slide(config, backend, Path(folder) / "slide.tiff", seed=0, batch_size=batch_size,
+                                progress=False)
+        wall = time.perf_counter() - started
+    backend.release()
+    return {"patches": sum(entry["patches"] for entry in manifest["levels"]), "steps": list(steps),
+            "batch_size": batch_size, "precision": precision, "wall_seconds": round(wall, 2),
+            "unet_seconds": round(timer.seconds, 2), "unet_calls": timer.calls,
+            "overhead_percent": round(100 * (wall - timer.seconds) / max(timer.seconds, 1e-9), 1),
+            "unet_batches": manifest["unet_batches"], "memory_cap_gb": cap_gb,
+            "peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None,
+            "peak_host_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
+
+
+def projection(config, table: list[dict], precision: str, overview, plans) -> list[dict]:
+    best = {}
+    for row in table:
+        if row["precision"] == precision and row["ms_per_sample"] is not None:
+            best[row["unet"]] = min(best.get(row["unet"], float("inf")), row["ms_per_sample"])
+    out = []
+    for steps in plans:
+        planned = replace(config, unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
+        for skip in ((False, True) if overview is not None else (False,)):
+            plan = plan_run(planned, "urcdm", "checkerboard", 4, precision, white_skip=skip,
+                            overview=overview if skip else None, measured_ms=best)
+            out.append({"steps": list(steps), "white_skip": skip, "hours": round(plan["hours"], 2),
+                        "unet_evaluations": plan["unet_evaluations"], "eflop": round(plan["flops"] / 1e18, 3)})
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="paper")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precisions", help="default: bf16,fp32 on CUDA; fp32 on the CPU")
+    parser.add_argument("--batches", help="default: 1,4,8,16 on CUDA; 1,2 on the CPU")
+    parser.add_argument("--steps", default=None, help="end-to-end steps per unet (default 32,8,8; 2,1,1 with --quick)")
+    parser.add_argument("--batch-size", type=int, default=4, help="end-to-end patches per batch (the default 4)")
+    parser.add_argument("--memory-cap-gb", type=float, help="cap the process's GPU memory, e.g. 24")
+    parser.add_argument("--level0", type=Path, help="a slide whose layout judges the white skip (e.g. the TCGA slide)")
+    parser.add_argument("--quick", action="store_true", help="small peak matmul, fewest timings (CI-sized)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    config = load_config(args.config)
+    cuda = device.type == "cuda"
+    precision = resolve_precision("auto", str(device))
+    precisions = args.precisions.split(",") if args.precisions else (["bf16", "fp32"] if cuda else ["fp32"])
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 4, 8, 16] if cuda else [1, 2])
+    steps = tuple(int(s) for s in (args.steps or ("2,1,1" if args.quick else "32,8,8")).split(","))
+    started = time.perf_counter()
+    peak = matmul_peak(device, precision, args.quick)
+    table = unet_table(config, device, precisions, batches, peak)
+    report = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "config": config.name,
+              "default_precision": precision, "peak_tflops": round(peak / 1e12, 2), "unets": table,
+              "end_to_end": end_to_end(config, device, precision, steps, args.batch_size, args.memory_cap_gb)}
+    overview = level0_from_slide(args.level0, config) if args.level0 else None
+    plans = STEP_PLANS.get(config.name, [tuple(u.sample_steps or u.timesteps for u in config.unets)])
+    report["projection"] = projection(config, table, precision, overview, plans)
+    report["not_measured"] = ["training steps/s (benchmarks/bench_train.py --only paper_gpu)",
+                              "pFID on the GPU (benchmarks/bench_eval.py)"]
+    report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
