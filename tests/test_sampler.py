@@ -224,3 +224,14 @@ def test_torchrun_with_two_ranks_equals_one_process(straight_run, micro_config_f
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert np.array_equal(_pixels(out), _pixels(straight_run))
     assert json.loads(out.with_suffix(".json").read_text())["world_size"] == 2
+
+
+def test_a_resume_with_other_precision_or_steps_names_each_difference(tmp_path):
+    from urcdm.sampling.state import SampleState
+
+    out = tmp_path / "s.tiff"
+    SampleState.open(out, {"seed": 1, "precision": "fp32", "steps": [32, 16, 16], "config": "abc"})
+    with pytest.raises(UserError) as error:
+        SampleState.open(out, {"seed": 1, "precision": "bf16", "steps": [8, 4, 4], "config": "def"})
+    message = str(error.value)
+    assert "(config; precision fp32, now bf16; steps 32,16,16, now 8,4,4)" in message

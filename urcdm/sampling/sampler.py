@@ -273,6 +273,8 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     settings = {"config": config.digest(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
                 "solver": getattr(backend, "solver", None), "precision": getattr(backend, "precision", None),
                 "batch_size": batch_size, "blend": blend,
+                # steps change the pixels; the config digest changes with them but does not say so
+                "steps": [u.sample_steps or u.timesteps for u in config.unets],
                 "white_skip": white_skip,
                 "level0": None if level0 is None else hashlib.sha256(level0.tobytes()).hexdigest()[:16]}
     last = len(config.levels) - 1

@@ -54,10 +54,13 @@ class SampleState:
         workdir = cls.workdir_for(out)
         run = workdir / "run.json"
         if run.exists():
-            saved = json.loads(run.read_text())
-            if saved != json.loads(json.dumps(settings)):
-                differing = sorted(k for k in set(saved) | set(settings) if saved.get(k) != json.loads(json.dumps(settings)).get(k))
-                raise UserError(f"{workdir}: an interrupted run with other settings ({', '.join(differing)}); rerun it "
+            saved, now = json.loads(run.read_text()), json.loads(json.dumps(settings))
+            if saved != now:
+                differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+                # Name what changed and how (the config only by its digest): "precision fp32, now bf16".
+                named = [key if key == "config" else f"{key} {_shown(saved.get(key))}, now {_shown(now.get(key))}"
+                         for key in differing]
+                raise UserError(f"{workdir}: an interrupted run with other settings ({'; '.join(named)}); rerun it "
                                 f"with the same options to finish it, or delete the folder to start afresh")
         else:
             workdir.mkdir(parents=True, exist_ok=True)
@@ -110,3 +113,9 @@ class SampleState:
 
     def remove(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
