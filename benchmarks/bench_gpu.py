@@ -126,8 +126,8 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
         wall = time.perf_counter() - started
     backend.release()
     return {"patches": sum(entry["patches"] for entry in manifest["levels"]), "steps": list(steps),
-            "batch_size": batch_size, "precision": precision, "wall_seconds": round(wall, 2),
-            "unet_seconds": round(timer.seconds, 2), "unet_calls": timer.calls,
+            "batch_size": batch_size, "precision": precision, "wall_seconds": round(wall, 3),
+            "unet_seconds": round(timer.seconds, 3), "unet_calls": timer.calls,
             "overhead_percent": round(100 * (wall - timer.seconds) / max(timer.seconds, 1e-9), 1),
             "unet_batches": manifest["unet_batches"], "memory_cap_gb": cap_gb,
             "peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None,

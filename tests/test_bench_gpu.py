@@ -22,7 +22,8 @@ def test_bench_gpu_runs_on_the_cpu_and_reports_every_part():
     run = report["end_to_end"]
     assert run["patches"] == 35 and run["unet_calls"] > 0 and 0 < run["unet_seconds"] < run["wall_seconds"]
     expected = 100 * (run["wall_seconds"] - run["unet_seconds"]) / run["unet_seconds"]
-    assert abs(run["overhead_percent"] - expected) < 1.0  # from the unrounded seconds
+    # reported from the unrounded seconds; the seconds shown are rounded to 3 decimals
+    assert abs(run["overhead_percent"] - expected) < 0.1 + 0.01 * expected
     (projected,) = report["projection"]  # tiny: its own steps, no --level0
     assert projected["hours"] > 0 and projected["unet_evaluations"] == 1 * 64 + 9 * 64 + 81 * 64
     assert report["not_measured"]
