@@ -98,3 +98,15 @@ def test_with_a_solver_a_patch_is_the_same_in_any_batch():
     other = backend.generate(1, contexts[:1], known[:1], masks[:1], [12])
     new_ground = ~masks[0]
     assert (other[0][new_ground] != alone[0][new_ground]).mean() > 0.5  # and the seed does reach the noise
+
+
+def test_compile_where_torch_cannot_compile_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def cannot(*args, **kwargs):
+        raise RuntimeError("InductorError: no working C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", cannot)
+    out = tmp_path / "slide.tiff"
+    assert main(["sample", "--config", "tiny", "--out", str(out), "--compile", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --compile: torch cannot compile on cpu here (RuntimeError: InductorError")
+    assert not out.exists() and "note: no --models" not in "\n".join(err)  # refused before any model was built

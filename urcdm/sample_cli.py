@@ -171,6 +171,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.precision == "fp16" and not device.startswith("cuda"):
         raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
     precision = resolve_precision(args.precision, device)
+    if args.compile and args.backend == "diffusion":
+        check_compiler(device)  # seconds now, not a compiler traceback after the models are built
     init_process_group(ranks, torch.device(device))
     level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
     backend_options = dict(solver=args.solver, precision=precision, channels_last=args.channels_last,
@@ -259,6 +261,23 @@ def format_plan(plan: dict) -> str:
                  f"{plan['hours']:.2f} h ({plan['projection']}); weights resident at most "
                  f"{plan['peak_resident_bytes'] / gib:.2f} GiB (one level; all levels {plan['all_levels_bytes'] / gib:.2f})")
     return "\n".join(lines)
+
+
+def check_compiler(device: str) -> None:
+    """``--compile``: torch.compile a one-line function on the device, so that a machine where torch cannot
+    compile (no C++ compiler, no Triton for the GPU, an unsupported Python) is one error line up front."""
+    import torch
+
+    def probe(x):
+        return torch.nn.functional.silu(x) * 2 + 1
+
+    try:
+        compiled = torch.compile(probe)
+        compiled(torch.ones(8, device=device))
+    except Exception as error:  # inductor raises many kinds; all mean the same thing here
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"--compile: torch cannot compile on {device} here ({type(error).__name__}: {first}); "
+                        "run without --compile") from None
 
 
 def resolve_precision(precision: str, device: str) -> str:
