@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from urcdm.config import LevelSpec, load_config, method_levels
-from urcdm.sample_cli import _fresh_cascade, resolve_precision
+from urcdm.sample_cli import fresh_cascade, resolve_precision
 from urcdm.sampling.backends import DiffusionBackend
 from urcdm.sampling.cost import forward_flops
 from urcdm.sampling.plan import plan_run, timed_ms
@@ -116,7 +116,7 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2 ** 30 / total), device)
         torch.cuda.reset_peak_memory_stats(device)
     timer = TimedForwards(device)
-    cascades = {level: (lambda level=level: timer.wrap(_fresh_cascade(config, level, "urcdm", 0)))
+    cascades = {level: (lambda level=level: timer.wrap(fresh_cascade(config, level, "urcdm", 0)))
                 for level in method_levels(config, "urcdm")}
     backend = DiffusionBackend(cascades, device, precision=precision)
     with tempfile.TemporaryDirectory() as folder:

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Sequence
 
 from urcdm import __version__, sample_cli, train_cli, view_cli
-from urcdm.clikit import ArgumentParser, add_output_options, bounded_int, positive_float, print_json, print_table, run_cli
+from urcdm.clikit import (
+    ArgumentParser,
+    add_output_options,
+    bounded_int,
+    positive_float,
+    print_json,
+    print_table,
+    run_cli,
+)
 from urcdm.errors import UserError
 from urcdm.pyramid import SlideSource, write_pyramid
 from urcdm.slides import SlideTissueMask, open_slide

@@ -187,7 +187,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         print(f"note: no --models, so the {config.name} cascades are freshly initialised (a smoke test of the "
               "diffusion path: the pixels are noise)", file=sys.stderr)
-        backend = DiffusionBackend({level: partial(_fresh_cascade, config, level, args.method, args.seed)
+        backend = DiffusionBackend({level: partial(fresh_cascade, config, level, args.method, args.seed)
                                     for level in method_levels(config, args.method)}, device, **backend_options)
     try:
         manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
@@ -287,7 +287,7 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if str(device).startswith("cuda") else "fp32"
 
 
-def _fresh_cascade(config: URCDMConfig, level: int, method: str, seed: int):
+def fresh_cascade(config: URCDMConfig, level: int, method: str, seed: int):
     """A level's freshly initialised cascade, its weights from the seed and the level alone (so a level
     built on its own, as when a run resumes there, gets the same weights)."""
     import torch

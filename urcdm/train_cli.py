@@ -7,8 +7,21 @@ import shlex
 import sys
 from pathlib import Path
 
-from urcdm.clikit import add_output_options, non_negative_int, positive_int, print_json, random_seed
-from urcdm.config import METHODS, PRESETS, check_level, load_config, method_levels, run_folder
+from urcdm.clikit import (
+    add_output_options,
+    non_negative_int,
+    positive_int,
+    print_json,
+    random_seed,
+)
+from urcdm.config import (
+    METHODS,
+    PRESETS,
+    check_level,
+    load_config,
+    method_levels,
+    run_folder,
+)
 from urcdm.errors import OutputExistsError, UserError
 
 

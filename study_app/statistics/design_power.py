@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from study_app.statistics.mrmc import hillis_df
 from study_app.statistics.power import SampleSizeGrid, f_test_power, tost_power
 from study_app.statistics.u_statistics import kernel_terms, moment_differences
 from urcdm.errors import UserError
@@ -88,17 +89,15 @@ def design_weights(design: str, readers: int, negatives: int, positives: int, gr
         others = [(readers * (per_group - 1), n0, n1), (readers * (readers - per_group), 0.0, 0.0)]
     else:
         others = [(readers * (readers - 1), n0 * n0 / negatives, n1 * n1 / positives)]
-    scale = (readers * n0 * n1) ** 2
     self_weights = {(True, *k): v / (n0 * n1) ** 2 for k, v in same.items()}
     cross_total = sum(count for count, _, _ in others)
     cross_weights = {(False, *k): 0.0 for k in same}
     for count, o0, o1 in others:
         for k, v in _pair_counts(n0, n1, o0, o1).items():
             cross_weights[(False, *k)] += count * v / (n0 * n1) ** 2 / cross_total
-    weights = {(True, *k): readers * v / scale for k, v in same.items()}
-    for count, o0, o1 in others:
-        for k, v in _pair_counts(n0, n1, o0, o1).items():
-            weights[(False, *k)] = weights.get((False, *k), 0.0) + count * v / scale
+    # the mean of r readers' AUCs: Var = Var(one) / r + Cov(two) (r - 1) / r
+    weights = {**{k: v / readers for k, v in self_weights.items()},
+               **{k: v * (readers - 1) / readers for k, v in cross_weights.items()}}
     return weights, self_weights, cross_weights
 
 
@@ -112,8 +111,7 @@ def planned_variance(pilot: PilotMoments, design: str, readers: int, negatives: 
 
     variance = combine(weights)
     mean_square = combine(self_weights) - combine(cross_weights)  # E[MS_R]: one reader's var less the covariance
-    ddf = np.inf if mean_square <= 0 else max((readers * variance) ** 2 / (mean_square ** 2 / (readers - 1)),
-                                              readers - 1.0)
+    ddf = max(hillis_df(readers * variance, mean_square, readers - 1), readers - 1.0)
     return float(variance), float(ddf)
 
 

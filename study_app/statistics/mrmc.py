@@ -86,7 +86,7 @@ def or_covariances(cov: np.ndarray) -> dict:
             "cov2": mean(~same_reader & same_arm), "cov3": mean(~same_reader & ~same_arm)}
 
 
-def _test(estimate: float, se: float, df: float, null: float = 0.0) -> dict:
+def t_test(estimate: float, se: float, df: float, null: float = 0.0) -> dict:
     """CI and two-sided test; df = inf means normal (z) rather than t. Undefined statistics are None."""
     out = {"estimate": float(estimate), "se": None, "df": None if np.isinf(df) else float(df),
            "low": None, "high": None, "stat": None, "p": None}
@@ -100,7 +100,7 @@ def _test(estimate: float, se: float, df: float, null: float = 0.0) -> dict:
     return out
 
 
-def _hillis_df(denominator: float, ms: float, df_ms: int) -> float:
+def hillis_df(denominator: float, ms: float, df_ms: float) -> float:
     """Satterthwaite-type ddf of Hillis (2007): infinite when the mean square is 0 (then the test is a z test)."""
     return np.inf if ms <= 0 else denominator ** 2 / (ms ** 2 / df_ms)
 
@@ -151,10 +151,10 @@ def analyse(ratings: np.ndarray, truth: np.ndarray, method: str = "jackknife",
     pairs = list(combinations(range(t), 2))
 
     def diff(i, k, se, df):
-        return {"arms": [arms[i], arms[k]], **_test(arm_mean[i] - arm_mean[k], se, df)}
+        return {"arms": [arms[i], arms[k]], **t_test(arm_mean[i] - arm_mean[k], se, df)}
 
     def arm_row(i, se, df, **terms):
-        return {"arm": arms[i], **terms, **_test(arm_mean[i], se, df, null=0.5)}
+        return {"arm": arms[i], **terms, **t_test(arm_mean[i], se, df, null=0.5)}
 
     results = {
         "method": method, "readers": readers, "arms": arms, "cases": c, "positives": n_pos, "negatives": n_neg,
@@ -179,14 +179,14 @@ def analyse(ratings: np.ndarray, truth: np.ndarray, method: str = "jackknife",
             for i, k in pairs:
                 se = np.sqrt(max(cov[j, i, j, i] + cov[j, k, j, k] - 2 * cov[j, i, j, k], 0.0))
                 frrc["reader_differences"].append({"reader": readers[j], "arms": [arms[i], arms[k]],
-                                                   **_test(auc[j, i] - auc[j, k], se, np.inf)})
+                                                   **t_test(auc[j, i] - auc[j, k], se, np.inf)})
     for i in range(t):
         var_i = per_arm[i]["var_error"]
         frrc["arms"].append(arm_row(i, np.sqrt((var_i + (r - 1) * cov2_arm[i]) / r), np.inf,
                                     var_error=var_i, cov2=per_arm[i]["cov2"]))
         for j in range(r):
             frrc["reader_arms"].append({"reader": readers[j], "arm": arms[i],
-                                        **_test(auc[j, i], np.sqrt(max(cov[j, i, j, i], 0.0)), np.inf, null=0.5)})
+                                        **t_test(auc[j, i], np.sqrt(max(cov[j, i, j, i], 0.0)), np.inf, null=0.5)})
     results["fixed_readers_random_cases"] = frrc
 
     if r < 2:
@@ -199,14 +199,14 @@ def analyse(ratings: np.ndarray, truth: np.ndarray, method: str = "jackknife",
     rrfc = {"global": None, "differences": [], "arms": []}
     if t > 1:
         den = ms_tr + r * cov23
-        ddf = _hillis_df(den, ms_tr, (t - 1) * (r - 1))
+        ddf = hillis_df(den, ms_tr, (t - 1) * (r - 1))
         rrrc["global"] = _global(_ratio(ms_t, den), t - 1, ddf, "F", denominator=den)
         rrrc["differences"] = [diff(i, k, np.sqrt(2 / r * den), ddf) for i, k in pairs]
         rrfc["global"] = _global(_ratio(ms_t, ms_tr), t - 1, (t - 1) * (r - 1), "F", denominator=ms_tr)
         rrfc["differences"] = [diff(i, k, np.sqrt(2 / r * ms_tr), (t - 1) * (r - 1)) for i, k in pairs]
     for i in range(t):
         den_i = ms_r_arm[i] + r * cov2_arm[i]
-        rrrc["arms"].append(arm_row(i, np.sqrt(den_i / r), _hillis_df(den_i, ms_r_arm[i], r - 1),
+        rrrc["arms"].append(arm_row(i, np.sqrt(den_i / r), hillis_df(den_i, ms_r_arm[i], r - 1),
                                     ms_r=float(ms_r_arm[i]), cov2=per_arm[i]["cov2"]))
         rrfc["arms"].append(arm_row(i, np.sqrt(ms_r_arm[i] / r), r - 1, ms_r=float(ms_r_arm[i])))
     results["random_readers_random_cases"] = rrrc

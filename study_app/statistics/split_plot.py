@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from study_app.statistics.mrmc import auc_table, error_covariance, or_covariances
+from study_app.statistics.mrmc import (
+    auc_table,
+    error_covariance,
+    hillis_df,
+    or_covariances,
+)
 from study_app.statistics.u_statistics import interval
 
 
@@ -69,6 +74,6 @@ def analyse_arm(ratings: np.ndarray, truth: np.ndarray, parts: list[tuple[np.nda
     ms_r = squares / (r - groups)
     cov2 = max(cov2_sum / cov2_pairs, 0.0)
     variance = ms_r / r + cov2 * sum(n * n for n in sizes) / r ** 2
-    ddf = np.inf if ms_r <= 0 else max((r * variance) ** 2 / (ms_r ** 2 / (r - groups)), r - groups)
+    ddf = max(hillis_df(r * variance, ms_r, r - groups), r - groups)
     return {"groups": groups, "readers_per_group": sizes, "ms_r": ms_r, "cov2": cov2, "variance": variance,
             **interval(float(np.mean(aucs)), variance, ddf, 0.5)}

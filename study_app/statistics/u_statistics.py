@@ -26,9 +26,9 @@ from __future__ import annotations
 from itertools import combinations, product
 
 import numpy as np
-from scipy import stats
 
-LEVEL = 0.95
+from study_app.statistics.mrmc import hillis_df, t_test
+
 # The subsets of (reader, negative, positive) a pair of terms can share; the last shares nothing.
 SHARED = tuple(s for s in product((True, False), repeat=3))
 NOTHING = (False, False, False)
@@ -111,29 +111,20 @@ def reader_aucs(terms: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 def _ddf(variance: float, reader_values: np.ndarray) -> float:
-    """Hillis-type ddf from the readers' spread; infinite when every reader agrees (then a z test)."""
+    """Hillis' ddf with r x Var as the denominator and the readers' spread as the mean square; at least r - 1
+    (Hillis' truncation of Cov2 at 0 implies it), infinite when every reader agrees (then a z test)."""
     values = reader_values[np.isfinite(reader_values)]
     r = len(values)
-    ms = values.var(ddof=1) if r > 1 else 0.0
-    if ms <= 0 or r < 2:
+    if r < 2:
         return np.inf
-    return max((r * variance) ** 2 / (ms ** 2 / (r - 1)), r - 1.0)
+    return max(hillis_df(r * variance, values.var(ddof=1), r - 1), r - 1.0)
 
 
 def interval(estimate: float, variance: float | None, df: float, null: float) -> dict:
-    """Estimate, SE, df, 95 % CI and the two-sided p against ``null``; SE and after None when the
-    variance estimate is missing or not positive (an unbiased estimate can fall below 0)."""
-    out = {"estimate": float(estimate), "se": None, "df": None if np.isinf(df) else float(df),
-           "low": None, "high": None, "stat": None, "p": None}
-    if variance is None or not variance > 0:
-        return out
-    se = float(np.sqrt(variance))
-    dist = stats.norm if np.isinf(df) else stats.t(df)
-    half = dist.ppf(0.5 + LEVEL / 2) * se
-    stat = (estimate - null) / se
-    out.update(se=se, low=float(estimate - half), high=float(estimate + half), stat=float(stat),
-               p=float(2 * dist.sf(abs(stat))))
-    return out
+    """``mrmc.t_test`` from a variance: SE and after None when the estimate is missing or not positive (an
+    unbiased estimate can fall below 0)."""
+    positive = variance is not None and variance > 0
+    return t_test(estimate, np.sqrt(variance) if positive else np.nan, df, null)
 
 
 def analyse(ratings: np.ndarray, truth: np.ndarray, readers=None, arms=None) -> dict:
@@ -165,5 +156,4 @@ def analyse(ratings: np.ndarray, truth: np.ndarray, readers=None, arms=None) -> 
         ddf = _ddf(var or 0.0, (per_reader[i] - per_reader[k])[both]) if both.sum() > 1 else np.inf
         out["differences"].append({"arms": [arms[i], arms[k]], "covariance": cov, "variance": var,
                                    **interval(estimates[i] - estimates[k], var, ddf, 0.0)})
-    out["arms"] = arms
     return out

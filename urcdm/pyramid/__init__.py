@@ -7,6 +7,13 @@
 
 from urcdm.pyramid.canvas import DiskCanvas
 from urcdm.pyramid.levels import halve, level_sizes
-from urcdm.pyramid.writer import ArraySource, PyramidInfo, SlideSource, atomic_directory, atomic_output, write_pyramid
+from urcdm.pyramid.writer import (
+    ArraySource,
+    PyramidInfo,
+    SlideSource,
+    atomic_directory,
+    atomic_output,
+    write_pyramid,
+)
 
 __all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "halve", "level_sizes", "write_pyramid"]

@@ -13,7 +13,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from urcdm.slides.regions import best_level, clip_window, fit_within, infer_downsample, plan_blocks, restrict_block
+from urcdm.slides.regions import (
+    best_level,
+    clip_window,
+    fit_within,
+    infer_downsample,
+    plan_blocks,
+    restrict_block,
+)
 
 # Both reach at most LANCZOS_SUPPORT source pixels (scaled), the margin plan_blocks leaves.
 _FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC}

@@ -144,7 +144,9 @@ def slide_tissue_mask(path: str | os.PathLike) -> SlideTissueMask:
 
 @functools.lru_cache(maxsize=32)
 def _mask_of_file(path: str, size: int, mtime_ns: int) -> SlideTissueMask:
-    from urcdm.slides.opening import open_slide  # opening imports the readers, which import this module
+    from urcdm.slides.opening import (
+        open_slide,  # opening imports the readers, which import this module
+    )
 
     with open_slide(path) as slide:
         return SlideTissueMask.from_slide(slide)

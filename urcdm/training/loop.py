@@ -30,9 +30,20 @@ from tqdm import tqdm
 
 from urcdm.config import URCDMConfig
 from urcdm.errors import UserError
-from urcdm.models import CHECKPOINT_FORMAT, build_imagen, check_checkpoint, read_checkpoint
+from urcdm.models import (
+    CHECKPOINT_FORMAT,
+    build_imagen,
+    check_checkpoint,
+    read_checkpoint,
+)
 from urcdm.training.index import build_index, data_digest, list_slides
-from urcdm.training.pairs import LevelWindows, Pairs, SlidePairs, StepBatches, unit_float
+from urcdm.training.pairs import (
+    LevelWindows,
+    Pairs,
+    SlidePairs,
+    StepBatches,
+    unit_float,
+)
 from urcdm.training.shards import ShardPairs
 from urcdm.training.windows import batch_codes, split_validation
 
