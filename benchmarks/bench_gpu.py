@@ -6,7 +6,7 @@
    sizes -> ms per sample, TFLOP/s (FLOPs from urcdm.sampling.cost) and share of the measured peak.
 3. `urcdm sample`'s own path (sample_slide with the diffusion backend and fresh cascades built per level)
    on the 35-patch geometry (levels span 4096 / 2048 / 1024 slide px, grids 1 / 3 / 5) at the defaults
-   (precision auto, batch 4): wall time, the sum of the unets' call time (CUDA-synchronised per call),
+   (precision auto, batch auto): wall time, the sum of the unets' call time (CUDA-synchronised per call),
    the overhead over it, peak GPU memory and peak host RSS. --memory-cap-gb caps the process
    (torch.cuda.set_per_process_memory_fraction), as a 24 GB card would.
 4. The projection to the paper geometry (41344^2: 1 + 49 + 2116 patches) with the measured ms per sample
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from urcdm.config import LevelSpec, load_config, method_levels
-from urcdm.sample_cli import fresh_cascade, resolve_precision
+from urcdm.sample_cli import batch_size_option, fresh_cascade, resolve_precision
 from urcdm.sampling.backends import DiffusionBackend
 from urcdm.sampling.cost import forward_flops
 from urcdm.sampling.plan import plan_run, timed_ms
@@ -107,7 +107,7 @@ class TimedForwards:
         return imagen
 
 
-def end_to_end(config, device: torch.device, precision: str, steps, batch_size: int, cap_gb: float | None) -> dict:
+def end_to_end(config, device: torch.device, precision: str, steps, batch_size: int | None, cap_gb: float | None) -> dict:
     config = replace(config, levels=SMALL_GEOMETRY,
                      unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
     if device.type == "cuda":
@@ -118,7 +118,7 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
     timer = TimedForwards(device)
     cascades = {level: (lambda level=level: timer.wrap(fresh_cascade(config, level, "urcdm", 0)))
                 for level in method_levels(config, "urcdm")}
-    backend = DiffusionBackend(cascades, device, precision=precision)
+    backend = DiffusionBackend(cascades, device, precision=precision, batch_size=batch_size)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         manifest = sample_slide(config, backend, Path(folder) / "slide.tiff", seed=0, batch_size=batch_size,
@@ -126,7 +126,8 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
         wall = time.perf_counter() - started
     backend.release()
     return {"patches": sum(entry["patches"] for entry in manifest["levels"]), "steps": list(steps),
-            "batch_size": batch_size, "precision": precision, "wall_seconds": round(wall, 3),
+            "batch_size": batch_size or "auto", "patches_per_call": [entry.get("batch_size", 1) for entry in manifest["levels"]],
+            "precision": precision, "wall_seconds": round(wall, 3),
             "unet_seconds": round(timer.seconds, 3), "unet_calls": timer.calls,
             "overhead_percent": round(100 * (wall - timer.seconds) / max(timer.seconds, 1e-9), 1),
             "unet_batches": manifest["unet_batches"], "memory_cap_gb": cap_gb,
@@ -155,9 +156,10 @@ def main() -> int:
     parser.add_argument("--config", default="paper")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precisions", help="default: bf16,fp32 on CUDA; fp32 on the CPU")
-    parser.add_argument("--batches", help="default: 1,4,8,16 on CUDA; 1,2 on the CPU")
+    parser.add_argument("--batches", help="default: 1,4,16,64 on CUDA; 1,2 on the CPU")
     parser.add_argument("--steps", default=None, help="end-to-end steps per unet (default 32,8,8; 2,1,1 with --quick)")
-    parser.add_argument("--batch-size", type=int, default=4, help="end-to-end patches per batch (the default 4)")
+    parser.add_argument("--batch-size", type=batch_size_option, default=None, metavar="auto|N",
+                        help="end-to-end patches per call (default auto, as urcdm sample)")
     parser.add_argument("--memory-cap-gb", type=float, help="cap the process's GPU memory, e.g. 24")
     parser.add_argument("--level0", type=Path, help="a slide whose layout judges the white skip (e.g. the TCGA slide)")
     parser.add_argument("--quick", action="store_true", help="small peak matmul, fewest timings (CI-sized)")
@@ -167,7 +169,7 @@ def main() -> int:
     cuda = device.type == "cuda"
     precision = resolve_precision("auto", str(device))
     precisions = args.precisions.split(",") if args.precisions else (["bf16", "fp32"] if cuda else ["fp32"])
-    batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 4, 8, 16] if cuda else [1, 2])
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 4, 16, 64] if cuda else [1, 2])
     steps = tuple(int(s) for s in (args.steps or ("2,1,1" if args.quick else "32,8,8")).split(","))
     started = time.perf_counter()
     peak = matmul_peak(device, precision, args.quick)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
 from urcdm.cli import main
-from urcdm.config import tiny
+from urcdm.config import load_config, tiny
 from urcdm.errors import UserError
 from urcdm.sampling.geometry import LevelGrid, known_mask
 from urcdm.models import build_imagen
@@ -181,26 +181,30 @@ def straight_run(tmp_path_factory, micro_config_file):
     return out
 
 
-def test_a_sample_killed_with_sigkill_and_rerun_is_pixel_identical(straight_run, micro_config_file, tmp_path):
+def test_a_sample_killed_with_sigkill_and_rerun_with_another_batch_size_is_pixel_identical(straight_run, micro_config_file,
+                                                                                          tmp_path):
+    """Killed one patch at a time, resumed four patches at a time (auto on the CPU): the journal names
+    patches, and a patch's pixels do not depend on the batch it is in."""
     out = tmp_path / "slide.tiff"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(_sample_command(out, micro_config_file), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, env=env)
     journal = tmp_path / ".slide.tiff.work" / "journal"
+    first_wave = len(waves(LevelGrid.of(load_config(micro_config_file), 2), "checkerboard")[0])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         # killed inside level 2's second wave (after its first patch), whose patches keep and blend
         # strips of the first
-        if journal.exists() and sum(line.startswith("2 1 ") for line in journal.read_text().splitlines()) >= 1:
+        if journal.exists() and sum(line.startswith("2 ") for line in journal.read_text().splitlines()) > first_wave:
             break
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL, "the sample finished before it could be killed"
     assert not out.exists()
-    finished = json.loads(subprocess.run(_sample_command(out, micro_config_file), check=True, capture_output=True,
-                                         env=env).stdout)
+    finished = json.loads(subprocess.run(_sample_command(out, micro_config_file, "--batch-size", "auto"), check=True,
+                                         capture_output=True, env=env).stdout)
     straight = json.loads(straight_run.with_suffix(".json").read_text())
-    assert finished["resumed"] is True
+    assert finished["resumed"] is True and finished["levels"][2]["batch_size"] == 4
     assert finished["levels"][1]["model_calls"] == 0  # level 1 was finished: nothing redone
     assert 0 < finished["levels"][2]["model_calls"] < straight["levels"][2]["model_calls"]
     assert np.array_equal(_pixels(out), _pixels(straight_run))
@@ -208,19 +212,44 @@ def test_a_sample_killed_with_sigkill_and_rerun_is_pixel_identical(straight_run,
     assert not (tmp_path / ".slide.tiff.work").exists()
 
 
+@pytest.mark.parametrize("batch_size", ["3", "auto"])
+def test_the_ancestral_sampler_makes_the_same_slide_at_any_batch_size(tmp_path, micro_config_file, batch_size):
+    """imagen-pytorch's own sampler, its noise drawn per patch: one patch per call, three, or auto (four on
+    the CPU) make the same pixels."""
+    slides, schedule = {}, waves(LevelGrid.of(load_config(micro_config_file), 2), "checkerboard")
+    for size in ("1", batch_size):
+        out = tmp_path / f"batch-{size}.tiff"
+        assert main(["sample", "--config", str(micro_config_file), "--out", str(out), "--steps", "2,2,2", "--seed", "4",
+                     "--no-white-skip", "--batch-size", size, "--device", "cpu", "--json"]) == 0
+        slides[size] = _pixels(out)
+        calls = json.loads(out.with_suffix(".json").read_text())["levels"][2]["model_calls"]
+        per_call = {"1": 1, "3": 3, "auto": 4}[size]
+        assert calls == sum(len(batches(wave, per_call)) for wave in schedule)  # the waves cut differently
+    assert np.array_equal(slides["1"], slides[batch_size])
+
+
+def test_a_run_from_an_older_version_is_not_resumed_with_per_patch_noise(tmp_path, capsys):
+    from urcdm.sampling.state import SampleState
+
+    out = tmp_path / "s.tiff"
+    SampleState.open(out, {"seed": 1, "batch_size": 4})  # what an older version wrote: its noise was per batch
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out), "--seed", "1"]) == 2
+    assert "an interrupted run from an older version, whose pixels depended on its batch size" in capsys.readouterr().err
+
+
 def test_a_rerun_with_other_settings_does_not_mix_into_an_interrupted_slide(tmp_path, capsys):
     out = tmp_path / "s.tiff"
     from urcdm.sampling.state import SampleState
 
-    SampleState.open(out, {"seed": 1})
+    SampleState.open(out, {"seed": 1, "noise": "per-patch"})
     assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out), "--seed", "2"]) == 2
     assert "interrupted run with other settings" in capsys.readouterr().err
 
 
-def test_torchrun_with_two_ranks_equals_one_process(straight_run, micro_config_file, tmp_path):
+def test_torchrun_with_two_ranks_and_another_batch_size_equals_one_process(straight_run, micro_config_file, tmp_path):
     out = tmp_path / "slide.tiff"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "urcdm.cli", "--", *_sample_command(out, micro_config_file)[3:]]
+               "-m", "urcdm.cli", "--", *_sample_command(out, micro_config_file, "--batch-size", "2")[3:]]
     subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert np.array_equal(_pixels(out), _pixels(straight_run))
     assert json.loads(out.with_suffix(".json").read_text())["world_size"] == 2

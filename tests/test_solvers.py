@@ -158,9 +158,10 @@ def test_unet_evaluations_per_solver():
 def test_sample_with_a_solver_writes_its_name_and_unet_evaluations(micro_config_file, tmp_path, capsys):
     out = tmp_path / "s.tiff"
     assert main(["sample", "--config", str(micro_config_file), "--solver", "heun", "--steps", "2,2,2", "--out", str(out),
-                 "--json", "--batch-size", "8", "--unet-batch", "8,4,2"]) == 0
+                 "--json", "--batch-size", "8"]) == 0
     manifest = json.loads(capsys.readouterr().out)
-    assert manifest["solver"] == "heun" and manifest["unet_batches"]["l2u1"] == 4 and manifest["unet_batches"]["l0u2"] == 2
+    assert manifest["solver"] == "heun" and set(manifest["unet_batches"].values()) == {8}  # --batch-size N: every unet N
+    assert [level["batch_size"] for level in manifest["levels"][1:]] == [8, 8]
     patches = manifest["levels"][0]["patches"] + sum(level["patches"] - level.get("patches_skipped", 0)
                                                      for level in manifest["levels"][1:])
     assert manifest["unet_evaluations"] == patches * 3 * 3  # Heun: 3 evaluations for 2 steps, per unet

@@ -1,5 +1,6 @@
-"""Samples per unet call: sized from memory, split without changing what the cascade makes, and halved
-when a chunk still runs out of memory."""
+"""Patches per cascade call and samples per unet call: sized from memory (within a per-process cap),
+split without changing what the cascade makes, halved when a chunk still runs out of memory, and of
+one fixed shape when compiled."""
 
 from __future__ import annotations
 
@@ -7,9 +8,19 @@ import pytest
 import torch
 
 from urcdm.config import tiny
+from urcdm.errors import UserError
 from urcdm.models import build_imagen
+from urcdm.sampling import unet_batches
 from urcdm.sampling.cascade import sample_cascade
-from urcdm.sampling.unet_batches import HEADROOM, ChunkedForward, batch_from_memory
+from urcdm.sampling.unet_batches import (
+    AUTO_CAP,
+    HEADROOM,
+    STATE_BYTES_PER_PIXEL,
+    ChunkedForward,
+    batch_from_memory,
+    free_gpu_memory,
+    patches_per_call,
+)
 
 
 @pytest.mark.parametrize("fixed, per_sample, free", [(0, 100, 1000), (5_000, 300, 100_000), (2 << 30, 9 << 20, 80 << 30),
@@ -69,3 +80,67 @@ def test_a_chunk_that_runs_out_of_memory_is_halved_and_the_result_is_unchanged()
     torch.testing.assert_close(out, x * time[:, None] + cond)
     with pytest.raises(torch.cuda.OutOfMemoryError):  # not even one sample fits: the error is the user's to see
         ChunkedForward(RunsOutAbove(limit=0), 4)(x, time)
+
+
+@pytest.mark.parametrize("free_gb, patch_px, expected", [(17, 1024, 22), (130, 1024, AUTO_CAP), (0, 1024, 1),
+                                                         (2, 64, AUTO_CAP), (4, 1024, 5)])
+def test_patches_per_call_fit_their_solver_state_in_a_share_of_free_memory(free_gb, patch_px, expected):
+    chosen = patches_per_call(free_gb * 2 ** 30, patch_px)
+    assert chosen == expected
+    if 1 < chosen < AUTO_CAP:
+        state = STATE_BYTES_PER_PIXEL * patch_px ** 2
+        assert chosen * state <= free_gb * 2 ** 30 * 0.25 < (chosen + 1) * state
+
+
+def test_free_memory_is_what_the_per_process_cap_leaves(monkeypatch):
+    """An 80 GB card, 70 GB free, this process capped at 24 GB (set_per_process_memory_fraction) with 6 GB
+    allocated and 8 GB held by torch's cache: 18 GB left to it, not 70 + 2."""
+    gib = 2 ** 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (70 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 6 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 8 * gib)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 0.3)
+    assert free_gpu_memory("cuda") == 24 * gib - 6 * gib
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 1.0)
+    assert free_gpu_memory("cuda") == 70 * gib + 2 * gib  # uncapped: the card's free memory and the cache's spare
+
+
+def test_a_compiled_unet_sees_one_shape_the_short_chunks_padded(monkeypatch):
+    seen = []
+
+    def compile_that_records(forward, **options):
+        return lambda x, time, cond=None: seen.append(x.shape[0]) or forward(x, time, cond)
+
+    monkeypatch.setattr(unet_batches.torch, "compile", compile_that_records)
+    module = RunsOutAbove(limit=100)
+    ChunkedForward(module, 4, compile_mode="default")
+    for batch in (10, 3, 1):
+        x, time = torch.rand(batch, 5), torch.rand(batch)
+        torch.testing.assert_close(module(x, time), x * time[:, None])  # the padding is sliced off
+    assert set(seen) == {4} and len(seen) == 3 + 1 + 1
+
+
+def test_a_compiled_tiny_unet_equals_the_eager_one_and_compiles_once():
+    """The real torch.compile (inductor) on the CPU: the 16-px unet of the tiny config, called with 3 samples
+    (chunks of 2, the second padded) and with 1, is compiled once and matches eager evaluation."""
+    from torch._dynamo.utils import counters
+
+    from urcdm.sample_cli import check_compiler
+
+    try:
+        check_compiler("cpu")
+    except UserError as error:
+        pytest.skip(str(error))
+    torch.manual_seed(0)
+    unet = build_imagen(tiny(), 1, sampling=True).eval().unets[0]
+    size = 16
+    x, time, cond = torch.randn(3, 3, size, size), torch.rand(3), torch.rand(3, 3, size, size)
+    with torch.no_grad():
+        eager = unet(x, time, cond_images=cond)
+        torch._dynamo.reset()
+        counters.clear()
+        ChunkedForward(unet, 2, compile_mode="default")
+        compiled, one = unet(x, time, cond_images=cond), unet(x[:1], time[:1], cond_images=cond[:1])
+    assert counters["stats"]["unique_graphs"] == 1
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(one, eager[:1], atol=1e-5, rtol=1e-4)

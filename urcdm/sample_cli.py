@@ -43,7 +43,10 @@ def add_commands(commands) -> None:
                         help="urcdm (default), or outpaint: the paper's baseline, the last level alone with no context")
     sample.add_argument("--scheduler", choices=SCHEDULERS, help="default: checkerboard (urcdm), raster (outpaint)")
     sample.add_argument("--backend", choices=("diffusion", "upsample"), default="diffusion")
-    sample.add_argument("--batch-size", type=positive_int, default=4, help="patches per model call (default 4)")
+    sample.add_argument("--batch-size", type=batch_size_option, default=None, metavar="auto|N",
+                        help="auto (default): patches per model call from the wave and each unet's samples per call "
+                             "from free GPU memory (4 patches on the CPU); or N for both. Speed and memory only: "
+                             "every patch's noise is its own, so the pixels are the same at any batch size")
     sample.add_argument("--blend", type=non_negative_int, help="px of cross-fade into finished neighbours (default half the overlap)")
     sample.add_argument("--steps", type=positive_int_list, help="sampling steps per unet, e.g. 256,64,64 (default: the config's)")
     sample.add_argument("--solver", choices=SOLVER_NAMES, default=ANCESTRAL,
@@ -52,11 +55,12 @@ def add_commands(commands) -> None:
     sample.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                         help="auto (default): bf16 on CUDA, fp32 on the CPU; or fp32, bf16 (CUDA or CPU), fp16 "
                              "(CUDA): the unets under autocast, their weights held in that precision")
-    sample.add_argument("--unet-batch", type=_unet_batches, default=None, metavar="auto|A,B,C",
-                        help="samples per call of each unet (memory only, not the pixels); default auto: from free "
-                             "GPU memory on CUDA, the whole --batch-size on the CPU")
     sample.add_argument("--channels-last", action="store_true", help="unets in channels-last memory format (GPUs)")
-    sample.add_argument("--compile", action="store_true", help="torch.compile each unet (GPUs; minutes of compiling first)")
+    sample.add_argument("--compile", nargs="?", const="auto", choices=COMPILE_MODES, metavar="MODE",
+                        help="torch.compile each unet once, at a fixed batch shape (minutes of compiling first). "
+                             "MODE auto (the default with a bare --compile): CUDA graphs (reduce-overhead) for the "
+                             "launch-bound small unets on CUDA, default for the rest; or one of default, "
+                             "reduce-overhead, max-autotune for all")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
     sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
@@ -74,8 +78,17 @@ def add_commands(commands) -> None:
     seams.set_defaults(handler=cmd_seams)
 
 
-def _unet_batches(text: str) -> tuple[int, ...] | None:
-    return None if text == "auto" else positive_int_list(text)
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune")
+
+
+def batch_size_option(text: str) -> int | None:
+    """``auto`` -> None (sized from the wave and the GPU's memory), else a positive integer."""
+    if text == "auto":
+        return None
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected auto or an integer >= 1, got {text!r}") from None
 
 
 def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
@@ -90,9 +103,6 @@ def _check_run_options(args: argparse.Namespace, config: URCDMConfig) -> None:
             if steps > unet.timesteps:  # the config's own rule: sample_steps in (0, timesteps]
                 raise UserError(f"--steps: unet {index} has {unet.timesteps} timesteps, so its steps must be in "
                                 f"1..{unet.timesteps}, got {steps}")
-    if args.unet_batch is not None and len(args.unet_batch) != len(config.unets):
-        raise UserError(f"--unet-batch: config {config.name!r} has {len(config.unets)} unets per level, so give "
-                        f"{len(config.unets)} comma-separated values or auto, got {len(args.unet_batch)}")
     overlap = config.patch_px - config.stride
     if args.blend is not None and args.blend > overlap:
         raise UserError(f"--blend must be in 0..{overlap} (the overlap of config {config.name!r}, in px), got {args.blend}")
@@ -176,7 +186,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     init_process_group(ranks, torch.device(device))
     level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
     backend_options = dict(solver=args.solver, precision=precision, channels_last=args.channels_last,
-                           compile=args.compile, unet_batches=args.unet_batch)
+                           compile=args.compile, batch_size=args.batch_size)
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:
@@ -254,7 +264,7 @@ def format_plan(plan: dict) -> str:
                          f"{row['ms_per_sample']:>9.1f} {row['hours']:>7.2f}")
         skip = entry["white_skip_patches"]
         lines.append(f"      level {entry['level']}: {entry['grid']}x{entry['grid']} = {entry['patches']} patches, "
-                     f"{entry['waves']} waves, {entry['batches']} batches"
+                     f"{entry['waves']} waves, {entry['batches']} batches of up to {entry['batch_size']}"
                      + ("" if skip is None else f", {skip} over glass (white skip)")
                      + f"; {entry['resident_bytes'] / gib:.2f} GiB of weights resident")
     lines.append(f"total: {plan['unet_evaluations']:,} unet evaluations, {plan['flops'] / 1e18:.2f} EFLOP, "

@@ -17,7 +17,12 @@ from PIL import Image
 from scipy import ndimage
 
 from urcdm.config import URCDMConfig
-from urcdm.sampling.unet_batches import ChunkedForward
+from urcdm.sampling.unet_batches import (
+    AUTO_CPU,
+    ChunkedForward,
+    free_gpu_memory,
+    patches_per_call,
+)
 
 
 class Backend(Protocol):
@@ -67,24 +72,24 @@ class DiffusionBackend:
     fp32; one level's three fit where the nine cannot. (Cascades handed over already built stay with the
     caller too; pass functions to get the saving.)
 
-    With a diffusers solver every patch's noise comes from its own seed, so its pixels do not depend on the
-    batch it is in. The ancestral sampler is imagen-pytorch's, which draws its noise for the whole batch
-    from torch's global generator: a batch is seeded from the seed of its first patch, so a rerun with the
-    same ``--batch-size`` makes the same pixels, and another batch size other pixels.
+    Every patch's noise comes from its own seed (``patch_noise``), for imagen-pytorch's ancestral sampler
+    as for the diffusers solvers, so its pixels do not depend on the batch it is in: ``--batch-size``
+    decides speed and memory, never the slide.
 
     ``solver``: ``ancestral`` (imagen-pytorch's own sampler, the paper's) or one of
     ``urcdm.sampling.solvers.SOLVERS``, each unet taking the steps its Imagen was built with.
     ``precision``: fp32, or the unets under autocast to bf16 / fp16 with their weights held in that
-    precision (the solver's arithmetic stays fp32); ``channels_last`` and ``compile`` (torch.compile of
-    each unet's forward) are for GPUs. ``unet_batches``: samples per call of each unet of a cascade (None
-    each: from free GPU memory, ``unet_batches.ChunkedForward``); they change memory, not the noise.
+    precision (the solver's arithmetic stays fp32); ``channels_last`` is for GPUs. ``compile``: None, a
+    torch.compile mode for every unet, or "auto": CUDA graphs ("reduce-overhead") for the launch-bound
+    unets smaller than the patch on CUDA, "default" for the rest. ``batch_size``: samples per call of
+    every unet (None: ``patches_per_call`` and each unet's own from free GPU memory, ``unet_batches``).
     """
 
     name = "diffusion"
 
     def __init__(self, cascades: Sequence | Mapping[int, object], device: torch.device | str = "cpu",
                  solver: str = "ancestral", precision: str = "fp32", channels_last: bool = False,
-                 compile: bool = False, unet_batches: Sequence[int | None] | None = None):
+                 compile: str | None = None, batch_size: int | None = None):
         from urcdm.sampling import PRECISIONS, SOLVER_NAMES
 
         if solver not in SOLVER_NAMES:
@@ -92,7 +97,7 @@ class DiffusionBackend:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
         self.device, self.solver, self.precision = torch.device(device), solver, precision
-        self.channels_last, self.compile, self.unet_batch_sizes = channels_last, compile, unet_batches
+        self.channels_last, self.compile, self.batch_size = channels_last, compile, batch_size
         self.unet_evaluations = 0
         self.cascades = dict(cascades) if isinstance(cascades, Mapping) else dict(enumerate(cascades))
         self.level: int | None = None  # the level whose cascade is resident
@@ -119,12 +124,27 @@ class DiffusionBackend:
                 unet.to(dtype)  # held as used: half the memory, and no cast of every weight at every call
             if self.channels_last:
                 unet.to(memory_format=torch.channels_last)
-            if self.compile:
-                unet.forward = torch.compile(unet.forward)  # imagen calls forward_with_cond_scale -> forward
-            size = None if self.unet_batch_sizes is None else self.unet_batch_sizes[index]
-            self.chunked[(level, index)] = ChunkedForward(unet, size)
+            # imagen calls forward_with_cond_scale -> forward: the chunked, perhaps compiled, forward
+            self.chunked[(level, index)] = ChunkedForward(unet, self.batch_size,
+                                                          compile_mode=self._compile_mode(imagen, index))
         self.level, self.imagen = level, imagen
         return imagen
+
+    def _compile_mode(self, imagen, index: int) -> str | None:
+        if self.compile != "auto":
+            return self.compile
+        small = imagen.image_sizes[index] < imagen.image_sizes[-1]
+        return "reduce-overhead" if small and self.device.type == "cuda" else "default"
+
+    def patches_per_call(self, level: int) -> int:
+        """Patches of a wave per cascade call: ``batch_size`` when given, else from the GPU memory left
+        with the level's cascade resident (``unet_batches.patches_per_call``), ``AUTO_CPU`` on the CPU."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device.type != "cuda":
+            return AUTO_CPU
+        imagen = self.resident(level)
+        return patches_per_call(free_gpu_memory(self.device), imagen.image_sizes[-1])
 
     def release(self) -> None:
         """Free the resident cascade (its unets and their chunked forwards refer to each other: collect)."""
@@ -145,23 +165,24 @@ class DiffusionBackend:
     def generate(self, level, contexts, known, masks, seeds):
         from urcdm.models import sample
         from urcdm.sampling.cascade import sample_cascade
+        from urcdm.sampling.patch_noise import imagen_noise_per_sample, patch_generators
         from urcdm.sampling.solvers import unet_evaluations
 
-        torch.manual_seed(int(seeds[0]))
         has_known = bool(masks.any())
         imagen = self.resident(level)
         steps = [scheduler.num_timesteps for scheduler in imagen.noise_schedulers]  # built with the sampling steps
         self.unet_evaluations += len(seeds) * sum(unet_evaluations(self.solver, n) for n in steps)
         inputs = dict(batch_size=len(seeds), cond_images=None if contexts is None else self._tensor(contexts, self.device),
                       inpaint_images=self._tensor(known, self.device) if has_known else None,
-                      inpaint_masks=torch.from_numpy(masks).to(self.device) if has_known else None)
+                      inpaint_masks=torch.from_numpy(np.ascontiguousarray(masks)).to(self.device) if has_known else None)
         autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        # One generator per patch, from its own seed: its pixels do not depend on the batch it is in.
+        generators = patch_generators(seeds, self.device)
         with torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):
             if self.solver == "ancestral":
-                images = sample(imagen, **inputs)
+                with imagen_noise_per_sample(generators):
+                    images = sample(imagen, **inputs)
             else:
-                # One generator per patch, from its own seed: its pixels do not depend on the batch it is in.
-                generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
                 images = sample_cascade(imagen, self.solver, steps, generator=generators, **inputs)
         images = images.float()
         return (images.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())

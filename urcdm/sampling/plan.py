@@ -19,6 +19,7 @@ from urcdm.config import URCDMConfig, has_context, method_levels
 from urcdm.sampling.cost import forward_flops
 from urcdm.sampling.geometry import LevelGrid, patch_context
 from urcdm.sampling.schedule import batches, waves
+from urcdm.sampling.unet_batches import AUTO_CPU, free_gpu_memory, patches_per_call
 
 BYTES_PER_PARAMETER = {"fp32": 4, "bf16": 2, "fp16": 2}
 # Measured on one H200 on 2026-12-04 (../shared/gpu/README.md): the bf16 peak by an 8192^3 matmul, and the
@@ -120,7 +121,14 @@ def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision:
     return elapsed
 
 
-def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int, precision: str,
+def _auto_patches_per_call(config: URCDMConfig, device: str, weights: int) -> int:
+    """What ``--batch-size auto`` will choose: from the GPU's free memory less the level's weights."""
+    if not str(device).startswith("cuda"):
+        return AUTO_CPU
+    return patches_per_call(max(0, free_gpu_memory(device) - weights), config.patch_px)
+
+
+def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int | None, precision: str,
              white_skip: bool = True, overview: np.ndarray | None = None, device: str = "cpu",
              measured_ms: dict[int, float] | None = None) -> dict:
     """The run's plan per level and in total (see the module docstring); builds no real unet off CUDA.
@@ -147,21 +155,22 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int, 
             if measured_ms is not None:
                 ms = measured_ms[index]
             elif timing:
-                ms = timed_ms(config, level, index, method, precision, min(batch_size, 8), device)
+                ms = timed_ms(config, level, index, method, precision, min(batch_size or 8, 8), device)
             else:
                 ms = projected_ms(flops_of[key], spec.image_size, precision)
             level_rows.append(UnetPlan(level, index, spec.image_size, parameters,
                                        parameters * BYTES_PER_PARAMETER[precision], steps, diffused * steps,
                                        flops_of[key], round(ms, 3), diffused * steps * ms / 3.6e6))
         rows += level_rows
+        per_call = batch_size or _auto_patches_per_call(config, device, sum(r.resident_bytes for r in level_rows))
         per_level.append({"level": level, "grid": grid.grid, "patches": len(grid.patches), "waves": len(schedule),
-                          "batches": sum(len(batches(wave, batch_size)) for wave in schedule),
+                          "batch_size": per_call, "batches": sum(len(batches(wave, per_call)) for wave in schedule),
                           "white_skip_patches": skipped if level == last and overview is not None else None,
                           "resident_bytes": sum(r.resident_bytes for r in level_rows),
                           "unet_evaluations": sum(r.evaluations for r in level_rows),
                           "flops": sum(r.evaluations * r.flops_per_evaluation for r in level_rows),
                           "hours": sum(r.hours for r in level_rows), "unets": [asdict(r) for r in level_rows]})
-    return {"config": config.name, "method": method, "scheduler": scheduler, "batch_size": batch_size,
+    return {"config": config.name, "method": method, "scheduler": scheduler, "batch_size": batch_size or "auto",
             "precision": precision, "device": str(device),
             "projection": ("measured ms per sample" if measured_ms is not None else f"timed on {device}" if timing
                            else H200_SOURCE),

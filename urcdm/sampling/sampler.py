@@ -13,8 +13,8 @@ from any lower magnification, each outpainted from its finished neighbours (rast
 
 White skip: a last-level patch whose context is mostly glass (tissue detector) is not diffused but
 upsampled from its context. Every patch's seed derives from the slide seed, the level and the patch
-index, never from the order of execution. Finished batches are journaled (``state``), so a
-rerun after ``kill -9`` finishes the slide pixel-identical. Under torchrun each wave's batches are
+index, never from the order of execution or the batch it falls in. Finished patches are journaled
+(``state``), so a rerun after ``kill -9``, with any batch size, finishes the slide pixel-identical. Under torchrun each wave's batches are
 dealt round-robin to the ranks, rank 0 writes, and the result equals one process.
 """
 
@@ -39,7 +39,8 @@ from urcdm.pyramid import DiskCanvas, write_pyramid
 from urcdm.sampling.backends import Backend, UpsampleBackend
 from urcdm.sampling.geometry import LevelGrid, known_mask, patch_context
 from urcdm.sampling.schedule import batches, finished_neighbours, waves
-from urcdm.sampling.state import SampleState
+from urcdm.sampling.state import NOISE, SampleState
+from urcdm.sampling.unet_batches import AUTO_CPU
 from urcdm.slides import open_slide, tissue_fraction
 
 
@@ -158,20 +159,21 @@ class LevelSampler:
 
     def run(self, previous, image: CanvasImage, state: SampleState, progress: bool = True) -> dict:
         done, started = state.finished(), time.perf_counter()
-        bar = tqdm(total=len(self.grid.patches), desc=f"level {self.level} ({self.grid.grid}x{self.grid.grid})",
+        bar = tqdm(total=len(self.grid.patches), initial=sum(level == self.level for level, _ in done), desc=f"level {self.level} ({self.grid.grid}x{self.grid.grid})",
                    unit="patch", disable=not (progress and self.ranks.is_main))
-        for w, wave in enumerate(self.schedule):
-            todo = [(b, patches) for b, patches in enumerate(batches(wave, self.batch_size)) if (self.level, w, b) not in done]
+        for wave in self.schedule:
+            left = [p for p in wave if (self.level, self.grid.index(p)) not in done]
+            todo = list(enumerate(batches(left, self.batch_size)))
             # One batch per rank per round, written at once: memory holds world_size batches, not a wave.
             for first in range(0, len(todo), self.ranks.world_size):
                 mine = todo[first + self.ranks.rank] if first + self.ranks.rank < len(todo) else None
-                result = [] if mine is None else [((self.level, w, mine[0]), mine[1], self.make_batch(mine[1], previous, image))]
-                for batch_id, patches, blocks in self._gather(result):
+                result = [] if mine is None else [(mine[0], mine[1], self.make_batch(mine[1], previous, image))]
+                for _, patches, blocks in self._gather(result):
                     if self.ranks.is_main:
-                        boxes = [self.grid.box(p) for p in patches]
-                        state.write_pending(batch_id, boxes, blocks)
+                        boxes, indices = [self.grid.box(p) for p in patches], [self.grid.index(p) for p in patches]
+                        state.write_pending(self.level, indices, boxes, blocks)
                         apply_blocks(image.canvas, boxes, blocks)
-                        state.journal(batch_id)
+                        state.journal(self.level, indices)
                     bar.update(len(patches))
             image = self._synchronise(image)
         if self.ranks.is_main:
@@ -179,7 +181,7 @@ class LevelSampler:
             state.sync()
         bar.close()
         return {"level": self.level, "grid": self.grid.grid, "size": self.grid.size, "patches": len(self.grid.patches),
-                "waves": len(self.schedule), **self.total_counts(), "seconds": round(time.perf_counter() - started, 2)}
+                "waves": len(self.schedule), "batch_size": self.batch_size, **self.total_counts(), "seconds": round(time.perf_counter() - started, 2)}
 
     def _gather(self, results: list) -> list:
         if self.ranks.world_size == 1:
@@ -249,11 +251,13 @@ def _level0(config: URCDMConfig, backend: Backend, seed: int, state: SampleState
 
 
 def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0, scheduler: str | None = None,
-                 batch_size: int = 4, blend: int | None = None, overwrite: bool = False, progress: bool = True,
+                 batch_size: int | None = None, blend: int | None = None, overwrite: bool = False, progress: bool = True,
                  quality: int | None = 90, white_skip: bool = True, level0: np.ndarray | None = None,
                  ranks: Ranks = Ranks(), method: str = "urcdm") -> dict:
     """Sample one slide into ``out`` (a pyramid), with ``.level{L}.png`` intermediates and a ``.json``
-    manifest beside it. Rerunning after an interruption, with the same settings, resumes.
+    manifest beside it. Rerunning after an interruption, with the same settings, resumes (with any
+    ``batch_size``). ``batch_size``: patches per model call; None (auto): the backend's
+    ``patches_per_call`` for each level (from GPU memory), else ``AUTO_CPU``.
     ``scheduler`` defaults to checkerboard (urcdm) or raster (outpaint, as in the paper)."""
     out = Path(out)
     method_levels(config, method)  # refuses an unknown method
@@ -272,7 +276,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
         raise UserError(f"--blend must be between 0 and the overlap ({overlap} px), got {blend}")
     settings = {"config": config.digest(), "method": method, "seed": seed, "scheduler": scheduler, "backend": backend.name,
                 "solver": getattr(backend, "solver", None), "precision": getattr(backend, "precision", None),
-                "batch_size": batch_size, "blend": blend,
+                "noise": NOISE, "blend": blend,  # not the batch size: it changes the speed, not the pixels
                 # steps change the pixels; the config digest changes with them but does not say so
                 "steps": [u.sample_steps or u.timesteps for u in config.unets],
                 "white_skip": white_skip,
@@ -293,16 +297,17 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
         _barrier(ranks)
         previous = ArrayImage(image0 if image0 is not None else np.asarray(Image.open(state.level0_path()).convert("RGB")),
                               tuple(config.fill_rgb))
-        levels.append({"level": 0, "grid": 1, "size": config.patch_px, "patches": 1, "waves": 1,
+        levels.append({"level": 0, "grid": 1, "size": config.patch_px, "patches": 1, "waves": 1, "batch_size": 1,
                        "model_calls": int(level0_made_now)})
     pending = state.pending() if ranks.is_main else None
     for level in stitched:
         canvas = _canvas(state, config, level, ranks)
-        if pending is not None and pending[0][0] == level:  # a batch that was being written when the run died
-            apply_blocks(canvas, pending[1], pending[2])
-            state.journal(pending[0])
+        if pending is not None and pending[0] == level:  # a batch that was being written when the run died
+            apply_blocks(canvas, pending[2], pending[3])
+            state.journal(level, pending[1])
         image = CanvasImage(canvas)
-        sampler = LevelSampler(config, level, backend, seed, scheduler, batch_size, blend,
+        per_call = _patches_per_call(backend, level, batch_size, ranks)
+        sampler = LevelSampler(config, level, backend, seed, scheduler, per_call, blend,
                                white_skip=white_skip and level == last, ranks=ranks)
         levels.append(sampler.run(previous, image, state, progress))
         previous = CanvasImage(DiskCanvas.open(canvas.path)) if ranks.world_size > 1 else image
@@ -318,7 +323,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
         info = write_pyramid(canvas, out, quality=quality, overwrite=overwrite, progress=progress)
     manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler,
                 "backend": backend.name, "solver": getattr(backend, "solver", None),
-                "precision": getattr(backend, "precision", None), "batch_size": batch_size,
+                "precision": getattr(backend, "precision", None), "batch_size": batch_size or "auto",
                 "blend_px": blend, "white_skip": white_skip, "resumed": resumed, "world_size": ranks.world_size,
                 "levels": levels, "model_calls": sum(entry["model_calls"] for entry in levels),
                 # this process's unet forward passes (a resumed run counts only what it redid)
@@ -329,6 +334,19 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     state.remove()
     _barrier(ranks)
     return manifest
+
+
+def _patches_per_call(backend: Backend, level: int, batch_size: int | None, ranks: Ranks) -> int:
+    if batch_size is not None:
+        return batch_size
+    size = backend.patches_per_call(level) if hasattr(backend, "patches_per_call") else AUTO_CPU
+    if ranks.world_size > 1:  # every rank must cut the wave the same way: the smallest card decides
+        import torch.distributed as dist
+
+        sizes: list = [None] * ranks.world_size
+        dist.all_gather_object(sizes, size)
+        size = min(sizes)
+    return size
 
 
 def _check_disk_space(config: URCDMConfig, out: Path, stitched: list[int], lossless: bool) -> None:

@@ -4,8 +4,11 @@
       run.json            the settings that decide the pixels; a rerun must match them to resume
       level0.png          the level-0 image
       level{L}.canvas     each level >= 1 on a disk canvas
-      journal             one line per finished batch: "level wave batch"
+      journal             one line per finished batch: "level index index ...", its patches' grid indices
       pending.npz         a batch computed but perhaps not fully written to its canvas
+
+The journal names patches, not batches, and a patch's pixels depend on its own seed only, so a rerun
+may cut the remaining work into other batches (another ``--batch-size``, another number of ranks).
 
 A batch is written ahead (``pending.npz``), then to its canvas, then journaled, then the pending file
 goes. A rerun re-applies a pending batch (overwriting is idempotent) and skips journaled ones, so an
@@ -27,7 +30,8 @@ import numpy as np
 
 from urcdm.errors import UserError
 
-BatchId = tuple[int, int, int]  # (level, wave, batch within the wave)
+Finished = tuple[int, int]  # (level, patch index in the level's grid)
+NOISE = "per-patch"  # run.json's "noise": older versions seeded a batch from its first patch
 
 
 def _write_atomically(path: Path, write, sync: bool = True) -> None:
@@ -55,6 +59,9 @@ class SampleState:
         run = workdir / "run.json"
         if run.exists():
             saved, now = json.loads(run.read_text()), json.loads(json.dumps(settings))
+            if saved.get("noise") != now.get("noise"):
+                raise UserError(f"{workdir}: an interrupted run from an older version, whose pixels depended on its "
+                                f"batch size; finish it with that version, or delete the folder to start afresh")
             if saved != now:
                 differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
                 # Name what changed and how (the config only by its digest): "precision fp32, now bf16".
@@ -77,31 +84,35 @@ class SampleState:
     def level0_path(self) -> Path:
         return self.workdir / "level0.png"
 
-    def finished(self) -> set[BatchId]:
+    def finished(self) -> set[Finished]:
         journal = self.workdir / "journal"
         if not journal.exists():
             return set()
         done = set()
-        for line in journal.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 3:  # a torn last line from a crash is simply not finished
-                done.add(tuple(int(p) for p in parts))
+        # Only whole lines: a crash mid-write leaves a torn last line ("2 5 1" of "2 5 17"), not finished;
+        # its batch is still in pending.npz and is journaled again when that is re-applied.
+        for line in journal.read_text().split("\n")[:-1]:
+            level, *indices = (int(p) for p in line.split())
+            done.update((level, index) for index in indices)
         return done
 
-    def write_pending(self, batch: BatchId, boxes: list[tuple[int, int]], blocks: np.ndarray) -> None:
+    def write_pending(self, level: int, indices: list[int], boxes: list[tuple[int, int]], blocks: np.ndarray) -> None:
         _write_atomically(self.workdir / "pending.npz",
-                          lambda h: np.savez(h, batch=np.array(batch), boxes=np.array(boxes), blocks=blocks), sync=False)
+                          lambda h: np.savez(h, level=level, indices=np.array(indices), boxes=np.array(boxes),
+                                             blocks=blocks), sync=False)
 
-    def pending(self) -> tuple[BatchId, list[tuple[int, int]], np.ndarray] | None:
+    def pending(self) -> tuple[int, list[int], list[tuple[int, int]], np.ndarray] | None:
+        """(level, patch indices, boxes, blocks) of a batch that was being written when the run died."""
         path = self.workdir / "pending.npz"
         if not path.exists():
             return None
         with np.load(path) as data:
-            return tuple(int(v) for v in data["batch"]), [tuple(int(v) for v in b) for b in data["boxes"]], data["blocks"]
+            return (int(data["level"]), [int(i) for i in data["indices"]],
+                    [tuple(int(v) for v in b) for b in data["boxes"]], data["blocks"])
 
-    def journal(self, batch: BatchId) -> None:
+    def journal(self, level: int, indices: list[int]) -> None:
         with open(self.workdir / "journal", "a") as handle:
-            handle.write(" ".join(map(str, batch)) + "\n")
+            handle.write(" ".join(map(str, (level, *indices))) + "\n")
         (self.workdir / "pending.npz").unlink(missing_ok=True)
 
     def sync(self) -> None:
