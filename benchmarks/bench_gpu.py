@@ -13,8 +13,12 @@
    at the best batch of the default precision, for the paper's steps, 256/64/64 and 64/32/32, with the
    white skip judged on --level0 when given (the TCGA layout: 669 of 2116 last-level patches over glass).
 
-Not yet here (the issue asks for them on the GPU): training steps/s (benchmarks/bench_train.py --only
-paper_gpu) and pFID on the GPU (benchmarks/bench_eval.py); the JSON says so.
+5. Training: steps/s and peak GPU memory of each unet at its configured batch (bf16 autocast on CUDA).
+6. pFID at its real size (``gpu_parts.pfid_rates``) on the real slides (--slides, default
+   $URCDM_TEST_DATA/slides): crops read per second with 1, 4 and all cores, the Inception graph's
+   features per second (random weights where the real ones are absent), the whole pipeline's rate and
+   its share of the extractor's (how busy the GPU is kept), and pFID-50k (both sides) and FID-10k
+   projected from it; --pfid-full 50000 times `urcdm-eval pfid` itself at that size.
 
     python benchmarks/bench_gpu.py                                   # paper config on CUDA (< 8 min on an H200)
     python benchmarks/bench_gpu.py --config tiny --device cpu --quick   # the same path on a CPU (~1 min)
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -32,6 +37,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from gpu_parts import pfid_rates, training_rates
 
 from urcdm.config import LevelSpec, load_config, method_levels
 from urcdm.sample_cli import batch_size_option, fresh_cascade, resolve_precision
@@ -40,6 +46,8 @@ from urcdm.sampling.cost import forward_flops
 from urcdm.sampling.plan import plan_run, timed_ms
 from urcdm.sampling.sampler import level0_from_slide, sample_slide
 
+DEFAULT_SLIDES = Path(os.environ.get("URCDM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "slides"
+SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs"}
 SMALL_GEOMETRY = (LevelSpec(4096, 1), LevelSpec(2048, 3), LevelSpec(1024, 5))  # 1 + 9 + 25 patches
 STEP_PLANS = {"paper": [(1024, 256, 256), (256, 64, 64), (64, 32, 32)]}
 
@@ -162,6 +170,10 @@ def main() -> int:
                         help="end-to-end patches per call (default auto, as urcdm sample)")
     parser.add_argument("--memory-cap-gb", type=float, help="cap the process's GPU memory, e.g. 24")
     parser.add_argument("--level0", type=Path, help="a slide whose layout judges the white skip (e.g. the TCGA slide)")
+    parser.add_argument("--slides", type=Path, default=DEFAULT_SLIDES, help="real slides for the pFID part")
+    parser.add_argument("--pfid-n", type=int, help="crops in the pFID rate measurement (default 4096 on CUDA, 16 on the CPU)")
+    parser.add_argument("--pfid-full", type=int, help="also time `urcdm-eval pfid` with this many crops a side (e.g. 50000)")
+    parser.add_argument("--train-steps", type=int, help="timed training steps per unet (default 20 on CUDA, 1 on the CPU)")
     parser.add_argument("--quick", action="store_true", help="small peak matmul, fewest timings (CI-sized)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -180,8 +192,13 @@ def main() -> int:
     overview = level0_from_slide(args.level0, config) if args.level0 else None
     plans = STEP_PLANS.get(config.name, [tuple(u.sample_steps or u.timesteps for u in config.unets)])
     report["projection"] = projection(config, table, precision, overview, plans)
-    report["not_measured"] = ["training steps/s (benchmarks/bench_train.py --only paper_gpu)",
-                              "pFID on the GPU (benchmarks/bench_eval.py)"]
+    report["training"] = training_rates(config, device, args.train_steps or (20 if cuda else 1),
+                                        None if cuda else [2] * len(config.unets))
+    slides = sorted(p for p in args.slides.glob("*") if p.suffix in SLIDE_SUFFIXES and p.name != "broken.svs") \
+        if args.slides.is_dir() else []
+    workers = sorted({1, min(4, os.cpu_count() or 1), os.cpu_count() or 1})
+    report["pfid"] = pfid_rates(slides, device, args.pfid_n or (4096 if cuda else 16), 256 if cuda else 8, workers,
+                                args.pfid_full) if slides else {"skipped": f"no slides in {args.slides}"}
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report, indent=1))
     return 0

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from gpu_parts import training_rates
 from urcdm.config import load_config, paper, tiny
 from urcdm.training.index import build_index, list_slides
 from urcdm.training.pairs import LevelWindows, SlidePairs, StepBatches
-from urcdm.models import build_imagen
 from urcdm.training.loop import Job, train
 
 DEFAULT_DATA = Path(os.environ.get("URCDM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "slides"
@@ -78,33 +78,7 @@ def bench_loader(data: Path) -> list[dict]:
 def bench_paper_gpu(steps: int) -> list[dict] | dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
-    config, device, rows = paper(), torch.device("cuda"), []
-    for unet in range(3):
-        spec = config.unets[unet]
-        imagen = build_imagen(config, 1, only=unet).to(device)
-        model = imagen.unets[unet]
-        optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
-        target = torch.rand(spec.batch_size, 3, config.patch_px, config.patch_px, device=device)
-        context = torch.rand_like(target)
-        torch.cuda.reset_peak_memory_stats()
-        for step in range(steps + 3):
-            if step == 3:
-                torch.cuda.synchronize()
-                started = time.perf_counter()
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = imagen(target, unet=model, unet_number=unet + 1, cond_images=context)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
-        rows.append({"unet": unet, "image_size": spec.image_size, "batch_size": spec.batch_size,
-                     "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-                     "steps_per_s": round(steps / (time.perf_counter() - started), 2),
-                     "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2)})
-        del imagen, model, optimizer
-        torch.cuda.empty_cache()
-    return rows
+    return training_rates(paper(), torch.device("cuda"), steps)
 
 
 def main() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import test_data_dir as shared_data_dir
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
 
@@ -26,4 +29,16 @@ def test_bench_gpu_runs_on_the_cpu_and_reports_every_part():
     assert abs(run["overhead_percent"] - expected) < 0.1 + 0.01 * expected
     (projected,) = report["projection"]  # tiny: its own steps, no --level0
     assert projected["hours"] > 0 and projected["unet_evaluations"] == 1 * 64 + 9 * 64 + 81 * 64
-    assert report["not_measured"]
+    assert [row["unet"] for row in report["training"]] == [0, 1, 2]
+    assert all(row["steps_per_s"] > 0 and row["batch_size"] == 2 for row in report["training"])
+    pfid = report["pfid"]
+    if not (shared_data_dir() / "slides").is_dir():
+        assert "skipped" in pfid
+        return
+    assert pfid["crops"] == 16 and pfid["extractor"] == "inception-v3-random"
+    assert set(pfid["crops_read_per_s_by_workers"]) == {str(w) for w in {1, min(4, os.cpu_count()), os.cpu_count()}}
+    assert all(rate > 0 for rate in pfid["crops_read_per_s_by_workers"].values())
+    assert 0 < pfid["device_busy_share"] <= 1 and pfid["features_per_s"] > 0
+    # both projected from the pipeline's rate: 2 x 50,000 crops against 2 x 10,000
+    assert pfid["projected_pfid_50k_both_sides_s"] > 0
+    assert abs(pfid["projected_pfid_50k_both_sides_s"] - 5 * pfid["projected_fid_10k_both_sides_s"]) <= 0.5
