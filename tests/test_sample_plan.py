@@ -34,6 +34,20 @@ def test_the_plan_counts_what_the_real_unets_and_the_cost_model_count(tmp_path, 
     assert plan["peak_resident_bytes"] * 3 == pytest.approx(plan["all_levels_bytes"], rel=0.01)
 
 
+def test_without_a_gpu_the_plan_is_for_an_h200_at_its_defaults(capsys):
+    """precision auto is bf16 there (the hours are an H200's), batch auto is the CPU's 4 per call; the
+    header says for what machine it plans."""
+    assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "batch auto, bf16 as on an H200 (no GPU on cpu)" in header
+    assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["precision"] == "bf16" and plan["batch_size"] == "auto"
+    assert [entry["batch_size"] for entry in plan["levels"]] == [4, 4, 4]
+    assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu", "--precision", "fp32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"  # what the user asks for, they get
+
+
 def test_the_projection_reproduces_the_measured_h200_milliseconds():
     # ../shared/gpu/README.md, bf16 at the best batch: unet 2 (1024 px, 12,498 GFLOP) 82.2 ms per sample
     assert projected_ms(12498e9, 1024, "bf16") == pytest.approx(12498e9 / (0.19 * H200_BF16_PEAK) * 1e3)

@@ -241,7 +241,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
     overview = level0_from_slide(args.level0, config) if args.level0 is not None else None
     scheduler = args.scheduler or ("raster" if args.method == "outpaint" else "checkerboard")
-    plan = plan_run(config, args.method, scheduler, args.batch_size, resolve_precision(args.precision, device),
+    # Without a GPU the hours are an H200's, so precision auto is what it would be there (bf16), not the CPU's.
+    precision = resolve_precision(args.precision, "cuda" if args.precision == "auto" else device)
+    plan = plan_run(config, args.method, scheduler, args.batch_size, precision,
                     white_skip=not args.no_white_skip, overview=overview, device=device)
     if args.json:
         print_json(plan)
@@ -252,8 +254,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def format_plan(plan: dict) -> str:
     gib = 2 ** 30
+    where = f"as on an H200 (no GPU on {plan['device']})" if "H200" in plan["projection"] else f"on {plan['device']}"
     lines = [f"plan: config {plan['config']}, {plan['method']}, {plan['scheduler']}, batch {plan['batch_size']}, "
-             f"{plan['precision']} on {plan['device']}; white skip {plan['white_skip']}",
+             f"{plan['precision']} {where}; white skip {plan['white_skip']}",
              f"{'level':>5} {'unet':>4} {'px':>5} {'params':>9} {'GiB':>6} {'steps':>5} {'evaluations':>12} "
              f"{'TFLOP':>10} {'ms/sample':>9} {'hours':>7}"]
     for entry in plan["levels"]:
