@@ -68,7 +68,9 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        # Mapped, not read: only the tensors used (the EMA weights when sampling) are paged in, so a
+        # checkpoint's optimizer state and raw weights never take host memory.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:  # any unpickling failure means the file is not one of ours
         raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:

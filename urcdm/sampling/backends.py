@@ -117,11 +117,13 @@ class DiffusionBackend:
         self.release()
         made = self.cascades[level]
         imagen = made() if callable(made) and not isinstance(made, torch.nn.Module) else made
-        imagen = imagen.to(self.device).eval()
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        for unet in imagen.unets:
+            # Held as used (half the memory, and no cast of every weight at every call), and cast as each
+            # weight moves: the GPU never holds the level in fp32, and the host's copy shrinks as it goes.
+            unet.to(device=self.device, dtype=dtype)
+        imagen = imagen.to(self.device).eval()
         for index, unet in enumerate(imagen.unets):
-            if dtype is not None:
-                unet.to(dtype)  # held as used: half the memory, and no cast of every weight at every call
             if self.channels_last:
                 unet.to(memory_format=torch.channels_last)
             # imagen calls forward_with_cond_scale -> forward: the chunked, perhaps compiled, forward
