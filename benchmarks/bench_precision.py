@@ -33,14 +33,13 @@ from bench_solvers import (  # noqa: E402
     EXTRACTORS,
     FULL_STEPS,
     TIMESTEPS,
-    TRAINING_SLIDES,
     features,
     frechet,
     real_windows,
-    urcdm,
+    trained_tiny,
 )
 
-from urcdm.config import load_config, run_folder, tiny  # noqa: E402
+from urcdm.config import run_folder, tiny  # noqa: E402
 from urcdm.models import load_cascade  # noqa: E402
 from urcdm.sampling.backends import DiffusionBackend  # noqa: E402
 from urcdm.training.index import list_slides  # noqa: E402
@@ -86,17 +85,7 @@ def main() -> None:
                     + "/".join(map(str, FULL_STEPS)), "train_steps_per_unet": args.train_steps, "n": args.n,
                     "device": "cpu", "torch": torch.__version__, "levels": {}}
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-precision-") as tmp:
-        slides = Path(tmp) / "slides"
-        slides.mkdir()
-        for name in TRAINING_SLIDES:
-            os.symlink(args.data / name, slides / name)
-        models = args.models or Path(tmp) / "models"
-        config_file = Path(tmp) / "tiny-solvers.yaml"
-        config.save(config_file)
-        if not (models / run_folder("urcdm", 2, 2) / "checkpoint.pt").exists():
-            urcdm("train-all", "--config", str(config_file), "--data", str(slides), "--out", str(models),
-                  "--steps", str(args.train_steps))
-        config = load_config(config_file)
+        slides, models, config, _ = trained_tiny(config, args.data, args.models, Path(tmp), args.train_steps)
 
         def cascade(level):
             return lambda: load_cascade(config, level, {u: models / run_folder("urcdm", level, u) / "checkpoint.pt"

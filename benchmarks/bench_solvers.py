@@ -60,6 +60,22 @@ def urcdm(*args: str) -> dict | list:
     return json.loads(done.stdout)
 
 
+def trained_tiny(config, data: Path, models: Path | None, workdir: Path, steps: int) -> tuple:
+    """(slides folder, models folder, config as saved, training seconds): the training slides linked into
+    ``workdir``, and the nine unets trained ``steps`` each unless ``models`` already holds them."""
+    slides = workdir / "slides"
+    slides.mkdir()
+    for name in TRAINING_SLIDES:
+        os.symlink(data / name, slides / name)
+    models = models or workdir / "models"
+    config_file = workdir / f"{config.name}.yaml"
+    config.save(config_file)
+    started = time.perf_counter()
+    if not (models / run_folder("urcdm", 2, 2) / "checkpoint.pt").exists():
+        urcdm("train-all", "--config", str(config_file), "--data", str(slides), "--out", str(models), "--steps", str(steps))
+    return slides, models, load_config(config_file), round(time.perf_counter() - started, 1)
+
+
 def features(images: torch.Tensor) -> dict[str, np.ndarray]:
     """images: float [0, 1], (N, 3, S, S)."""
     as_bytes = images.clamp(0, 1).mul(255).round().byte()
@@ -176,18 +192,8 @@ def main() -> None:
                     + "/".join(map(str, FULL_STEPS)), "train_steps_per_unet": args.train_steps, "n": args.n,
                     "seeds": args.seeds, "extractors": list(EXTRACTORS)}
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-solvers-") as tmp:
-        slides = Path(tmp) / "slides"
-        slides.mkdir()
-        for name in TRAINING_SLIDES:
-            os.symlink(args.data / name, slides / name)
-        models = args.models or Path(tmp) / "models"
-        config_file = Path(tmp) / "tiny-solvers.yaml"
-        config.save(config_file)
-        started = time.perf_counter()
-        urcdm("train-all", "--config", str(config_file), "--data", str(slides), "--out", str(models),
-              "--steps", str(args.train_steps))
-        result["train_s"] = round(time.perf_counter() - started, 1)
-        config = load_config(config_file)
+        slides, models, config, result["train_s"] = trained_tiny(config, args.data, args.models, Path(tmp),
+                                                                 args.train_steps)
         levels = {level: load_cascade(config, level, {u: models / run_folder("urcdm", level, u) / "checkpoint.pt"
                                                        for u in range(3)})
                   for level in (0, 2)}
