@@ -7,8 +7,9 @@
 3. `urcdm sample`'s own path (sample_slide with the diffusion backend and fresh cascades built per level)
    on the 35-patch geometry (levels span 4096 / 2048 / 1024 slide px, grids 1 / 3 / 5) at the defaults
    (precision auto, batch auto): wall time, the sum of the unets' call time (CUDA-synchronised per call),
-   the overhead over it, peak GPU memory and peak host RSS. --memory-cap-gb caps the process
-   (torch.cuda.set_per_process_memory_fraction), as a 24 GB card would.
+   the overhead over it, peak GPU memory and peak host RSS (of the whole process so far). With
+   --memory-cap-gb 24 the run is repeated with the process capped (torch.cuda.set_per_process_memory_fraction)
+   as on a 24 GB card, and the cap lifted after it.
 4. The projection to the paper geometry (41344^2: 1 + 49 + 2116 patches) with the measured ms per sample
    at the best batch of the default precision, for the paper's steps, 256/64/64 and 64/32/32, with the
    white skip judged on --level0 when given (the TCGA layout: 669 of 2116 last-level patches over glass).
@@ -41,6 +42,7 @@ from gpu_parts import pfid_rates, training_rates
 
 from urcdm.config import LevelSpec, load_config, method_levels
 from urcdm.sample_cli import batch_size_option, fresh_cascade, resolve_precision
+from urcdm.sampling import held_dtype
 from urcdm.sampling.backends import DiffusionBackend
 from urcdm.sampling.cost import forward_flops
 from urcdm.sampling.plan import plan_run, timed_ms
@@ -59,7 +61,7 @@ def synchronise(device: torch.device) -> None:
 
 def matmul_peak(device: torch.device, precision: str, quick: bool) -> float:
     """FLOP/s of a large matmul in the precision the unets run in."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    dtype = held_dtype(precision) or torch.float32
     n = 8192 if device.type == "cuda" and not quick else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
@@ -119,21 +121,27 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
     config = replace(config, levels=SMALL_GEOMETRY,
                      unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
     if device.type == "cuda":
-        if cap_gb is not None:
-            total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2 ** 30 / total), device)
+        total = torch.cuda.get_device_properties(device).total_memory
+        # Capped as a card of cap_gb would be (batch auto sizes itself from what the cap leaves); the
+        # uncapped run resets a cap an earlier run set.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap_gb * 2 ** 30 / total) if cap_gb else 1.0, device)
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     timer = TimedForwards(device)
-    cascades = {level: (lambda level=level: timer.wrap(fresh_cascade(config, level, "urcdm", 0)))
+    cascades = {level: (lambda level=level, **place: timer.wrap(fresh_cascade(config, level, "urcdm", 0, **place)))
                 for level in method_levels(config, "urcdm")}
     backend = DiffusionBackend(cascades, device, precision=precision, batch_size=batch_size)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
+        # Every patch diffused: random weights make "glass" of any level, and white skip would then leave
+        # the last level (the 1024-px unet's share, most of a real slide's time) out of the measurement.
         manifest = sample_slide(config, backend, Path(folder) / "slide.tiff", seed=0, batch_size=batch_size,
-                                progress=False)
+                                progress=False, white_skip=False)
         wall = time.perf_counter() - started
     backend.release()
-    return {"patches": sum(entry["patches"] for entry in manifest["levels"]), "steps": list(steps),
+    return {"patches": sum(entry["patches"] for entry in manifest["levels"]),
+            "patches_diffused": sum(entry.get("patches_diffused", entry["patches"]) for entry in manifest["levels"]),
+            "steps": list(steps),
             "batch_size": batch_size or "auto", "patches_per_call": [entry.get("batch_size", 1) for entry in manifest["levels"]],
             "precision": precision, "wall_seconds": round(wall, 3),
             "unet_seconds": round(timer.seconds, 3), "unet_calls": timer.calls,
@@ -188,7 +196,11 @@ def main() -> int:
     table = unet_table(config, device, precisions, batches, peak)
     report = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "config": config.name,
               "default_precision": precision, "peak_tflops": round(peak / 1e12, 2), "unets": table,
-              "end_to_end": end_to_end(config, device, precision, steps, args.batch_size, args.memory_cap_gb)}
+              "end_to_end": end_to_end(config, device, precision, steps, args.batch_size, None)}
+    if args.memory_cap_gb:
+        report["end_to_end_capped"] = end_to_end(config, device, precision, steps, args.batch_size, args.memory_cap_gb)
+        if cuda:  # lifted for the parts after it
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
     overview = level0_from_slide(args.level0, config) if args.level0 else None
     plans = STEP_PLANS.get(config.name, [tuple(u.sample_steps or u.timesteps for u in config.unets)])
     report["projection"] = projection(config, table, precision, overview, plans)

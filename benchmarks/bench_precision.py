@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,8 @@ def main() -> None:
         slides, models, config, _ = trained_tiny(config, args.data, args.models, Path(tmp), args.train_steps)
 
         def cascade(level):
-            return lambda: load_cascade(config, level, {u: models / run_folder("urcdm", level, u) / "checkpoint.pt"
-                                                        for u in range(3)})
+            return partial(load_cascade, config, level, {u: models / run_folder("urcdm", level, u) / "checkpoint.pt"
+                                                         for u in range(3)})
 
         for level in (0, 2):
             targets, contexts = real_windows(config, list_slides(slides), level, args.n, seed=1234 + level)

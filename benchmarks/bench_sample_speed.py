@@ -25,8 +25,8 @@ from dataclasses import replace
 import torch
 
 from urcdm.config import load_config
-from urcdm.sampling.geometry import LevelGrid
 from urcdm.models import build_imagen, sample
+from urcdm.sampling.geometry import LevelGrid
 
 STEP_PLANS = {"paper": [(1024, 256, 256), (256, 64, 64), (64, 32, 32)], "tiny": [(32, 16, 16), (8, 4, 4)]}
 PATCHES_WITH_WHITE_SKIP_L2 = 1402  # paper config on the TCGA tissue layout (bench_sampler.py --level0)
@@ -36,7 +36,7 @@ def timed_sample(config, unet: int, steps: int, batch: int, device: torch.device
     plan = [steps if i == unet else 1 for i in range(len(config.unets))]
     config = replace(config, unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, plan)))
     torch.manual_seed(0)
-    imagen = build_imagen(config, 1, sampling=True).to(device).eval()
+    imagen = build_imagen(config, 1, sampling=True, device=device).eval()
     size = config.patch_px
     context = torch.rand(batch, 3, size, size, device=device)
     known = torch.rand_like(context)

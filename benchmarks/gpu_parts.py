@@ -43,7 +43,7 @@ def training_rates(config, device: torch.device, steps: int, batch_sizes: list[i
     for unet in range(len(config.unets)):
         spec = config.unets[unet]
         batch = spec.batch_size if batch_sizes is None else batch_sizes[unet]
-        imagen = build_imagen(config, 1, only=unet).to(device)
+        imagen = build_imagen(config, 1, only=unet, device=device)
         model = imagen.unets[unet]
         optimizer = torch.optim.Adam(model.parameters(), lr=spec.lr)
         target = torch.rand(batch, 3, config.patch_px, config.patch_px, device=device)
@@ -70,6 +70,9 @@ def training_rates(config, device: torch.device, steps: int, batch_sizes: list[i
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+READS_PER_WORKER = 384
 
 
 def _plan(slides: list[Path], n: int) -> tuple[list[str], np.ndarray]:
@@ -105,7 +108,8 @@ def pfid_rates(slides: list[Path], device: torch.device, n: int, batch: int, wor
     are projected from that rate, or, with ``full_n``, timed through ``urcdm-eval pfid`` itself."""
     paths, crops = _plan(slides, n)
     extractor = load_extractor(EXTRACTOR, device=device)
-    reads = {str(w): round(read_rate(paths, crops, w, batch), 1) for w in workers}
+    # A rate needs a few hundred crops per reader, not all n: one core reads 4096 crops in minutes.
+    reads = {str(w): round(read_rate(paths, crops[:READS_PER_WORKER * max(1, w)], w, batch), 1) for w in workers}
     features = feature_rate(extractor, batch, max(2, n // batch))
     extract_features(paths, crops[:batch], PFID, extractor, batch_size=batch, workers=0)  # warm-up
     started = time.perf_counter()

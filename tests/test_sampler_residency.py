@@ -25,8 +25,8 @@ def test_only_the_level_being_sampled_has_its_cascade_in_memory(tmp_path, micro_
     built: dict[int, list[weakref.ref]] = {}
 
     def factory(level):
-        def build():
-            imagen = build_imagen(config, level, sampling=True)
+        def build(device, dtype):
+            imagen = build_imagen(config, level, sampling=True, device=device, dtype=dtype)
             built.setdefault(level, []).append(weakref.ref(imagen))
             return imagen
         return build

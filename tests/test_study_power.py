@@ -217,7 +217,10 @@ def test_split_plot_power_matches_simulated_groups(readers, cases, groups):
     variance = sum(p[1] for p in parts) / groups ** 2
     ddf = sum(p[1] for p in parts) ** 2 / sum(p[1] ** 2 / p[2] for p in parts)
     expected = power_difference(VD, readers, cases, 0.05, design="split-plot", groups=groups)
-    assert _rejects(estimate, variance, ddf) == pytest.approx(expected, abs=0.025)
+    # The prediction (expected mean squares, no spread of the Satterthwaite ddf) is optimistic with few
+    # readers a group: over 8 seeds 2.5 points at 3 a group, 1.5 at 4. Held to the 3 points the
+    # calibration asks of every design (issue 27).
+    assert _rejects(estimate, variance, ddf) == pytest.approx(expected, abs=0.03)
 
 
 @pytest.mark.parametrize("readers,cases,margin,auc", [(5, 100, 0.1, 0.5), (10, 200, 0.06, 0.52)])

@@ -300,15 +300,16 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if str(device).startswith("cuda") else "fp32"
 
 
-def fresh_cascade(config: URCDMConfig, level: int, method: str, seed: int):
+def fresh_cascade(config: URCDMConfig, level: int, method: str, seed: int, device=None, dtype=None):
     """A level's freshly initialised cascade, its weights from the seed and the level alone (so a level
-    built on its own, as when a run resumes there, gets the same weights)."""
+    built on its own, as when a run resumes there, gets the same weights), initialised on ``device``
+    (so they differ between a GPU and the CPU) and held in ``dtype``."""
     import torch
 
     from urcdm.models import build_imagen
 
     torch.manual_seed(int(np.random.SeedSequence([seed, level]).generate_state(1)[0]))
-    return build_imagen(config, level, sampling=True, method=method)
+    return build_imagen(config, level, sampling=True, method=method, device=device, dtype=dtype)
 
 
 def _sampled_config(slide: Path, config: str | None) -> URCDMConfig:

@@ -17,6 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from urcdm.config import URCDMConfig
+from urcdm.sampling import held_dtype
 from urcdm.sampling.unet_batches import (
     AUTO_CPU,
     ChunkedForward,
@@ -65,7 +66,7 @@ class DiffusionBackend:
     """The level's imagen-pytorch cascade, with the context as ``cond_images`` and the finished strips
     kept through ``inpaint_images``/``inpaint_masks`` at every stage of the cascade. ``cascades``: one
     per level, or ``{level: cascade}`` (the outpainting baseline has only the last level's); each a
-    built Imagen or a function that builds (or loads) it.
+    built Imagen or a function ``(device=, dtype=)`` that builds (or loads) it there, in that dtype.
 
     One level's cascade is resident at a time: a level's is built when its first patch is asked for and
     freed, on the CPU and the GPU, before the next level's is built. The paper's nine unets are 37 GB in
@@ -116,12 +117,15 @@ class DiffusionBackend:
             return self.imagen
         self.release()
         made = self.cascades[level]
-        imagen = made() if callable(made) and not isinstance(made, torch.nn.Module) else made
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        for unet in imagen.unets:
-            # Held as used (half the memory, and no cast of every weight at every call), and cast as each
-            # weight moves: the GPU never holds the level in fp32, and the host's copy shrinks as it goes.
-            unet.to(device=self.device, dtype=dtype)
+        # Held as used (half the memory, and no cast of every weight at every call). A function builds
+        # (or loads) each unet there and in that dtype: the level never passes through the host in fp32.
+        dtype = held_dtype(self.precision)
+        if callable(made) and not isinstance(made, torch.nn.Module):
+            imagen = made(device=self.device, dtype=dtype)
+        else:
+            imagen = made
+            for unet in imagen.unets:  # cast as each moves: the GPU never holds the level in fp32
+                unet.to(device=self.device, dtype=dtype)
         imagen = imagen.to(self.device).eval()
         for index, unet in enumerate(imagen.unets):
             if self.channels_last:
@@ -177,7 +181,7 @@ class DiffusionBackend:
         inputs = dict(batch_size=len(seeds), cond_images=None if contexts is None else self._tensor(contexts, self.device),
                       inpaint_images=self._tensor(known, self.device) if has_known else None,
                       inpaint_masks=torch.from_numpy(np.ascontiguousarray(masks)).to(self.device) if has_known else None)
-        autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        autocast = held_dtype(self.precision)
         # One generator per patch, from its own seed: its pixels do not depend on the batch it is in.
         generators = patch_generators(seeds, self.device)
         with torch.autocast(self.device.type, dtype=autocast, enabled=autocast is not None):

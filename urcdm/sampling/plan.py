@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from urcdm.config import URCDMConfig, has_context, method_levels
+from urcdm.sampling import held_dtype
 from urcdm.sampling.cost import forward_flops
 from urcdm.sampling.geometry import LevelGrid, patch_context
 from urcdm.sampling.schedule import batches, waves
@@ -92,10 +93,8 @@ def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision:
     from urcdm.models import build_unet
 
     device = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    network = build_unet(config, level, unet, method).to(device).eval()
-    if dtype is not None:
-        network.to(dtype)
+    dtype = held_dtype(precision)
+    network = build_unet(config, level, unet, method, device, dtype).eval()
     size = config.unets[unet].image_size
     inputs = {"lowres_cond_img": torch.rand(batch, 3, size, size, device=device),
               "lowres_noise_times": torch.rand(batch, device=device)} if unet else {}
