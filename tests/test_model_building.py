@@ -70,12 +70,13 @@ def test_a_checkpoint_is_loaded_into_unets_built_without_memory(tmp_path, constr
             assert tensor.device.type == "cpu" and tensor.dtype == (dtype or torch.float32), name
             assert torch.equal(tensor, expected[name].to(tensor.dtype)), name
     assert loaded.device == torch.device("cpu") and not loaded.training
-    images = loaded.sample(batch_size=1, cond_images=torch.rand(1, 3, config.patch_px, config.patch_px),
-                           return_pil_images=False, use_tqdm=False) if dtype is None else None
-    assert images is None or torch.isfinite(images).all()
+    if dtype is None:  # bf16 sampling on the CPU takes seconds more and says nothing new about loading
+        images = loaded.sample(batch_size=1, cond_images=torch.rand(1, 3, config.patch_px, config.patch_px),
+                               return_pil_images=False, use_tqdm=False)
+        assert torch.isfinite(images).all()
 
 
-def test_a_cascade_built_where_it_runs_keeps_its_weights_there(constructions):
+def test_a_cascade_built_on_the_meta_device_holds_no_weights_but_a_real_imagen(constructions):
     imagen = build_imagen(tiny(), 0, sampling=True, device="meta")
     assert all(p.is_meta for p in imagen.parameters())
     assert imagen.device == torch.device("cpu")  # the Imagen's own device marker is real
