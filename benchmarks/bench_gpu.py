@@ -12,14 +12,22 @@
    as on a 24 GB card, and the cap lifted after it.
 4. The projection to the paper geometry (41344^2: 1 + 49 + 2116 patches) with the measured ms per sample
    at the best batch of the default precision, for the paper's steps, 256/64/64 and 64/32/32, with the
-   white skip judged on --level0 when given (the TCGA layout: 669 of 2116 last-level patches over glass).
-
+   white skip judged on --level0 when given (the TCGA layout: 669 of 2116 last-level patches over glass);
+   once the compiled rows (8) are in, also with `--compile auto`.
 5. Training: steps/s and peak GPU memory of each unet at its configured batch (bf16 autocast on CUDA).
 6. pFID at its real size (``gpu_parts.pfid_rates``) on the real slides (--slides, default
    $URCDM_TEST_DATA/slides): crops read per second with 1, 4 and all cores, the Inception graph's
    features per second (random weights where the real ones are absent), the whole pipeline's rate and
    its share of the extractor's (how busy the GPU is kept), and pFID-50k (both sides) and FID-10k
    projected from it; --pfid-full 50000 times `urcdm-eval pfid` itself at that size.
+7. Batch invariance on this device: the 35-patch run at 2/1/1 steps, one patch per call against
+   `--batch-size auto`, compared pixel for pixel (the sampler's noise is per patch; this asks whether
+   the device's kernels also give a sample the same result in any batch).
+8. Compiled unets (--compile auto, the default on CUDA): each unet compiled as `urcdm sample --compile
+   auto` compiles it, at its fastest eager batch: ms per sample and the compile's seconds.
+
+The parts run in this order, and --out rewrites the whole report after each: a run cut short keeps
+what it measured.
 
     python benchmarks/bench_gpu.py                                   # paper config on CUDA (< 8 min on an H200)
     python benchmarks/bench_gpu.py --config tiny --device cpu --quick   # the same path on a CPU (~1 min)
@@ -37,6 +45,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from gpu_parts import pfid_rates, training_rates
 
@@ -45,8 +54,10 @@ from urcdm.sample_cli import batch_size_option, fresh_cascade, resolve_precision
 from urcdm.sampling import held_dtype
 from urcdm.sampling.backends import DiffusionBackend
 from urcdm.sampling.cost import forward_flops
-from urcdm.sampling.plan import plan_run, timed_ms
+from urcdm.sampling.plan import plan_run, unet_timing
 from urcdm.sampling.sampler import level0_from_slide, sample_slide
+from urcdm.sampling.unet_batches import compile_mode_for
+from urcdm.slides import open_slide
 
 DEFAULT_SLIDES = Path(os.environ.get("URCDM_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "slides"
 SLIDE_SUFFIXES = {".svs", ".tif", ".tiff", ".ndpi", ".mrxs"}
@@ -74,24 +85,36 @@ def matmul_peak(device: torch.device, precision: str, quick: bool) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - started)
 
 
+def unet_row(config, device: torch.device, index: int, precision: str, batch: int, peak: float,
+             compile_mode: str | None = None) -> dict:
+    row = {"unet": index, "size": config.unets[index].image_size, "precision": precision, "compile": compile_mode,
+           "batch": batch}
+    try:
+        timing = unet_timing(config, 1, index, "urcdm", precision, batch, str(device), compile_mode=compile_mode)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return {**row, "ms_per_sample": None, "note": "out of memory"}
+    rate = forward_flops(config, 1, index) / (timing.ms_per_sample / 1e3)
+    row.update(ms_per_sample=round(timing.ms_per_sample, 3), tflops=round(rate / 1e12, 3), share_of_peak=round(rate / peak, 4))
+    if compile_mode:
+        row["compile_seconds"] = round(timing.first_call_s, 1)
+    return row
+
+
 def unet_table(config, device: torch.device, precisions, batches, peak: float) -> list[dict]:
-    rows = []
-    for index, spec in enumerate(config.unets):
-        flops = forward_flops(config, 1, index)
-        for precision in precisions:
-            for batch in batches:
-                try:
-                    ms = timed_ms(config, 1, index, "urcdm", precision, batch, str(device))
-                except torch.cuda.OutOfMemoryError:
-                    rows.append({"unet": index, "size": spec.image_size, "precision": precision, "batch": batch,
-                                 "ms_per_sample": None, "note": "out of memory"})
-                    torch.cuda.empty_cache()
-                    continue
-                rate = flops / (ms / 1e3)
-                rows.append({"unet": index, "size": spec.image_size, "precision": precision, "batch": batch,
-                             "ms_per_sample": round(ms, 3), "tflops": round(rate / 1e12, 3),
-                             "share_of_peak": round(rate / peak, 4)})
-    return rows
+    """Eager: precisions x batches."""
+    return [unet_row(config, device, index, p, batch, peak)
+            for index in range(len(config.unets)) for p in precisions for batch in batches]
+
+
+def compiled_row(config, device: torch.device, table: list[dict], index: int, precision: str, peak: float,
+                 compile: str) -> dict:
+    """Unet ``index`` compiled as ``urcdm sample --compile`` would (``compile_mode_for``), in the default
+    ``precision`` at the batch that was its fastest eager; ``compile_seconds`` is the first call."""
+    eager = [r for r in table if r["unet"] == index and r["precision"] == precision and r["ms_per_sample"]]
+    batch = min(eager, key=lambda r: r["ms_per_sample"])["batch"] if eager else 1
+    mode = compile_mode_for(compile, config.unets[index].image_size, config.unets[-1].image_size, device.type)
+    return unet_row(config, device, index, precision, batch, peak, mode)
 
 
 class TimedForwards:
@@ -117,9 +140,26 @@ class TimedForwards:
         return imagen
 
 
-def end_to_end(config, device: torch.device, precision: str, steps, batch_size: int | None, cap_gb: float | None) -> dict:
+def small_run(config, device: torch.device, precision: str, steps, batch_size: int | None, out: Path,
+              timer: TimedForwards | None = None) -> tuple[dict, float]:
+    """`urcdm sample`'s own path on the 35-patch geometry with fresh (random) cascades built per level:
+    the manifest and the wall seconds. Every patch diffused: random weights make "glass" of any level,
+    and white skip would then leave the last level (the 1024-px unet's share, most of a real slide's
+    time) out of the measurement."""
     config = replace(config, levels=SMALL_GEOMETRY,
                      unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
+    wrap = timer.wrap if timer else (lambda imagen: imagen)
+    cascades = {level: (lambda level=level, **place: wrap(fresh_cascade(config, level, "urcdm", 0, **place)))
+                for level in method_levels(config, "urcdm")}
+    backend = DiffusionBackend(cascades, device, precision=precision, batch_size=batch_size)
+    started = time.perf_counter()
+    manifest = sample_slide(config, backend, out, seed=0, batch_size=batch_size, progress=False, white_skip=False)
+    wall = time.perf_counter() - started
+    backend.release()
+    return manifest, wall
+
+
+def end_to_end(config, device: torch.device, precision: str, steps, batch_size: int | None, cap_gb: float | None) -> dict:
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         # Capped as a card of cap_gb would be (batch auto sizes itself from what the cap leaves); the
@@ -128,17 +168,8 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     timer = TimedForwards(device)
-    cascades = {level: (lambda level=level, **place: timer.wrap(fresh_cascade(config, level, "urcdm", 0, **place)))
-                for level in method_levels(config, "urcdm")}
-    backend = DiffusionBackend(cascades, device, precision=precision, batch_size=batch_size)
     with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        # Every patch diffused: random weights make "glass" of any level, and white skip would then leave
-        # the last level (the 1024-px unet's share, most of a real slide's time) out of the measurement.
-        manifest = sample_slide(config, backend, Path(folder) / "slide.tiff", seed=0, batch_size=batch_size,
-                                progress=False, white_skip=False)
-        wall = time.perf_counter() - started
-    backend.release()
+        manifest, wall = small_run(config, device, precision, steps, batch_size, Path(folder) / "slide.tiff", timer)
     return {"patches": sum(entry["patches"] for entry in manifest["levels"]),
             "patches_diffused": sum(entry.get("patches_diffused", entry["patches"]) for entry in manifest["levels"]),
             "steps": list(steps),
@@ -151,20 +182,73 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
             "peak_host_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}
 
 
-def projection(config, table: list[dict], precision: str, overview, plans) -> list[dict]:
-    best = {}
+def batch_invariance(config, device: torch.device, precision: str, steps) -> dict:
+    """The 35-patch run twice from one seed, one patch per call and ``--batch-size auto``: whether this
+    device's kernels give each patch the same pixels in any batch (the CPU tests prove the sampler does)."""
+    slides, per_call = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for size in (1, None):
+            out = Path(folder) / f"batch-{size or 'auto'}.tiff"
+            manifest, _ = small_run(config, device, precision, steps, size, out)
+            per_call[size or "auto"] = [entry.get("batch_size", 1) for entry in manifest["levels"]]
+            with open_slide(out) as slide:
+                slides[size] = slide.read_level_window(0, 0, 0, *slide.dimensions).astype(np.int16)
+    difference = np.abs(slides[1] - slides[None])
+    return {"steps": list(steps), "precision": precision, "patches_per_call": per_call,
+            "identical": bool(difference.max() == 0), "max_abs_difference": int(difference.max()),
+            "differing_pixel_share": round(float((difference.max(axis=-1) > 0).mean()), 6)}
+
+
+def best_ms(table: list[dict], precision: str, compiled: bool) -> dict[int, float]:
+    """Each unet's fastest ms per sample in ``precision``: eager, or with ``compiled`` the faster of
+    eager and compiled (``--compile`` is the user's choice; its rows are at one batch)."""
+    best: dict[int, float] = {}
     for row in table:
-        if row["precision"] == precision and row["ms_per_sample"] is not None:
+        if row["precision"] == precision and row["ms_per_sample"] is not None and (compiled or not row["compile"]):
             best[row["unet"]] = min(best.get(row["unet"], float("inf")), row["ms_per_sample"])
-    out = []
-    for steps in plans:
-        planned = replace(config, unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
-        for skip in ((False, True) if overview is not None else (False,)):
-            plan = plan_run(planned, "urcdm", "checkerboard", 4, precision, white_skip=skip,
-                            overview=overview if skip else None, measured_ms=best)
-            out.append({"steps": list(steps), "white_skip": skip, "hours": round(plan["hours"], 2),
-                        "unet_evaluations": plan["unet_evaluations"], "eflop": round(plan["flops"] / 1e18, 3)})
+    return best
+
+
+def projection(config, table: list[dict], precision: str, overview, plans) -> list[dict]:
+    """Hours of one paper-geometry slide at the measured rates: at the defaults (eager, best batch as
+    ``--batch-size auto`` approaches it) and, where compiled rows were measured, with ``--compile auto``
+    (``compiled_unets``: those measured compiled; the others at their eager rate)."""
+    out, compiled_unets = [], sorted({row["unet"] for row in table if row["compile"] and row["ms_per_sample"]})
+    for compiled in (False, True) if compiled_unets else (False,):
+        best = best_ms(table, precision, compiled)
+        for steps in plans:
+            planned = replace(config, unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
+            for skip in ((False, True) if overview is not None else (False,)):
+                plan = plan_run(planned, "urcdm", "checkerboard", 4, precision, white_skip=skip,
+                                overview=overview if skip else None, measured_ms=best)
+                out.append({"steps": list(steps), "compile": "auto" if compiled else None,
+                            "compiled_unets": compiled_unets if compiled else [], "white_skip": skip,
+                            "hours": round(plan["hours"], 2), "unet_evaluations": plan["unet_evaluations"],
+                            "eflop": round(plan["flops"] / 1e18, 3)})
     return out
+
+
+class Report(dict):
+    """The JSON report, written whole to ``path`` after every part: a run cut short by a node's time limit
+    keeps what it measured. Each part's seconds go to ``part_seconds``."""
+
+    def __init__(self, path: Path | None, **fields):
+        super().__init__(fields, part_seconds={})
+        self.path = path
+
+    def part(self, name: str, measure):
+        started = time.perf_counter()
+        self[name] = measure()
+        seconds = round(time.perf_counter() - started, 1)
+        self["part_seconds"][name] = round(self["part_seconds"].get(name, 0) + seconds, 1)  # a part redone adds up
+        print(f"bench_gpu: {name} in {seconds} s", file=sys.stderr, flush=True)
+        self.save()
+
+    def save(self) -> None:
+        if self.path:
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(json.dumps(self, indent=1))
+            partial.replace(self.path)
 
 
 def main() -> int:
@@ -173,6 +257,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precisions", help="default: bf16,fp32 on CUDA; fp32 on the CPU")
     parser.add_argument("--batches", help="default: 1,4,16,64 on CUDA; 1,2 on the CPU")
+    parser.add_argument("--compile", choices=["auto", "none"], help="compiled rows as `urcdm sample --compile auto` "
+                        "compiles each unet, at its best eager batch (default: auto on CUDA, none on the CPU)")
     parser.add_argument("--steps", default=None, help="end-to-end steps per unet (default 32,8,8; 2,1,1 with --quick)")
     parser.add_argument("--batch-size", type=batch_size_option, default=None, metavar="auto|N",
                         help="end-to-end patches per call (default auto, as urcdm sample)")
@@ -183,6 +269,7 @@ def main() -> int:
     parser.add_argument("--pfid-full", type=int, help="also time `urcdm-eval pfid` with this many crops a side (e.g. 50000)")
     parser.add_argument("--train-steps", type=int, help="timed training steps per unet (default 20 on CUDA, 1 on the CPU)")
     parser.add_argument("--quick", action="store_true", help="small peak matmul, fewest timings (CI-sized)")
+    parser.add_argument("--out", type=Path, help="also write the report here, after every part")
     args = parser.parse_args()
     device = torch.device(args.device)
     config = load_config(args.config)
@@ -190,28 +277,41 @@ def main() -> int:
     precision = resolve_precision("auto", str(device))
     precisions = args.precisions.split(",") if args.precisions else (["bf16", "fp32"] if cuda else ["fp32"])
     batches = [int(b) for b in args.batches.split(",")] if args.batches else ([1, 4, 16, 64] if cuda else [1, 2])
+    compile = {"auto": "auto", "none": None}[args.compile or ("auto" if cuda else "none")]
     steps = tuple(int(s) for s in (args.steps or ("2,1,1" if args.quick else "32,8,8")).split(","))
-    started = time.perf_counter()
-    peak = matmul_peak(device, precision, args.quick)
-    table = unet_table(config, device, precisions, batches, peak)
-    report = {"device": torch.cuda.get_device_name(device) if cuda else "cpu", "config": config.name,
-              "default_precision": precision, "peak_tflops": round(peak / 1e12, 2), "unets": table,
-              "end_to_end": end_to_end(config, device, precision, steps, args.batch_size, None)}
-    if args.memory_cap_gb:
-        report["end_to_end_capped"] = end_to_end(config, device, precision, steps, args.batch_size, args.memory_cap_gb)
-        if cuda:  # lifted for the parts after it
-            torch.cuda.set_per_process_memory_fraction(1.0, device)
     overview = level0_from_slide(args.level0, config) if args.level0 else None
     plans = STEP_PLANS.get(config.name, [tuple(u.sample_steps or u.timesteps for u in config.unets)])
-    report["projection"] = projection(config, table, precision, overview, plans)
-    report["training"] = training_rates(config, device, args.train_steps or (20 if cuda else 1),
-                                        None if cuda else [2] * len(config.unets))
     slides = sorted(p for p in args.slides.glob("*") if p.suffix in SLIDE_SUFFIXES and p.name != "broken.svs") \
         if args.slides.is_dir() else []
     workers = sorted({1, min(4, os.cpu_count() or 1), os.cpu_count() or 1})
-    report["pfid"] = pfid_rates(slides, device, args.pfid_n or (4096 if cuda else 16), 256 if cuda else 8, workers,
-                                args.pfid_full) if slides else {"skipped": f"no slides in {args.slides}"}
+    started = time.perf_counter()
+    report = Report(args.out, device=torch.cuda.get_device_name(device) if cuda else "cpu", config=config.name,
+                    default_precision=precision)
+    # The issue's figures first; the costliest extras (compiling every paper unet) last.
+    report.part("peak_tflops", lambda: round(matmul_peak(device, precision, args.quick) / 1e12, 2))
+    peak = report["peak_tflops"] * 1e12
+    report.part("unets", lambda: unet_table(config, device, precisions, batches, peak))
+    report.part("end_to_end", lambda: end_to_end(config, device, precision, steps, args.batch_size, None))
+    if args.memory_cap_gb:
+        report.part("end_to_end_capped",
+                    lambda: end_to_end(config, device, precision, steps, args.batch_size, args.memory_cap_gb))
+        if cuda:  # lifted for the parts after it
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+    report.part("projection", lambda: projection(config, report["unets"], precision, overview, plans))
+    report.part("pfid", lambda: pfid_rates(slides, device, args.pfid_n or (4096 if cuda else 16), 256 if cuda else 8,
+                                           workers, args.pfid_full) if slides else {"skipped": f"no slides in {args.slides}"})
+    report.part("training", lambda: training_rates(config, device, args.train_steps or (20 if cuda else 1),
+                                                    None if cuda else [2] * len(config.unets)))
+    report.part("batch_invariance", lambda: batch_invariance(config, device, precision, (2, 1, 1)))
+    if compile:
+        report["unets_compiled"] = []
+        for index in reversed(range(len(config.unets))):  # the 1024-px unet first: most of a slide's time
+            report.part("unets_compiled", lambda: report["unets_compiled"]
+                        + [compiled_row(config, device, report["unets"], index, precision, peak, compile)])
+            report.part("projection", lambda: projection(config, report["unets"] + report["unets_compiled"],
+                                                         precision, overview, plans))
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
+    report.save()
     print(json.dumps(report, indent=1))
     return 0
 

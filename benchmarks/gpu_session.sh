@@ -32,12 +32,14 @@ export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python - <<'EOF' 2>&1 | tee "$out/imports.txt"
 import importlib
 missing = []
-for name in ("torch", "imagen_pytorch", "openslide", "zarr", "tifffile", "imagecodecs", "diffusers",
+# imagen-pytorch as the project imports it (urcdm.imagen_compat): a bare import asks the model hub for
+# T5's config and, offline, fails after half a minute of retries.
+for name in ("torch", "urcdm.models", "openslide", "zarr", "tifffile", "imagecodecs", "diffusers",
              "torch_fidelity", "yaml", "scipy", "PIL", "urcdm.cli", "evaluation.cli"):
     try:
         importlib.import_module(name)
     except Exception as exc:  # any failure to import is what this check reports
-        missing.append(f"{name}: {type(exc).__name__}: {exc}")
+        missing.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
 print("\n".join(missing) or "all imports ok")
@@ -45,6 +47,10 @@ raise SystemExit(1 if missing else 0)
 EOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" || true
 nproc > "$out/cores.txt"
-python benchmarks/bench_gpu.py --memory-cap-gb 24 --level0 "$carry/slides/tcga-cr-7395-01a-01-ts1.svs" \
-  --slides "$carry/slides" "$@" > "$out/bench_gpu.json" 2> "$out/bench_gpu.err"
-tail -c 3000 "$out/bench_gpu.json"
+# --out rewrites the report after every part: cut short by LIMIT (seconds), the run keeps what it measured.
+status=0
+timeout "${LIMIT:-540}" python benchmarks/bench_gpu.py --memory-cap-gb 24 \
+  --level0 "$carry/slides/tcga-cr-7395-01a-01-ts1.svs" --slides "$carry/slides" --out "$out/bench_gpu.json" "$@" \
+  > /dev/null 2> "$out/bench_gpu.err" || status=$?
+grep -o 'bench_gpu: .*' "$out/bench_gpu.err" || tail -n 20 "$out/bench_gpu.err"
+exit $status

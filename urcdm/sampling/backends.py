@@ -21,6 +21,7 @@ from urcdm.sampling import held_dtype
 from urcdm.sampling.unet_batches import (
     AUTO_CPU,
     ChunkedForward,
+    compile_mode_for,
     free_gpu_memory,
     patches_per_call,
 )
@@ -131,16 +132,10 @@ class DiffusionBackend:
             if self.channels_last:
                 unet.to(memory_format=torch.channels_last)
             # imagen calls forward_with_cond_scale -> forward: the chunked, perhaps compiled, forward
-            self.chunked[(level, index)] = ChunkedForward(unet, self.batch_size,
-                                                          compile_mode=self._compile_mode(imagen, index))
+            mode = compile_mode_for(self.compile, imagen.image_sizes[index], imagen.image_sizes[-1], self.device.type)
+            self.chunked[(level, index)] = ChunkedForward(unet, self.batch_size, compile_mode=mode)
         self.level, self.imagen = level, imagen
         return imagen
-
-    def _compile_mode(self, imagen, index: int) -> str | None:
-        if self.compile != "auto":
-            return self.compile
-        small = imagen.image_sizes[index] < imagen.image_sizes[-1]
-        return "reduce-overhead" if small and self.device.type == "cuda" else "default"
 
     def patches_per_call(self, level: int) -> int:
         """Patches of a wave per cascade call: ``batch_size`` when given, else from the GPU memory left

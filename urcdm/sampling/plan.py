@@ -84,10 +84,16 @@ def projected_ms(flops: float, size: int, precision: str) -> float:
     return flops / (H200_BF16_PEAK * shares[nearest]) * 1e3
 
 
-def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision: str, batch: int,
-             device: str, calls: int = 3) -> float:
-    """ms per sample on ``device``: a few forward calls of the real unet (random weights), after one
-    warm-up, at ``batch`` samples per call (CUDA-synchronised)."""
+@dataclass(frozen=True)
+class UnetTiming:
+    ms_per_sample: float
+    first_call_s: float  # the warm-up: with torch.compile, the compile time
+
+
+def unet_timing(config: URCDMConfig, level: int, unet: int, method: str, precision: str, batch: int,
+                device: str, calls: int = 3, compile_mode: str | None = None) -> UnetTiming:
+    """A few forward calls of the real unet (random weights) at ``batch`` samples per call, after a
+    warm-up (CUDA-synchronised), eager or compiled in ``compile_mode`` as ``--compile`` compiles it."""
     import torch
 
     from urcdm.models import build_unet
@@ -95,6 +101,7 @@ def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision:
     device = torch.device(device)
     dtype = held_dtype(precision)
     network = build_unet(config, level, unet, method, device, dtype).eval()
+    forward = network if compile_mode is None else torch.compile(network, mode=compile_mode, dynamic=False)
     size = config.unets[unet].image_size
     inputs = {"lowres_cond_img": torch.rand(batch, 3, size, size, device=device),
               "lowres_noise_times": torch.rand(batch, device=device)} if unet else {}
@@ -102,22 +109,38 @@ def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision:
         inputs["cond_images"] = torch.rand(batch, 3, size, size, device=device)
     image, times = torch.rand(batch, 3, size, size, device=device), torch.rand(batch, device=device)
 
+    def call():
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        forward(image, times, **inputs)
+
     def synchronise():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
     with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        network(image, times, **inputs)
+        started = time.perf_counter()
+        call()
+        synchronise()
+        first = time.perf_counter() - started
+        for _ in range(2 if compile_mode else 0):  # CUDA graphs record on a later call than the compile's
+            call()
         synchronise()
         started = time.perf_counter()
         for _ in range(calls):
-            network(image, times, **inputs)
+            call()
         synchronise()
     elapsed = (time.perf_counter() - started) / calls / batch * 1e3
-    del network
+    network = forward = None  # dropped before the cache is emptied
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return elapsed
+    return UnetTiming(elapsed, first)
+
+
+def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision: str, batch: int,
+             device: str, calls: int = 3) -> float:
+    """ms per sample on ``device`` of the eager unet (``unet_timing``)."""
+    return unet_timing(config, level, unet, method, precision, batch, device, calls).ms_per_sample
 
 
 def _auto_patches_per_call(config: URCDMConfig, device: str, weights: int) -> int:

@@ -51,6 +51,16 @@ def patches_per_call(free: int, patch_px: int, cap: int = AUTO_CAP, share: float
     return max(1, min(cap, math.floor(free * share / (STATE_BYTES_PER_PIXEL * patch_px ** 2))))
 
 
+def compile_mode_for(requested: str | None, image_size: int, largest: int, device_type: str) -> str | None:
+    """The torch.compile mode of a unet working at ``image_size`` px in a cascade whose last unet works at
+    ``largest``: ``requested`` itself, or for "auto" CUDA graphs ("reduce-overhead") for the launch-bound
+    smaller unets on CUDA and "default" for the rest (the 1024-px unet is compute-bound: graphs would
+    only pin its large activations)."""
+    if requested != "auto":
+        return requested
+    return "reduce-overhead" if image_size < largest and device_type == "cuda" else "default"
+
+
 def batch_from_memory(peak_one: int, peak_two: int, free: int, headroom: float = HEADROOM) -> int:
     """Largest batch whose predicted peak fits in ``free`` bytes less the headroom, from the peaks
     (above what was allocated before) of a 1- and a 2-sample call; at least 1."""
