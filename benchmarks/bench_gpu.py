@@ -7,9 +7,10 @@
 3. `urcdm sample`'s own path (sample_slide with the diffusion backend and fresh cascades built per level)
    on the 35-patch geometry (levels span 4096 / 2048 / 1024 slide px, grids 1 / 3 / 5) at the defaults
    (precision auto, batch auto): wall time, the sum of the unets' call time (CUDA-synchronised per call),
-   the overhead over it, peak GPU memory and peak host RSS (of the whole process so far). With
-   --memory-cap-gb 24 the run is repeated with the process capped (torch.cuda.set_per_process_memory_fraction)
-   as on a 24 GB card, and the cap lifted after it.
+   the overhead over it (and the seconds of it spent building the three cascades), peak GPU memory
+   and peak host RSS (of the whole process so far). With --memory-cap-gb 24 the run is repeated with
+   the process capped (torch.cuda.set_per_process_memory_fraction) as on a 24 GB card, and the cap
+   lifted after it.
 4. The projection to the paper geometry (41344^2: 1 + 49 + 2116 patches) with the measured ms per sample
    at the best batch of the default precision, for the paper's steps, 256/64/64 and 64/32/32, with the
    white skip judged on --level0 when given (the TCGA layout: 669 of 2116 last-level patches over glass);
@@ -118,10 +119,19 @@ def compiled_row(config, device: torch.device, table: list[dict], index: int, pr
 
 
 class TimedForwards:
-    """Wraps every unet's forward of each cascade the backend builds, summing their (synchronised) time."""
+    """Wraps every unet's forward of each cascade the backend builds, summing their (synchronised) time;
+    ``built`` times the building of each cascade (random weights here; a real run loads checkpoints)."""
 
     def __init__(self, device: torch.device):
-        self.device, self.seconds, self.calls = device, 0.0, 0
+        self.device, self.seconds, self.calls, self.build_seconds = device, 0.0, 0, 0.0
+
+    def built(self, build):
+        synchronise(self.device)
+        started = time.perf_counter()
+        imagen = build()
+        synchronise(self.device)
+        self.build_seconds += time.perf_counter() - started
+        return self.wrap(imagen)
 
     def wrap(self, imagen):
         for unet in imagen.unets:
@@ -148,8 +158,8 @@ def small_run(config, device: torch.device, precision: str, steps, batch_size: i
     time) out of the measurement."""
     config = replace(config, levels=SMALL_GEOMETRY,
                      unets=tuple(replace(u, sample_steps=s) for u, s in zip(config.unets, steps)))
-    wrap = timer.wrap if timer else (lambda imagen: imagen)
-    cascades = {level: (lambda level=level, **place: wrap(fresh_cascade(config, level, "urcdm", 0, **place)))
+    built = timer.built if timer else (lambda build: build())
+    cascades = {level: (lambda level=level, **place: built(lambda: fresh_cascade(config, level, "urcdm", 0, **place)))
                 for level in method_levels(config, "urcdm")}
     backend = DiffusionBackend(cascades, device, precision=precision, batch_size=batch_size)
     started = time.perf_counter()
@@ -177,6 +187,8 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
             "precision": precision, "wall_seconds": round(wall, 3),
             "unet_seconds": round(timer.seconds, 3), "unet_calls": timer.calls,
             "overhead_percent": round(100 * (wall - timer.seconds) / max(timer.seconds, 1e-9), 1),
+            # of that overhead, building three random cascades (a real run loads checkpoints instead)
+            "build_seconds": round(timer.build_seconds, 3),
             "unet_batches": manifest["unet_batches"], "memory_cap_gb": cap_gb,
             "peak_gpu_gb": round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2) if device.type == "cuda" else None,
             "peak_host_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)}

@@ -20,6 +20,7 @@ from evaluation.crops import CropProtocol, sample_crops
 from evaluation.extraction import extract_features
 from evaluation.features import load_extractor
 from evaluation.inputs import open_images
+from evaluation.options import reading_workers
 from evaluation.reading import CropDataset
 from urcdm.models import build_imagen
 
@@ -103,7 +104,7 @@ def feature_rate(extractor, batch: int, batches: int) -> float:
 def pfid_rates(slides: list[Path], device: torch.device, n: int, batch: int, workers: list[int],
                full_n: int | None = None) -> dict:
     """The pFID job on ``device``: read rates per worker count, the extractor's own rate, and the whole
-    pipeline (``extract_features``, as ``urcdm-eval pfid`` runs it) with the most workers; its share of
+    pipeline (``extract_features``, as ``urcdm-eval pfid`` runs it) with its default readers; its share of
     the extractor's rate is how busy the pipeline keeps the device. pFID-50k (both sides) and FID-10k
     are projected from that rate, or, with ``full_n``, timed through ``urcdm-eval pfid`` itself."""
     paths, crops = _plan(slides, n)
@@ -112,27 +113,28 @@ def pfid_rates(slides: list[Path], device: torch.device, n: int, batch: int, wor
     reads = {str(w): round(read_rate(paths, crops[:READS_PER_WORKER * max(1, w)], w, batch), 1) for w in workers}
     features = feature_rate(extractor, batch, max(2, n // batch))
     extract_features(paths, crops[:batch], PFID, extractor, batch_size=batch, workers=0)  # warm-up
+    readers = reading_workers(None, device)  # urcdm-eval's default on this device
     started = time.perf_counter()
-    extract_features(paths, crops, PFID, extractor, batch_size=batch, workers=max(workers))
+    extract_features(paths, crops, PFID, extractor, batch_size=batch, workers=readers)
     pipeline = len(crops) / (time.perf_counter() - started)
     result = {"extractor": EXTRACTOR, "device": str(device), "crops": len(crops), "batch": batch,
               "crops_read_per_s_by_workers": reads, "features_per_s": round(features, 1),
-              "pipeline_crops_per_s": round(pipeline, 1), "pipeline_workers": max(workers),
+              "pipeline_crops_per_s": round(pipeline, 1), "pipeline_workers": readers,
               "device_busy_share": round(min(1.0, pipeline / features), 3),
               "projected_pfid_50k_both_sides_s": round(2 * 50_000 / pipeline, 1),
               "projected_fid_10k_both_sides_s": round(2 * 10_000 / pipeline, 1)}
     if full_n:
-        result["timed_pfid"] = timed_pfid(slides, device, full_n, batch, max(workers))
+        result["timed_pfid"] = timed_pfid(slides, device, full_n, batch)
     return result
 
 
-def timed_pfid(slides: list[Path], device: torch.device, n: int, batch: int, workers: int) -> dict:
-    """``urcdm-eval pfid`` end to end, ``n`` crops a side (the slides on both sides: the cost is the same)."""
+def timed_pfid(slides: list[Path], device: torch.device, n: int, batch: int) -> dict:
+    """``urcdm-eval pfid`` end to end at its default readers, ``n`` crops a side (the slides on both
+    sides: the cost is the same)."""
     listing = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-gpu-slides-{os.getpid()}.txt"
     listing.write_text("".join(f"{Path(path).resolve()}\n" for path in slides))
     command = [sys.executable, "-m", "evaluation.cli", "pfid", str(listing), str(listing), "--n", str(n),
-               "--extractor", EXTRACTOR, "--device", str(device), "--batch-size", str(batch),
-               "--workers", str(workers), "--json"]
+               "--extractor", EXTRACTOR, "--device", str(device), "--batch-size", str(batch), "--json"]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started

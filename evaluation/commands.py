@@ -24,7 +24,8 @@ def cmd_compare(args: argparse.Namespace, ranks) -> int:
     check_inputs(args.real, args.fake)
     extractor = load_run_extractor(args, ranks)
     metrics = parse_metrics(args.metric, args.command, extractor.space)
-    options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks)
+    options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks,
+                          device=extractor.device)
     real = side_statistics(args.real, "real", extractor, options)
     fake = side_statistics(args.fake, "fake", extractor, options)
     if real.dim != fake.dim:
@@ -43,7 +44,8 @@ def cmd_stats(args: argparse.Namespace, ranks) -> int:
         raise UserError(f"{args.output}: already exists (use --overwrite to replace it)")
     check_inputs(args.input)
     extractor = load_run_extractor(args, ranks)
-    options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks)
+    options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks,
+                          device=extractor.device)
     stats = side_statistics(args.input, "input", extractor, options)
     if ranks.is_main:
         stats.save(args.output, overwrite=args.overwrite, keep_features=not args.no_features)

@@ -10,7 +10,7 @@ from evaluation.memorization import audit
 from evaluation.memorization.calibration import DEFAULT_QUANTILE
 from evaluation.memorization.audit import DEFAULT_MIN_TISSUE, DEFAULT_PAIRS
 from evaluation.memorization.crop_sets import scale_protocols
-from evaluation.options import check_inputs, load_run_extractor
+from evaluation.options import check_inputs, load_run_extractor, reading_workers
 from evaluation.scales import parse_scales
 from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError
@@ -75,7 +75,7 @@ def cmd_memorization(args: argparse.Namespace, ranks) -> int:
     report = audit(args.synthetic, args.training, args.heldout, extractor, spans, args.patch_size, args.n, args.stride,
                    args.output, extractor.device, n_heldout=args.n_heldout, k=args.k,
                    threshold_quantile=args.threshold_quantile, min_tissue=args.min_tissue, dihedral=not args.no_dihedral,
-                   seed=args.seed, batch_size=args.batch_size, workers=args.workers, backend=args.backend,
+                   seed=args.seed, batch_size=args.batch_size, workers=reading_workers(args.workers, extractor.device), backend=args.backend,
                    center=args.center, authenticity=not args.no_authenticity, verify=not args.no_verify, pairs=args.pairs,
                    image_size=args.image_size, overwrite=args.overwrite, progress=not args.json)
     if args.json:

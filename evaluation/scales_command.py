@@ -87,8 +87,8 @@ def cmd_scales(args: argparse.Namespace, ranks) -> int:
         if ranks.is_main:
             print(f"scale {number}/{len(scales)}: {scale.label}", file=sys.stderr)
         protocol = crop_protocol(args, image_size, **scale.protocol_scale())
-        real = side_statistics(args.real, "real", extractor, run_options(args, protocol, ranks, n=2 * n))
-        fakes = {label: side_statistics(spec, label, extractor, run_options(args, protocol, ranks, n=n))
+        real = side_statistics(args.real, "real", extractor, run_options(args, protocol, ranks, 2 * n, extractor.device))
+        fakes = {label: side_statistics(spec, label, extractor, run_options(args, protocol, ranks, n, extractor.device))
                  for label, spec in zip(labels, args.fake)}
         if ranks.is_main:
             rows += scale_rows(scale, real, fakes, n, args.splits, args.seed, metrics, extractor.space, metric_settings(args))

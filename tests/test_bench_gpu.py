@@ -31,6 +31,7 @@ def test_bench_gpu_runs_on_the_cpu_and_reports_every_part(tmp_path):
     assert all(r["ms_per_sample"] > 0 and 0 < r["share_of_peak"] < 1 and r["compile"] is None for r in rows)
     run = report["end_to_end"]
     assert run["patches"] == 35 and run["unet_calls"] > 0 and 0 < run["unet_seconds"] < run["wall_seconds"]
+    assert 0 < run["build_seconds"] < run["wall_seconds"] - run["unet_seconds"]  # part of the overhead
     assert run["patches_diffused"] == 35  # none left out as glass: random weights say nothing of tissue
     expected = 100 * (run["wall_seconds"] - run["unet_seconds"]) / run["unet_seconds"]
     # reported from the unrounded seconds; the seconds shown are rounded to 3 decimals

@@ -165,3 +165,23 @@ def test_images_too_small_for_the_patch_are_named_as_left_out(real_data, tiles, 
     assert main(["stats", str(listing), "-o", str(tmp_path / "s.npz"), "--n", "30", "--patch-size", "600", *TINY]) == 0
     tile_count = len(tiles[0].read_text().split())
     assert f"input: {tile_count} image(s) smaller than patch600-min600max0 needs were left out" in capsys.readouterr().err
+
+
+def test_readers_default_to_feeding_a_gpu_from_every_core_but_one(monkeypatch):
+    """A GPU extracts features far faster than one core reads crops: with one, every usable core but
+    the feeding process reads (shared among a node's ranks); on the CPU, up to 4; an explicit count wins."""
+    import torch
+
+    from evaluation.options import reading_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert reading_workers(None, torch.device("cuda", 0)) == 15
+    assert reading_workers(None, torch.device("cpu")) == 4
+    assert reading_workers(0, torch.device("cuda", 0)) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert reading_workers(None, torch.device("cuda", 3)) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert reading_workers(None, torch.device("cuda", 0)) == 1
+    assert reading_workers(None, torch.device("cpu")) == 2
