@@ -95,6 +95,12 @@ def unet_row(config, device: torch.device, index: int, precision: str, batch: in
     except torch.cuda.OutOfMemoryError:
         torch.cuda.empty_cache()
         return {**row, "ms_per_sample": None, "note": "out of memory"}
+    except Exception as exc:
+        if not compile_mode:
+            raise
+        # a compiler failing on this node is a finding to report, not the end of the run
+        lines = str(exc).strip().splitlines()
+        return {**row, "ms_per_sample": None, "note": f"{type(exc).__name__}: {lines[0] if lines else ''}"}
     rate = forward_flops(config, 1, index) / (timing.ms_per_sample / 1e3)
     row.update(ms_per_sample=round(timing.ms_per_sample, 3), tflops=round(rate / 1e12, 3), share_of_peak=round(rate / peak, 4))
     if compile_mode:
