@@ -175,6 +175,11 @@ def small_run(config, device: torch.device, precision: str, steps, batch_size: i
     return manifest, wall
 
 
+def level_batches(manifest: dict) -> list[int]:
+    """Patches per cascade call at each level, as the run's manifest records them."""
+    return [entry.get("batch_size", 1) for entry in manifest["levels"]]
+
+
 def end_to_end(config, device: torch.device, precision: str, steps, batch_size: int | None, cap_gb: float | None) -> dict:
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
@@ -189,7 +194,7 @@ def end_to_end(config, device: torch.device, precision: str, steps, batch_size: 
     return {"patches": sum(entry["patches"] for entry in manifest["levels"]),
             "patches_diffused": sum(entry.get("patches_diffused", entry["patches"]) for entry in manifest["levels"]),
             "steps": list(steps),
-            "batch_size": batch_size or "auto", "patches_per_call": [entry.get("batch_size", 1) for entry in manifest["levels"]],
+            "batch_size": batch_size or "auto", "patches_per_call": level_batches(manifest),
             "precision": precision, "wall_seconds": round(wall, 3),
             "unet_seconds": round(timer.seconds, 3), "unet_calls": timer.calls,
             "overhead_percent": round(100 * (wall - timer.seconds) / max(timer.seconds, 1e-9), 1),
@@ -208,7 +213,7 @@ def batch_invariance(config, device: torch.device, precision: str, steps) -> dic
         for size in (1, None):
             out = Path(folder) / f"batch-{size or 'auto'}.tiff"
             manifest, _ = small_run(config, device, precision, steps, size, out)
-            per_call[size or "auto"] = [entry.get("batch_size", 1) for entry in manifest["levels"]]
+            per_call[size or "auto"] = level_batches(manifest)
             with open_slide(out) as slide:
                 slides[size] = slide.read_level_window(0, 0, 0, *slide.dimensions).astype(np.int16)
     difference = np.abs(slides[1] - slides[None])

@@ -72,10 +72,11 @@ def cmd_memorization(args: argparse.Namespace, ranks) -> int:
     spans = memorization_spans(args)
     scale_protocols(spans, args.patch_size, args.patch_size, args.min_tissue)  # a bad scale: said before model loading
     extractor = load_run_extractor(args, ranks)
+    workers = reading_workers(args.workers, extractor.device)
     report = audit(args.synthetic, args.training, args.heldout, extractor, spans, args.patch_size, args.n, args.stride,
                    args.output, extractor.device, n_heldout=args.n_heldout, k=args.k,
                    threshold_quantile=args.threshold_quantile, min_tissue=args.min_tissue, dihedral=not args.no_dihedral,
-                   seed=args.seed, batch_size=args.batch_size, workers=reading_workers(args.workers, extractor.device), backend=args.backend,
+                   seed=args.seed, batch_size=args.batch_size, workers=workers, backend=args.backend,
                    center=args.center, authenticity=not args.no_authenticity, verify=not args.no_verify, pairs=args.pairs,
                    image_size=args.image_size, overwrite=args.overwrite, progress=not args.json)
     if args.json:
