@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from evaluation.commands.options import reading_workers
 from evaluation.crops import CropProtocol, sample_crops
 from evaluation.extraction import extract_features
 from evaluation.features import load_extractor
 from evaluation.inputs import open_images
-from evaluation.options import reading_workers
 from evaluation.reading import CropDataset
 from urcdm.models import build_imagen
 

@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from evaluation.commands import cmd_compare, cmd_crops, cmd_stats
+from evaluation.commands.comparisons import cmd_compare, cmd_crops, cmd_stats
+from evaluation.commands.memorization import add_memorization_options, cmd_memorization
+from evaluation.commands.options import add_crop_options, add_extractor_options
+from evaluation.commands.scales import add_scale_options, cmd_scales
 from evaluation.comparison import DENSITY_NEIGHBOURHOOD, METRICS
 from evaluation.distributed import destroy_process_group, launched_ranks
 from evaluation.metrics import KID_SUBSET_SIZE, KID_SUBSETS, PRC_NEIGHBOURHOOD
-from evaluation.options import add_crop_options, add_extractor_options
-from evaluation.memorization_command import add_memorization_options, cmd_memorization
-from evaluation.scales_command import add_scale_options, cmd_scales
 from urcdm.clikit import ArgumentParser, add_output_options, run_cli
 from urcdm.errors import UserError
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from conftest import PLUGINS, TINY_EXTRACTOR, tile_lists
 from evaluation.cli import main
+from evaluation.crops import CropProtocol
 from evaluation.extractors.weights import FILE_NAMES, SHA256_PREFIX
 from evaluation.reading import read_crop
-from evaluation.crops import CropProtocol
 from urcdm.slides import open_slide
 
 TINY = ["--extractor", TINY_EXTRACTOR, "--workers", "0"]
@@ -172,7 +172,7 @@ def test_readers_default_to_feeding_a_gpu_from_every_core_but_one(monkeypatch):
     the feeding process reads (shared among a node's ranks); on the CPU, up to 4; an explicit count wins."""
     import torch
 
-    from evaluation.options import reading_workers
+    from evaluation.commands.options import reading_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from evaluation.commands.options import check_inputs, load_run_extractor, reading_workers
 from evaluation.memorization import audit
-from evaluation.memorization.calibration import DEFAULT_QUANTILE
 from evaluation.memorization.audit import DEFAULT_MIN_TISSUE, DEFAULT_PAIRS
+from evaluation.memorization.calibration import DEFAULT_QUANTILE
 from evaluation.memorization.crop_sets import scale_protocols
-from evaluation.options import check_inputs, load_run_extractor, reading_workers
 from evaluation.scales import parse_scales
 from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from evaluation.commands.options import check_inputs, crop_mode, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.comparison import MetricSettings, compare, parse_metrics
 from evaluation.export import export_crops
-from evaluation.options import check_inputs, crop_mode, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.pipeline import plan_crops, side_statistics
 from evaluation.report import print_result, result_dict
 from urcdm.clikit import print_json

@@ -13,13 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+from evaluation.commands.comparisons import metric_settings
+from evaluation.commands.options import check_inputs, crop_protocol, image_size_for, load_run_extractor, run_options
+from evaluation.commands.scales_plot import plot_scales
 from evaluation.comparison import METRICS, parse_metrics
-from evaluation.commands import metric_settings
 from evaluation.inputs import is_stats_spec
-from evaluation.options import check_inputs, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.pipeline import side_statistics
 from evaluation.scales import REAL_VS_REAL, fake_label, parse_scales, scale_rows
-from evaluation.scales_plot import plot_scales
 from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError
 from urcdm.pyramid import atomic_directory
