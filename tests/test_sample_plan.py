@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from urcdm.cli import main
-from urcdm.config import tiny
+from urcdm.config import paper, tiny
 from urcdm.models import build_unet
 from urcdm.sampling.cost import unet_calls, with_flops
-from urcdm.sampling.plan import H200_BF16_PEAK, glass_patches, plan_run, projected_ms
+from urcdm.sampling.plan import H200_GFLOP, H200_MS, glass_patches, plan_run, projected_ms
+from urcdm.sampling.unet_batches import AUTO_CAP
 
 
 def test_the_plan_counts_what_the_real_unets_and_the_cost_model_count(tmp_path, capsys):
@@ -35,23 +36,52 @@ def test_the_plan_counts_what_the_real_unets_and_the_cost_model_count(tmp_path, 
 
 
 def test_without_a_gpu_the_plan_is_for_an_h200_at_its_defaults(capsys):
-    """precision auto is bf16 there (the hours are an H200's), batch auto is the CPU's 4 per call; the
-    header says for what machine it plans."""
+    """precision auto is bf16 there (the hours are an H200's), and batch auto is what it sizes there: its
+    139 GiB hold the solver state of far more than the cap of patches per call; the header says for what
+    machine it plans."""
     assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "batch auto, bf16 as on an H200 (no GPU on cpu)" in header
     assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["precision"] == "bf16" and plan["batch_size"] == "auto"
-    assert [entry["batch_size"] for entry in plan["levels"]] == [4, 4, 4]
+    assert [entry["batch_size"] for entry in plan["levels"]] == [AUTO_CAP] * 3
     assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu", "--precision", "fp32", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "fp32"  # what the user asks for, they get
 
 
+def test_an_explicit_batch_is_projected_at_the_h200_rate_of_that_batch(capsys):
+    """--batch-size 1 puts one sample through each call: launch-bound on the H200, so slower per sample
+    than auto's large calls, by the measured ratio."""
+    hours = {}
+    for batch in ("1", "auto"):
+        assert main(["sample", "--config", "tiny", "--dry-run", "--device", "cpu", "--json", "--batch-size", batch]) == 0
+        hours[batch] = {(row["level"], row["unet"]): row["hours"]
+                        for entry in json.loads(capsys.readouterr().out)["levels"] for row in entry["unets"]}
+    # tiny unet 0 works at 16 px: nearest the 64-px paper unet (59.6 ms at batch 1, 4.4 at 16)
+    assert hours["1"][0, 0] / hours["auto"][0, 0] == pytest.approx(59.6 / 4.4, rel=1e-3)
+
+
 def test_the_projection_reproduces_the_measured_h200_milliseconds():
-    # ../shared/gpu/README.md, bf16 at the best batch: unet 2 (1024 px, 12,498 GFLOP) 82.2 ms per sample
-    assert projected_ms(12498e9, 1024, "bf16") == pytest.approx(12498e9 / (0.19 * H200_BF16_PEAK) * 1e3)
-    assert 80 < projected_ms(12498e9, 1024, "bf16") < 85 and 4 < projected_ms(1002e9, 64, "bf16") < 5
+    """Each paper unet's measured ms per sample comes back for its own FLOPs at its own batch; a batch
+    between two measured ones gets the smaller one's rate, auto the largest's."""
+    for precision, by_size in H200_MS.items():
+        for size, by_batch in by_size.items():
+            for batch, ms in by_batch.items():
+                assert projected_ms(H200_GFLOP[size] * 1e9, size, precision, batch) == pytest.approx(ms)
+    assert projected_ms(H200_GFLOP[64] * 1e9, 64, "bf16", 12) == pytest.approx(7.9)
+    assert projected_ms(H200_GFLOP[64] * 1e9, 64, "bf16", None) == projected_ms(H200_GFLOP[64] * 1e9, 64, "bf16", 64)
+    assert projected_ms(2 * H200_GFLOP[1024] * 1e9, 1100, "bf16") == pytest.approx(2 * 82.2)
+
+
+@pytest.mark.parametrize("precision, batch, glass, hours", [
+    ("fp32", 4, 0, 151), ("bf16", 4, 0, 24.9), ("bf16", None, 0, 16.3), ("bf16", None, 1 - 1402 / 2116, 10.9)])
+def test_the_paper_slide_projects_to_the_h200_readme_hours(precision, batch, glass, hours):
+    """../shared/gpu/README.md's slide table (paper steps: fp32 at batch 4, today's old defaults; bf16 at
+    batch 4; at the best batch; with the TCGA layout's white skip, 1,402 last-level patches)."""
+    total_ms = sum(cost.calls * projected_ms(H200_GFLOP[cost.size] * 1e9, cost.size, precision, batch)
+                   for cost in unet_calls(paper(), glass_fraction=glass))
+    assert total_ms / 3.6e6 == pytest.approx(hours, rel=0.01)
 
 
 def test_white_skip_is_judged_on_the_level0_layout_as_the_sampler_judges_contexts():

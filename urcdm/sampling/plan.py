@@ -4,8 +4,9 @@ Per level: the unets' parameters and the bytes they hold at the run's precision 
 device, so nothing is allocated: the paper's nine unets plan in seconds), the patches, waves and model
 batches, the last-level patches the white skip will upsample (judged on the ``--level0`` layout as the
 sampler judges contexts), the unet evaluations and their FLOPs (``urcdm.sampling.cost``), and the hours
-they project to. On a CUDA device the projection times a few calls of each unet; elsewhere it uses the
-share of the bf16 (or fp32) peak each paper unet reached on an H200 (``../shared/gpu/README.md``).
+they project to. On a CUDA device the projection times a few calls of each unet; elsewhere it plans for
+an H200: batches as ``--batch-size auto`` would size them there, each unet at the share of the bf16
+peak the paper unet of its size reached on one at that batch (``../shared/gpu/README.md``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,19 @@ from urcdm.sampling.schedule import batches, waves
 from urcdm.sampling.unet_batches import AUTO_CPU, free_gpu_memory, patches_per_call
 
 BYTES_PER_PARAMETER = {"fp32": 4, "bf16": 2, "fp16": 2}
-# Measured on one H200 on 2026-12-04 (../shared/gpu/README.md): the bf16 peak by an 8192^3 matmul, and the
-# best share of it each paper unet reached, by its image size; fp32 (TF32 off) reached 3 % on all three.
+# Measured on one H200 on 2026-12-04 (../shared/gpu/README.md): the bf16 peak by an 8192^3 matmul, and ms
+# per sample of each paper unet (by the px it works at, with its GFLOP per sample) at 1, 4, 8 and 16
+# samples per call, eager; fp32 with TF32 off, as PyTorch defaults. fp16 is taken to run as bf16.
 H200_BF16_PEAK = 790e12
-H200_SHARE = {"bf16": {64: 0.29, 256: 0.17, 1024: 0.19}, "fp16": {64: 0.29, 256: 0.17, 1024: 0.19},
-              "fp32": {64: 0.03, 256: 0.03, 1024: 0.03}}
-H200_SOURCE = "projected from the H200 measured on 2026-12-04 (FLOPs at each paper unet's share of 790 TFLOP/s)"
+H200_MEMORY = 139 * 2 ** 30  # what the card offers a process
+H200_GFLOP = {64: 1002, 256: 785, 1024: 12498}
+H200_MS = {"bf16": {64: {1: 59.6, 4: 15.4, 8: 7.9, 16: 4.4}, 256: {1: 61.1, 4: 16.0, 8: 9.2, 16: 5.7},
+                    1024: {1: 91.2, 4: 83.7, 8: 82.9, 16: 82.2}},
+           "fp32": {64: {1: 63.0, 4: 120.6, 8: 52.8, 16: 48.1}, 256: {1: 59.3, 4: 32.3, 8: 30.9, 16: 44.5},
+                    1024: {1: 4634.7, 4: 462.5, 8: 459.0, 16: 459.1}}}
+H200_MS["fp16"] = H200_MS["bf16"]
+H200_SOURCE = ("projected from the H200 measured on 2026-12-04 (FLOPs at the rate of the paper unet of that size "
+               "at that batch)")
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,15 @@ def glass_patches(config: URCDMConfig, overview: np.ndarray) -> int:
     return sum(glass_map(config, overview).values())
 
 
-def projected_ms(flops: float, size: int, precision: str) -> float:
-    """ms per sample from the H200 table: the share of peak of the paper unet nearest in size."""
-    shares = H200_SHARE[precision]
-    nearest = min(shares, key=lambda s: abs(np.log(s / size)))
-    return flops / (H200_BF16_PEAK * shares[nearest]) * 1e3
+def projected_ms(flops: float, size: int, precision: str, samples_per_call: int | None = None) -> float:
+    """ms per sample on the H200: ``flops`` at the rate (share of peak) that the paper unet nearest in
+    size reached there with as many samples per call: the largest measured batch not above it, or with
+    None (``--batch-size auto``, which gives each paper unet at least 16 on that card) the largest."""
+    measured = H200_MS[precision]
+    nearest = min(measured, key=lambda s: abs(np.log(s / size)))
+    by_batch = measured[nearest]
+    batch = max((b for b in by_batch if samples_per_call is None or b <= samples_per_call), default=min(by_batch))
+    return by_batch[batch] * flops / (H200_GFLOP[nearest] * 1e9)
 
 
 @dataclass(frozen=True)
@@ -143,8 +155,11 @@ def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision:
     return unet_timing(config, level, unet, method, precision, batch, device, calls).ms_per_sample
 
 
-def _auto_patches_per_call(config: URCDMConfig, device: str, weights: int) -> int:
-    """What ``--batch-size auto`` will choose: from the GPU's free memory less the level's weights."""
+def _auto_patches_per_call(config: URCDMConfig, device: str, weights: int, on_h200: bool) -> int:
+    """What ``--batch-size auto`` will choose: from the GPU's free memory less the level's weights (the
+    H200's when the plan is projected for it)."""
+    if on_h200:
+        return patches_per_call(max(0, H200_MEMORY - weights), config.patch_px)
     if not str(device).startswith("cuda"):
         return AUTO_CPU
     return patches_per_call(max(0, free_gpu_memory(device) - weights), config.patch_px)
@@ -179,12 +194,13 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
             elif timing:
                 ms = timed_ms(config, level, index, method, precision, min(batch_size or 8, 8), device)
             else:
-                ms = projected_ms(flops_of[key], spec.image_size, precision)
+                ms = projected_ms(flops_of[key], spec.image_size, precision, batch_size)
             level_rows.append(UnetPlan(level, index, spec.image_size, parameters,
                                        parameters * BYTES_PER_PARAMETER[precision], steps, diffused * steps,
                                        flops_of[key], round(ms, 3), diffused * steps * ms / 3.6e6))
         rows += level_rows
-        per_call = batch_size or _auto_patches_per_call(config, device, sum(r.resident_bytes for r in level_rows))
+        per_call = batch_size or _auto_patches_per_call(config, device, sum(r.resident_bytes for r in level_rows),
+                                                        on_h200=not timing and measured_ms is None)
         per_level.append({"level": level, "grid": grid.grid, "patches": len(grid.patches), "waves": len(schedule),
                           "batch_size": per_call, "batches": sum(len(batches(wave, per_call)) for wave in schedule),
                           "white_skip_patches": skipped if level == last and overview is not None else None,
