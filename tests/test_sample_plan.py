@@ -84,6 +84,38 @@ def test_the_paper_slide_projects_to_the_h200_readme_hours(precision, batch, gla
     assert total_ms / 3.6e6 == pytest.approx(hours, rel=0.01)
 
 
+def test_on_a_gpu_each_unet_is_timed_at_the_batch_auto_gives_it_halved_until_it_fits(monkeypatch):
+    """The plan times each unet at 16 samples a call (auto) or the batch asked for, up to 16; a unet
+    that runs out of memory there is timed at half, and half again, as the sampler's chunks would run."""
+    import torch
+
+    from urcdm.sampling import plan as plan_module
+
+    tried = []
+
+    def timing(config, level, unet, method, precision, batch, device, calls=3):
+        tried.append((level, unet, batch))
+        if unet == 2 and batch > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return plan_module.UnetTiming(10.0 / batch, 0.0)
+
+    monkeypatch.setattr(plan_module, "unet_timing", timing)
+    monkeypatch.setattr(plan_module, "free_gpu_memory", lambda device: 24 * 2 ** 30)
+    planned = plan_run(tiny(), "urcdm", "checkerboard", None, "bf16", device="cuda:0")
+    assert "timed on cuda:0" == planned["projection"]
+    assert [t for t in tried if t[0] == 1] == [(1, 0, 16), (1, 1, 16), (1, 2, 16), (1, 2, 8), (1, 2, 4)]
+    assert [row["ms_per_sample"] for row in planned["levels"][1]["unets"]] == [10 / 16, 10 / 16, 10 / 4]
+    tried.clear()
+    plan_run(tiny(), "urcdm", "checkerboard", 2, "bf16", device="cuda:0")
+    assert {t[2] for t in tried} == {2}
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(plan_module, "unet_timing", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # not even one sample fits: the error, not a guess
+        plan_module.timed_ms(tiny(), 1, 2, "urcdm", "bf16", 1, "cuda:0")
+
+
 def test_white_skip_is_judged_on_the_level0_layout_as_the_sampler_judges_contexts():
     config = tiny()
     side = 256
@@ -119,3 +151,24 @@ def test_bad_input_is_one_error_line(argv, message, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_card_too_small_for_one_sample_is_one_error_line(dry_run, monkeypatch, tmp_path, capsys):
+    import torch
+
+    from urcdm.sampling import plan as plan_module
+    from urcdm.sampling import sampler as sampler_module
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(plan_module if dry_run else sampler_module, "plan_run" if dry_run else "sample_slide", out_of_memory)
+    out = tmp_path / "slide.tiff"
+    argv = ["sample", "--config", "tiny", "--device", "cpu", *(["--dry-run"] if dry_run else ["--out", str(out)])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 + (not dry_run)  # the run's note that its cascades are freshly initialised, then the error
+    assert err[-1].startswith("error: cpu ran out of memory with one sample per unet call")
+    assert ("nothing was written" if dry_run else "rerun to resume") in err[-1]
+    assert not out.exists()

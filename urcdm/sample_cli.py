@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -200,9 +201,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         backend = DiffusionBackend({level: partial(fresh_cascade, config, level, args.method, args.seed)
                                     for level in method_levels(config, args.method)}, device, **backend_options)
     try:
-        manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
-                                batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite, progress=not args.json,
-                                white_skip=not args.no_white_skip, level0=level0, ranks=ranks, method=args.method)
+        with _gpu_memory_as_user_error(device, kept="the finished patches are kept: rerun to resume"):
+            manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
+                                    batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite,
+                                    progress=not args.json, white_skip=not args.no_white_skip, level0=level0,
+                                    ranks=ranks, method=args.method)
     finally:
         destroy_process_group()
     if not ranks.is_main:
@@ -218,6 +221,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
               + f", {skipped} glass patches skipped, in {manifest['seconds']:.1f} s"
               + (" (resumed)" if manifest["resumed"] else ""), file=sys.stderr)
     return 0
+
+
+@contextmanager
+def _gpu_memory_as_user_error(device: str, kept: str):
+    """A unet that does not fit even one sample per call (the chunks halve down to one before giving
+    up) is a card too small for the config at this precision: one line, not an allocator traceback."""
+    import torch
+
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"{device} ran out of memory with one sample per unet call: the config's unets do not fit "
+                        f"this card at this precision; try --precision bf16, a larger GPU or --device cpu "
+                        f"({kept})") from None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -243,8 +260,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     scheduler = args.scheduler or ("raster" if args.method == "outpaint" else "checkerboard")
     # Without a GPU the hours are an H200's, so precision auto is what it would be there (bf16), not the CPU's.
     precision = resolve_precision(args.precision, "cuda" if args.precision == "auto" else device)
-    plan = plan_run(config, args.method, scheduler, args.batch_size, precision,
-                    white_skip=not args.no_white_skip, overview=overview, device=device)
+    with _gpu_memory_as_user_error(device, kept="nothing was written"):
+        plan = plan_run(config, args.method, scheduler, args.batch_size, precision,
+                        white_skip=not args.no_white_skip, overview=overview, device=device)
     if args.json:
         print_json(plan)
     else:

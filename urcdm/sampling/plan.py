@@ -35,6 +35,9 @@ H200_MS = {"bf16": {64: {1: 59.6, 4: 15.4, 8: 7.9, 16: 4.4}, 256: {1: 61.1, 4: 1
            "fp32": {64: {1: 63.0, 4: 120.6, 8: 52.8, 16: 48.1}, 256: {1: 59.3, 4: 32.3, 8: 30.9, 16: 44.5},
                     1024: {1: 4634.7, 4: 462.5, 8: 459.0, 16: 459.1}}}
 H200_MS["fp16"] = H200_MS["bf16"]
+# Samples per call a dry run times each unet at on a GPU (fewer where asked, or where they do not fit):
+# auto gives each paper unet at least this many, and the H200's per-sample rates have flattened by then.
+TIMED_BATCH = 16
 H200_SOURCE = ("projected from the H200 measured on 2026-12-04 (FLOPs at the rate of the paper unet of that size "
                "at that batch)")
 
@@ -151,8 +154,18 @@ def unet_timing(config: URCDMConfig, level: int, unet: int, method: str, precisi
 
 def timed_ms(config: URCDMConfig, level: int, unet: int, method: str, precision: str, batch: int,
              device: str, calls: int = 3) -> float:
-    """ms per sample on ``device`` of the eager unet (``unet_timing``)."""
-    return unet_timing(config, level, unet, method, precision, batch, device, calls).ms_per_sample
+    """ms per sample on ``device`` of the eager unet (``unet_timing``) at ``batch`` samples per call or,
+    where that runs out of GPU memory, at the largest halving of it that fits, as the sampler's chunks do."""
+    import torch
+
+    while True:
+        try:
+            return unet_timing(config, level, unet, method, precision, batch, device, calls).ms_per_sample
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+        batch //= 2  # outside the handler: the failed call's tensors are freed with its traceback
+        torch.cuda.empty_cache()
 
 
 def _auto_patches_per_call(config: URCDMConfig, device: str, weights: int, on_h200: bool) -> int:
@@ -192,7 +205,8 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
             if measured_ms is not None:
                 ms = measured_ms[index]
             elif timing:
-                ms = timed_ms(config, level, index, method, precision, min(batch_size or 8, 8), device)
+                ms = timed_ms(config, level, index, method, precision, min(batch_size or TIMED_BATCH, TIMED_BATCH),
+                              device)
             else:
                 ms = projected_ms(flops_of[key], spec.image_size, precision, batch_size)
             level_rows.append(UnetPlan(level, index, spec.image_size, parameters,
