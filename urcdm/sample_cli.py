@@ -262,7 +262,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, "cuda" if args.precision == "auto" else device)
     with _gpu_memory_as_user_error(device, kept="nothing was written"):
         plan = plan_run(config, args.method, scheduler, args.batch_size, precision,
-                        white_skip=not args.no_white_skip, overview=overview, device=device)
+                        white_skip=not args.no_white_skip, overview=overview, device=device, progress=not args.json)
     if args.json:
         print_json(plan)
     else:

@@ -180,10 +180,14 @@ def _auto_patches_per_call(config: URCDMConfig, device: str, weights: int, on_h2
 
 def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int | None, precision: str,
              white_skip: bool = True, overview: np.ndarray | None = None, device: str = "cpu",
-             measured_ms: dict[int, float] | None = None) -> dict:
+             measured_ms: dict[int, float] | None = None, progress: bool = False) -> dict:
     """The run's plan per level and in total (see the module docstring); builds no real unet off CUDA.
-    ``measured_ms``: ms per sample by unet index, measured elsewhere (benchmarks/bench_gpu.py), instead."""
+    ``measured_ms``: ms per sample by unet index, measured elsewhere (benchmarks/bench_gpu.py), instead.
+    ``progress``: a bar on stderr over the (level, unet) pairs, seconds each for the paper's unets."""
+    from tqdm import tqdm
+
     levels = method_levels(config, method)
+    bar = tqdm(total=len(levels) * len(config.unets), desc="planning", unit="unet", disable=not progress)
     last = levels[-1]
     timing = str(device).startswith("cuda") and measured_ms is None
     flops_of: dict[tuple, float] = {}
@@ -212,6 +216,7 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
             level_rows.append(UnetPlan(level, index, spec.image_size, parameters,
                                        parameters * BYTES_PER_PARAMETER[precision], steps, diffused * steps,
                                        flops_of[key], round(ms, 3), diffused * steps * ms / 3.6e6))
+            bar.update()
         rows += level_rows
         per_call = batch_size or _auto_patches_per_call(config, device, sum(r.resident_bytes for r in level_rows),
                                                         on_h200=not timing and measured_ms is None)
@@ -222,6 +227,7 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
                           "unet_evaluations": sum(r.evaluations for r in level_rows),
                           "flops": sum(r.evaluations * r.flops_per_evaluation for r in level_rows),
                           "hours": sum(r.hours for r in level_rows), "unets": [asdict(r) for r in level_rows]})
+    bar.close()
     return {"config": config.name, "method": method, "scheduler": scheduler, "batch_size": batch_size or "auto",
             "precision": precision, "device": str(device),
             "projection": ("measured ms per sample" if measured_ms is not None else f"timed on {device}" if timing
