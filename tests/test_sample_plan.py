@@ -102,12 +102,13 @@ def test_on_a_gpu_each_unet_is_timed_at_the_batch_auto_gives_it_halved_until_it_
     monkeypatch.setattr(plan_module, "unet_timing", timing)
     monkeypatch.setattr(plan_module, "free_gpu_memory", lambda device: 24 * 2 ** 30)
     planned = plan_run(tiny(), "urcdm", "checkerboard", None, "bf16", device="cuda:0")
-    assert "timed on cuda:0" == planned["projection"]
+    assert planned["projection"] == "timed on cuda:0"
     assert [t for t in tried if t[0] == 1] == [(1, 0, 16), (1, 1, 16), (1, 2, 16), (1, 2, 8), (1, 2, 4)]
     assert [row["ms_per_sample"] for row in planned["levels"][1]["unets"]] == [10 / 16, 10 / 16, 10 / 4]
     tried.clear()
     plan_run(tiny(), "urcdm", "checkerboard", 2, "bf16", device="cuda:0")
     assert {t[2] for t in tried} == {2}
+
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
@@ -169,6 +170,6 @@ def test_a_card_too_small_for_one_sample_is_one_error_line(dry_run, monkeypatch,
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 + (not dry_run)  # the run's note that its cascades are freshly initialised, then the error
-    assert err[-1].startswith("error: cpu ran out of memory with one sample per unet call")
+    assert err[-1].startswith("error: cpu ran out of memory, even at one sample per unet call")
     assert ("nothing was written" if dry_run else "rerun to resume") in err[-1]
     assert not out.exists()

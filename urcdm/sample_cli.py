@@ -232,7 +232,7 @@ def _gpu_memory_as_user_error(device: str, kept: str):
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        raise UserError(f"{device} ran out of memory with one sample per unet call: the config's unets do not fit "
+        raise UserError(f"{device} ran out of memory, even at one sample per unet call: the config's unets do not fit "
                         f"this card at this precision; try --precision bf16, a larger GPU or --device cpu "
                         f"({kept})") from None
 

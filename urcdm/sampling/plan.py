@@ -5,8 +5,8 @@ device, so nothing is allocated: the paper's nine unets plan in seconds), the pa
 batches, the last-level patches the white skip will upsample (judged on the ``--level0`` layout as the
 sampler judges contexts), the unet evaluations and their FLOPs (``urcdm.sampling.cost``), and the hours
 they project to. On a CUDA device the projection times a few calls of each unet; elsewhere it plans for
-an H200: batches as ``--batch-size auto`` would size them there, each unet at the share of the bf16
-peak the paper unet of its size reached on one at that batch (``../shared/gpu/README.md``).
+an H200: batches as ``--batch-size auto`` would size them there, each unet at the rate the paper unet
+of its size reached on one at that batch (``../shared/gpu/README.md``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from urcdm.sampling.schedule import batches, waves
 from urcdm.sampling.unet_batches import AUTO_CPU, free_gpu_memory, patches_per_call
 
 BYTES_PER_PARAMETER = {"fp32": 4, "bf16": 2, "fp16": 2}
-# Measured on one H200 on 2026-12-04 (../shared/gpu/README.md): the bf16 peak by an 8192^3 matmul, and ms
-# per sample of each paper unet (by the px it works at, with its GFLOP per sample) at 1, 4, 8 and 16
+# Measured on one H200 on 2026-12-04 (../shared/gpu/README.md): ms per sample of each paper unet (by the px it works at, with its GFLOP per sample) at 1, 4, 8 and 16
 # samples per call, eager; fp32 with TF32 off, as PyTorch defaults. fp16 is taken to run as bf16.
-H200_BF16_PEAK = 790e12
 H200_MEMORY = 139 * 2 ** 30  # what the card offers a process
 H200_GFLOP = {64: 1002, 256: 785, 1024: 12498}
 H200_MS = {"bf16": {64: {1: 59.6, 4: 15.4, 8: 7.9, 16: 4.4}, 256: {1: 61.1, 4: 16.0, 8: 9.2, 16: 5.7},
@@ -36,7 +34,8 @@ H200_MS = {"bf16": {64: {1: 59.6, 4: 15.4, 8: 7.9, 16: 4.4}, 256: {1: 61.1, 4: 1
                     1024: {1: 4634.7, 4: 462.5, 8: 459.0, 16: 459.1}}}
 H200_MS["fp16"] = H200_MS["bf16"]
 # Samples per call a dry run times each unet at on a GPU (fewer where asked, or where they do not fit):
-# auto gives each paper unet at least this many, and the H200's per-sample rates have flattened by then.
+# on an H200-class card auto gives each paper unet at least this many, and its per-sample rates have
+# flattened by then.
 TIMED_BATCH = 16
 H200_SOURCE = ("projected from the H200 measured on 2026-12-04 (FLOPs at the rate of the paper unet of that size "
                "at that batch)")
@@ -89,7 +88,7 @@ def glass_patches(config: URCDMConfig, overview: np.ndarray) -> int:
 
 
 def projected_ms(flops: float, size: int, precision: str, samples_per_call: int | None = None) -> float:
-    """ms per sample on the H200: ``flops`` at the rate (share of peak) that the paper unet nearest in
+    """ms per sample on the H200: ``flops`` at the rate (FLOP/s) that the paper unet nearest in
     size reached there with as many samples per call: the largest measured batch not above it, or with
     None (``--batch-size auto``, which gives each paper unet at least 16 on that card) the largest."""
     measured = H200_MS[precision]
@@ -190,6 +189,7 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
     bar = tqdm(total=len(levels) * len(config.unets), desc="planning", unit="unet", disable=not progress)
     last = levels[-1]
     timing = str(device).startswith("cuda") and measured_ms is None
+    for_h200 = measured_ms is None and not timing
     flops_of: dict[tuple, float] = {}
     rows, per_level = [], []
     for level in levels:
@@ -219,7 +219,7 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
             bar.update()
         rows += level_rows
         per_call = batch_size or _auto_patches_per_call(config, device, sum(r.resident_bytes for r in level_rows),
-                                                        on_h200=not timing and measured_ms is None)
+                                                        on_h200=for_h200)
         per_level.append({"level": level, "grid": grid.grid, "patches": len(grid.patches), "waves": len(schedule),
                           "batch_size": per_call, "batches": sum(len(batches(wave, per_call)) for wave in schedule),
                           "white_skip_patches": skipped if level == last and overview is not None else None,
@@ -230,8 +230,7 @@ def plan_run(config: URCDMConfig, method: str, scheduler: str, batch_size: int |
     bar.close()
     return {"config": config.name, "method": method, "scheduler": scheduler, "batch_size": batch_size or "auto",
             "precision": precision, "device": str(device),
-            "projection": ("measured ms per sample" if measured_ms is not None else f"timed on {device}" if timing
-                           else H200_SOURCE),
+            "projection": H200_SOURCE if for_h200 else f"timed on {device}" if timing else "measured ms per sample",
             "white_skip": "judged on --level0" if overview is not None else "unknown without --level0 (none assumed)",
             "levels": per_level,
             "peak_resident_bytes": max(entry["resident_bytes"] for entry in per_level),
