@@ -264,3 +264,17 @@ def test_a_resume_with_other_precision_or_steps_names_each_difference(tmp_path):
         SampleState.open(out, {"seed": 1, "precision": "bf16", "steps": [8, 4, 4], "config": "def"})
     message = str(error.value)
     assert "(config; precision fp32, now bf16; steps 32,16,16, now 8,4,4)" in message
+
+
+@pytest.mark.parametrize("changed, named", [({"steps": [8, 4, 2], "config": "b"}, "steps 8,4,4, now 8,4,2"),
+                                            ({"config": "b"}, "the config file's settings"),
+                                            ({"config": "b", "seed": 2}, "the config file's settings; seed 1, now 2")])
+def test_a_refused_resume_names_what_changed(tmp_path, changed, named):
+    from urcdm.errors import UserError
+    from urcdm.sampling.state import SampleState
+
+    saved = {"config": "a", "seed": 1, "steps": [8, 4, 4], "noise": "per-patch"}
+    SampleState.open(tmp_path / "s.tiff", saved)
+    with pytest.raises(UserError, match="other settings") as refused:
+        SampleState.open(tmp_path / "s.tiff", {**saved, **changed})
+    assert f"({named})" in str(refused.value)

@@ -64,9 +64,12 @@ class SampleState:
                                 f"batch size; finish it with that version, or delete the folder to start afresh")
             if saved != now:
                 differing = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-                # Name what changed and how (the config only by its digest): "precision fp32, now bf16".
-                named = [key if key == "config" else f"{key} {_shown(saved.get(key))}, now {_shown(now.get(key))}"
-                         for key in differing]
+                # Name what changed and how: "precision fp32, now bf16". The config is known only by its
+                # digest, which --steps changes too, so it is named only when the steps do not explain it.
+                named = [f"{key} {_shown(saved.get(key))}, now {_shown(now.get(key))}" for key in differing
+                         if key != "config"]
+                if "config" in differing and "steps" not in differing:
+                    named.insert(0, "the config file's settings")
                 raise UserError(f"{workdir}: an interrupted run with other settings ({'; '.join(named)}); rerun it "
                                 f"with the same options to finish it, or delete the folder to start afresh")
         else:
