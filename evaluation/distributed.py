@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch.distributed as dist
 
-from urcdm.distributed import Ranks, all_errors, destroy_process_group, init_process_group, launched_ranks
+from urcdm.distributed import Ranks, all_errors, destroy_process_group, init_process_group, launched_ranks, resolve_device
 
-__all__ = ["Ranks", "all_errors", "destroy_process_group", "gather_in_order", "init_process_group", "launched_ranks"]
+__all__ = ["Ranks", "all_errors", "destroy_process_group", "gather_in_order", "init_process_group", "launched_ranks",
+           "resolve_device"]
 
 
 def gather_in_order(local: np.ndarray, ranks: Ranks, n: int) -> np.ndarray:

@@ -106,18 +106,6 @@ class Extractor:
         return features.detach().to("cpu", torch.float32).numpy()
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"--device {name}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 def load_extractor(spec: str, weights: str | None = None, device: torch.device | None = None) -> Extractor:
     device = device or torch.device("cpu")
     if spec in BUILTINS:

@@ -100,3 +100,21 @@ def test_usage_errors_and_debug(tmp_path):
     assert_user_error(run("urcdm", "convert", "a", "b", "--quality", "90", "--lossless"), "not allowed")
     debug = run("urcdm", "info", tmp_path / "nope.svs", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_an_error_during_a_progress_bar_starts_a_line_of_its_own(capsys):
+    """The bar a failure leaves open is closed before the error line, not redrawn after it."""
+    from tqdm import tqdm
+
+    from urcdm.clikit import ArgumentParser, run_cli
+    from urcdm.errors import UserError
+
+    def fails_halfway(args):
+        bar = tqdm(total=4, desc="level 2")
+        bar.update(2)
+        raise UserError("the second half could not be read")
+
+    assert run_cli(ArgumentParser(prog="demo"), [], fails_halfway) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: the second half could not be read\n"), repr(err)
+    assert "\r" not in err.split("\n")[-2]

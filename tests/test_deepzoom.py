@@ -111,6 +111,13 @@ def test_view_refuses_an_unreadable_slide(tmp_path, pyramid):
     assert len(result.stderr.strip().splitlines()) == 1 and not result.stdout
 
 
+@pytest.mark.parametrize("address", ["no-such-host.invalid", "999.1.1.1"])
+def test_view_refuses_an_address_that_does_not_resolve(pyramid, address):
+    result = run_view(str(pyramid), "--address", address, "--port", "0")
+    assert result.returncode == 2 and not result.stdout
+    assert result.stderr == f"error: --address {address}: not a host name or address this computer can resolve\n"
+
+
 def test_view_without_openseadragon_says_how_to_install_it(tmp_path, pyramid):
     import os
     env = dict(os.environ, URCDM_OPENSEADRAGON=str(tmp_path))
@@ -158,6 +165,51 @@ def test_view_page_shows_two_slides_in_step(tmp_path, pyramid, tissue_rgb):
             time.sleep(0.05)
         assert first == pytest.approx(6 * before, rel=1e-6) and second == pytest.approx(first, rel=1e-6)
         assert centres[0] == pytest.approx(centres[1], abs=0.5) and centres[0] == pytest.approx([450, 350], abs=0.5)
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
+def test_view_of_three_slides_opens_with_all_in_view_and_stays_there(tmp_path, pyramid, tissue_rgb):
+    """Three slides of different sizes at 1366 px: the first view shows the box that spans them all
+    whole, at one magnification, and does not drift afterwards; every name is shown whole."""
+    pytest.importorskip("selenium")
+    names = ["real-tcga-cr-7395-01a-ts1.tiff", "synthetic-slide-seed-7.tiff", "small.tiff"]  # TCGA-length
+    shutil.copy(pyramid, tmp_path / names[0])  # the largest, at 0.5 um
+    write_pyramid(ArraySource(tissue_rgb[::2, ::2].copy()), tmp_path / names[1], tile=256, quality=90, mpp=1.0,
+                  progress=False)  # the same area in microns
+    write_pyramid(ArraySource(tissue_rgb[:400, :1200].copy()), tmp_path / names[2], tile=256, quality=90, mpp=0.5,
+                  progress=False)
+    server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", *names, "--port", "0", "--json"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    driver = headless_chromium()
+    try:
+        driver.get(json.loads(server.stdout.readline())["url"])
+        deadline = time.time() + 60
+        while not driver.execute_script("return document.body.dataset.firstViewMs") and time.time() < deadline:
+            time.sleep(0.1)
+        views = """return window.urcdmViewers.map(e => {
+            const v = e.viewer.viewport, size = v.getContainerSize();
+            const c = v.viewportToImageCoordinates(v.getCenter(true));
+            return [v.viewportToImageZoom(v.getZoom(true)) / e.slide.mpp, size.x, size.y,
+                    c.x * e.slide.mpp, c.y * e.slide.mpp]; })"""
+        first = driver.execute_script(views)
+        time.sleep(1.5)
+        later = driver.execute_script(views)
+        assert np.allclose(later, first, rtol=1e-6), f"the view moved by itself: {first} -> {later}"
+        height, width = tissue_rgb.shape[:2]
+        extent = (width * 0.5, height * 0.5)  # microns: the largest slide's, from the common origin
+        zooms = [view[0] for view in first]
+        assert zooms == pytest.approx([zooms[0]] * 3, rel=1e-6)
+        fit = min(min(w / extent[0], h / extent[1]) for _, w, h, _, _ in first)
+        assert zooms[0] == pytest.approx(fit, rel=1e-3)
+        for view in first:
+            assert view[3:] == pytest.approx([extent[0] / 2, extent[1] / 2], abs=0.5)
+        shown = driver.execute_script("return [...document.querySelectorAll('.caption .name')].map("
+                                      "n => [n.textContent, n.scrollWidth <= n.clientWidth])")
+        assert shown == [[name, True] for name in names]
     finally:
         driver.quit()
         server.terminate()

@@ -142,6 +142,43 @@ def test_bad_sampling_requests_are_one_error_line(tmp_path, capsys):
         sample_slide(tiny(), UpsampleBackend(tiny()), tmp_path / "u.tiff", blend=50, progress=False)
 
 
+@pytest.mark.parametrize("beside", ["s.json", "s.level0.png", "s.level1.png"])
+def test_a_users_file_where_a_side_file_goes_is_refused_and_kept(tmp_path, capsys, beside):
+    (tmp_path / beside).write_bytes(b"the user's file")
+    out = tmp_path / "s.tiff"
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / beside}: already exists (use --overwrite to replace it)\n"
+    assert (tmp_path / beside).read_bytes() == b"the user's file" and sorted(p.name for p in tmp_path.iterdir()) == [beside]
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out), "--overwrite"]) == 0
+    assert (tmp_path / beside).read_bytes() != b"the user's file"
+
+
+def test_an_interrupted_runs_own_side_files_do_not_stop_its_resume(tmp_path):
+    from urcdm.sampling.sampler import check_outputs
+
+    out = tmp_path / "s.tiff"
+    (tmp_path / "s.level0.png").write_bytes(b"written before the pyramid, then killed")
+    with pytest.raises(UserError, match="s.level0.png: already exists"):
+        check_outputs(out, tiny(), "urcdm", overwrite=False)
+    (tmp_path / ".s.tiff.work").mkdir()
+    check_outputs(out, tiny(), "urcdm", overwrite=False)
+
+
+def test_a_folder_as_out_and_a_device_this_machine_lacks_are_refused_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "slides.tiff"
+    folder.mkdir()
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(folder), "--overwrite"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {folder}: is a folder")
+    out = tmp_path / "s.tiff"
+    absent = ["tpu", "cuda:99"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in absent:
+        for dry in ([], ["--dry-run"]):
+            assert main(["sample", "--config", "tiny", "--out", str(out), "--device", device, *dry]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: --device {device}: ") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slides.tiff"] and not any(folder.iterdir())
+
+
 def test_too_little_disk_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
     import shutil
 
@@ -263,7 +300,7 @@ def test_a_resume_with_other_precision_or_steps_names_each_difference(tmp_path):
     with pytest.raises(UserError) as error:
         SampleState.open(out, {"seed": 1, "precision": "bf16", "steps": [8, 4, 4], "config": "def"})
     message = str(error.value)
-    assert "(config; precision fp32, now bf16; steps 32,16,16, now 8,4,4)" in message
+    assert "(precision fp32, now bf16; steps 32,16,16, now 8,4,4)" in message
 
 
 @pytest.mark.parametrize("changed, named", [({"steps": [8, 4, 2], "config": "b"}, "steps 8,4,4, now 8,4,2"),

@@ -159,6 +159,42 @@ def test_resuming_with_other_slides_or_another_unet_is_refused(trained, slides, 
     assert capsys.readouterr().err.startswith("error: ")
 
 
+def _models_folder(trained, root: Path, replaced: dict | None = None) -> Path:
+    """The nine runs linked into one --models folder, some of them replaced by other run folders."""
+    root.mkdir()
+    for level, unet in JOBS:
+        os.symlink((replaced or {}).get((level, unet), trained[(level, unet)][1]), root / f"l{level}u{unet}")
+    return root
+
+
+def test_a_bad_checkpoint_of_the_last_level_is_refused_before_the_first_is_sampled(trained, tmp_path, capsys):
+    """Every checkpoint read and checked when the run starts, not when its level does (hours later on
+    a paper slide), and nothing written: no work folder, no slide."""
+    swapped = _models_folder(trained, tmp_path / "swapped", {(1, 0): trained[(2, 0)][1], (2, 0): trained[(1, 0)][1]})
+    truncated_run = tmp_path / "truncated-run"
+    truncated_run.mkdir()
+    whole = (trained[(2, 2)][1] / "checkpoint.pt").read_bytes()
+    (truncated_run / "checkpoint.pt").write_bytes(whole[: len(whole) // 2])
+    truncated = _models_folder(trained, tmp_path / "truncated", {(2, 2): truncated_run})
+    for models, said in [(swapped, "is level 2 unet 0, not level 1 unet 0"), (truncated, "not a readable checkpoint")]:
+        out = tmp_path / f"{models.name}.tiff"
+        assert main(["sample", "--models", str(models), "--out", str(out), "--steps", "2,1,1", "--json"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+        assert not out.exists() and not (tmp_path / f".{out.name}.work").exists()
+
+
+def test_train_refuses_an_out_that_is_a_file_and_leaves_it(slides, tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("the user's notes")
+    assert main(["train", "--config", "tiny", "--level", "0", "--unet", "0", "--data", str(slides), "--out", str(out),
+                 "--steps", "1", "--json"]) == 2
+    assert main(["train-all", "--config", "tiny", "--data", str(slides), "--out", str(out), "--steps", "1", "--json"]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(line.startswith(f"error: {out}: exists and is not a folder") for line in errors)
+    assert out.read_text() == "the user's notes"
+
+
 def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1})

@@ -107,17 +107,29 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler
     except UserError as exc:
         if getattr(args, "debug", False):
             raise
+        _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
         if getattr(args, "debug", False) or exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
+        _close_progress_bars()
         print(f"error: {where}{exc.strerror}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """A bar left open by the failure would end the error's line with its carriage return and be
+    redrawn after it when collected: closed first, the ``error:`` line starts a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):  # tqdm's own registry of the bars still open
+        bar.close()
 
 
 def describe_only_main(prog: str, description: str) -> Callable[[Sequence[str] | None], int]:
@@ -136,5 +148,7 @@ def check_port_free(port: int, address: str) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
+        except socket.gaierror:
+            raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
         except OSError as exc:
             raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); choose another --port") from None

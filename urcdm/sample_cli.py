@@ -138,12 +138,19 @@ def _with_steps(config: URCDMConfig, steps: tuple[int, ...] | None) -> URCDMConf
 
 
 def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, dict[int, Path]]:
+    from urcdm.models import check_checkpoint, read_checkpoint
+
     found = {level: {unet: models / run_folder(method, level, unet) / "checkpoint.pt" for unet in range(len(config.unets))}
              for level in method_levels(config, method)}
     missing = [str(path) for per_level in found.values() for path in per_level.values() if not path.is_file()]
     if missing:
         raise UserError(f"{models}: {len(missing)} checkpoint(s) missing, e.g. {missing[0]} "
                         f"(train them with `urcdm train-all --method {method}`)")
+    # All nine read (mapped: headers, not weights) and checked now, not a truncated or swapped one
+    # found when its level starts, hours into the run.
+    for level, paths in found.items():
+        for index, path in paths.items():
+            check_checkpoint(read_checkpoint(path), path, config, level, index, method)
     return found
 
 
@@ -153,12 +160,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from urcdm.config import from_dict
     from urcdm.models import load_cascade, read_checkpoint
     from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
-    from urcdm.sampling.sampler import sample_slide
+    from urcdm.sampling.sampler import check_outputs, sample_slide
 
     if args.dry_run:
         return cmd_plan(args)
-    if args.out.exists() and not args.overwrite:  # before minutes of model loading, not after
-        raise UserError(f"{args.out}: already exists (use --overwrite to replace it)")
     if args.models is not None:
         if not args.models.is_dir():
             raise UserError(f"{args.models}: no such models folder")
@@ -167,18 +172,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         config = load_config(args.config)
     _check_run_options(args, config)
+    check_outputs(args.out, config, args.method, args.overwrite)  # before minutes of model loading, not after
     config = _with_steps(config, args.steps)
     from urcdm.distributed import (
         destroy_process_group,
         init_process_group,
         launched_ranks,
+        resolve_device,
     )
     from urcdm.sampling.sampler import level0_from_slide
 
     ranks = launched_ranks()
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device == "cuda" and ranks.world_size > 1:
-        device = f"cuda:{ranks.local_rank}"
+    device = str(resolve_device(args.device, ranks.local_rank))  # this rank's GPU under torchrun
     if args.precision == "fp16" and not device.startswith("cuda"):
         raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
     precision = resolve_precision(args.precision, device)
@@ -239,9 +244,8 @@ def _gpu_memory_as_user_error(device: str, kept: str):
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """``--dry-run``: the plan of the run (urcdm.sampling.plan); no checkpoint is read, no slide written."""
-    import torch
-
     from urcdm.config import from_dict
+    from urcdm.distributed import resolve_device
     from urcdm.models import read_checkpoint
     from urcdm.sampling.plan import plan_run
     from urcdm.sampling.sampler import level0_from_slide
@@ -253,7 +257,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         config = from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
     _check_run_options(args, config)
     config = _with_steps(config, args.steps)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = str(resolve_device(args.device))
     if args.precision == "fp16" and not device.startswith("cuda"):
         raise UserError("--precision fp16: half precision runs the unets only on CUDA; use bf16 or fp32 on the CPU")
     overview = level0_from_slide(args.level0, config) if args.level0 is not None else None

@@ -169,6 +169,9 @@ def cmd_train_all(args: argparse.Namespace) -> int:
             print(f"CUDA_VISIBLE_DEVICES={gpu} {shlex.join(command)} &")
         print("wait")
         return 0
+    from urcdm.training.loop import check_run_folder
+
+    check_run_folder(args.out, "the folder of the runs, one per unet")
     results = [_run_job(config, level, unet, args, args.out / run_folder(args.method, level, unet)) for level, unet in jobs]
     if args.json:
         print_json(results)

@@ -33,8 +33,8 @@ def cmd_view(args: argparse.Namespace) -> int:
 
     slides = open_slides(args.slides)
     app = viewer_app(slides)
+    check_port_free(args.port, args.address)  # with --port 0 too: an address that is not this computer's
     port = args.port or free_port(args.address)
-    check_port_free(port, args.address)
     url = f"http://{args.address}:{port}/"
     if args.json:
         print(json.dumps({"url": url, "slides": [slide.describe() for slide in slides]}), flush=True)

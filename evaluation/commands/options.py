@@ -10,8 +10,8 @@ import sys
 import torch
 
 from evaluation.crops import CropProtocol
-from evaluation.distributed import Ranks, init_process_group
-from evaluation.features import STANDARD, Extractor, load_extractor, resolve_device
+from evaluation.distributed import Ranks, init_process_group, resolve_device
+from evaluation.features import STANDARD, Extractor, load_extractor
 from evaluation.inputs import is_stats_spec, list_images
 from evaluation.pipeline import RunOptions
 from evaluation.report import NOT_COMPARABLE

@@ -23,7 +23,8 @@ from typing import Sequence
 
 import torch
 
-from evaluation.features import Extractor, resolve_device
+from evaluation.distributed import resolve_device
+from evaluation.features import Extractor
 from evaluation.inputs import list_images, open_images
 from evaluation.memorization.calibration import DEFAULT_QUANTILE
 from evaluation.memorization.crop_sets import check_disjoint, sampled_crops, scale_protocols, training_lattices

@@ -250,6 +250,27 @@ def _level0(config: URCDMConfig, backend: Backend, seed: int, state: SampleState
     return level0
 
 
+def slide_outputs(out: Path, config: URCDMConfig, method: str = "urcdm") -> list[Path]:
+    """Every file a run writes: the pyramid, its manifest, and the levels below the last as PNGs."""
+    below = range(len(config.levels) - 1) if method != "outpaint" else ()  # outpainting makes the last alone
+    return [out, out.with_suffix(".json"), *(out.with_suffix(f".level{level}.png") for level in below)]
+
+
+def check_outputs(out: Path, config: URCDMConfig, method: str, overwrite: bool) -> None:
+    """Refused before any work: a folder as --out, and, without --overwrite, any file the run would
+    replace, the side files too (a user's own ``slide.json`` is not ours to overwrite). An interrupted
+    run may have written its PNGs before the pyramid: with its work folder there, they are its own."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --out names the pyramid file to write, e.g. {out / 'slide.tiff'}")
+    if not overwrite:
+        ours = SampleState.workdir_for(out).is_dir()
+        existing = [path for path in slide_outputs(out, config, method)[:1 if ours else None] if path.exists()]
+        if existing:
+            raise OutputExistsError(f"{existing[0]}: already exists (use --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: no such directory")
+
+
 def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0, scheduler: str | None = None,
                  batch_size: int | None = None, blend: int | None = None, overwrite: bool = False, progress: bool = True,
                  quality: int | None = 90, white_skip: bool = True, level0: np.ndarray | None = None,
@@ -266,10 +287,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
     if outpaint and level0 is not None:
         raise UserError("--level0 needs the urcdm method: outpainting has no low-magnification levels")
     white_skip = white_skip and not outpaint  # glass is judged on the context, which outpainting lacks
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out}: already exists (use --overwrite to replace it)")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such directory")
+    check_outputs(out, config, method, overwrite)
     overlap = config.patch_px - config.stride
     blend = overlap // 2 if blend is None else blend
     if not 0 <= blend <= overlap:

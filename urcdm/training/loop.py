@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from urcdm.config import URCDMConfig
-from urcdm.errors import UserError
+from urcdm.errors import OutputExistsError, UserError
 from urcdm.models import (
     CHECKPOINT_FORMAT,
     build_imagen,
@@ -124,10 +124,16 @@ def _pairs_of(job: Job, windows: LevelWindows) -> tuple[Pairs, list[str], str]:
     return SlidePairs(paths, positions, windows), [Path(p).name for p in paths], data_digest(paths)
 
 
+def check_run_folder(out: Path, what: str) -> None:
+    if out.exists() and not out.is_dir():  # a user's file, never replaced by a folder of ours
+        raise OutputExistsError(f"{out}: exists and is not a folder; --out names {what}")
+
+
 def train(job: Job) -> dict:
     from accelerate import Accelerator
     from ema_pytorch import EMA
 
+    check_run_folder(job.out, "the run folder (checkpoint.pt, config.yaml, log.csv)")
     config, spec = job.config, job.config.unets[job.unet]
     windows = LevelWindows.of(config, job.level, job.method)
     all_pairs, slide_names, digest = _pairs_of(job, windows)

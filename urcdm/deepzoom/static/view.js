@@ -6,6 +6,9 @@ const panels = document.getElementById("panels");
 const syncBox = document.getElementById("sync");
 const viewers = [];
 let following = false; // true while we move the other viewers, so their events are not echoed back
+// Nothing is synchronised until every slide is open and the first view placed: before that, the
+// viewers' own opening moves would each lead the others in turn, and the view drifted for seconds.
+let placed = false;
 const started = performance.now();
 
 // Microns when every slide records its mpp; otherwise all are synchronised in level-0 pixels.
@@ -38,6 +41,32 @@ function follow(leader) {
   following = false;
 }
 
+// The first view: one magnification for all, at which the box spanning every slide (from their
+// common origin) fits each panel whole, centred on that box.
+function placeFirstView() {
+  const extent = { x: 0, y: 0 };
+  for (const entry of viewers) {
+    const mpp = micronsPerPixel(entry.slide);
+    extent.x = Math.max(extent.x, entry.slide.width * mpp);
+    extent.y = Math.max(extent.y, entry.slide.height * mpp);
+  }
+  let screenPerMicron = Infinity;
+  for (const entry of viewers) {
+    const size = entry.viewer.viewport.getContainerSize();
+    screenPerMicron = Math.min(screenPerMicron, size.x / extent.x, size.y / extent.y);
+  }
+  following = true;
+  for (const entry of viewers) {
+    const mpp = micronsPerPixel(entry.slide);
+    const viewport = entry.viewer.viewport;
+    viewport.zoomTo(viewport.imageToViewportZoom(screenPerMicron * mpp), null, true);
+    viewport.panTo(viewport.imageToViewportCoordinates(extent.x / 2 / mpp, extent.y / 2 / mpp), true);
+    entry.scale.textContent = describeScale(entry);
+  }
+  following = false;
+  placed = true;
+}
+
 function markFirstView() {
   if (document.body.dataset.firstViewMs) return;
   const allLoaded = viewers.every((entry) => entry.opened && entry.viewer.world.getItemAt(0).getFullyLoaded());
@@ -49,11 +78,17 @@ function addPanel(slide, index) {
   panel.className = "panel";
   const size = `${slide.width.toLocaleString()} × ${slide.height.toLocaleString()} px`;
   const mpp = slide.mpp ? `${slide.mpp} µm/px` : "mpp unknown";
-  panel.innerHTML = `<div class="caption"><span class="name"></span><span>${size}, ${mpp}</span>` +
+  panel.innerHTML = `<div class="caption"><span class="name"></span><span class="size">${size}, ${mpp}</span>` +
                     `<span class="scale"></span></div><div class="viewer" id="viewer-${index}"></div>`;
   panel.querySelector(".name").textContent = slide.name;
-  panel.querySelector(".name").title = slide.name;
+  panel.querySelector(".caption").title = `${slide.name}: ${size}, ${mpp}`;
   panels.appendChild(panel);
+  return panel;
+}
+
+// Every panel is in the page before any viewer measures its own: a viewer made while the grid still
+// had one column would find its panel shrunk later, and rescale its view when it noticed.
+function addViewer(slide, index, panel) {
   const viewer = OpenSeadragon({
     id: `viewer-${index}`, prefixUrl: "osd/images/", tileSources: slide.dzi,
     showNavigator: true, navigatorPosition: "BOTTOM_RIGHT", maxZoomPixelRatio: 4,
@@ -68,18 +103,21 @@ function addPanel(slide, index) {
     entry.opened = true;
     viewer.world.getItemAt(0).addHandler("fully-loaded-change", markFirstView);
     entry.scale.textContent = describeScale(entry);
-    // Once all are open, the others start where the first one is (its whole slide in view).
-    if (syncBox.checked && viewers.every((other) => other.opened)) follow(viewers[0]);
+    if (viewers.every((other) => other.opened)) {
+      if (syncBox.checked) placeFirstView();
+      placed = true;
+    }
   });
   viewer.addHandler("open-failed", (event) => { entry.scale.textContent = `cannot open: ${event.message}`; });
   viewer.addHandler("viewport-change", () => {
     entry.scale.textContent = describeScale(entry);
-    if (!following && syncBox.checked) follow(entry);
+    if (placed && !following && syncBox.checked) follow(entry);
   });
 }
 
 fetch("slides.json").then((response) => response.json()).then((slides) => {
-  slides.forEach(addPanel);
+  const made = slides.map(addPanel);
+  slides.forEach((slide, index) => addViewer(slide, index, made[index]));
   const unknown = slides.filter((slide) => !slide.mpp).length;
   if (unknown && slides.length > 1) {
     document.getElementById("note").textContent =
