@@ -79,6 +79,7 @@ class Extractor:
     standard: bool             # numbers comparable to published FIDs
     device: torch.device
     resizes_internally: bool = False  # takes any size and resizes to input_size itself
+    fixed_size: bool = False   # takes input_size only (a ViT's position embeddings are for that grid)
     space: str = ""            # short label metrics are named by (fd_<space>); default: from the id
 
     def __post_init__(self) -> None:
@@ -140,7 +141,7 @@ def _load_foundation(name: str, weights: str | None, random_weights: bool, devic
     module = importlib.import_module(f"evaluation.extractors.{FOUNDATION_MODELS[name]}")
     fn = build(module.RECIPE, name, weights, random_weights=random_weights).to(device)
     return Extractor(fn.extractor_id, fn, fn.input_size, False, device, resizes_internally=fn.resizes_internally,
-                     space=fn.space)
+                     fixed_size=True, space=fn.space)
 
 
 def _load_plugin(spec: str, device: torch.device) -> Extractor:

@@ -274,8 +274,14 @@ def test_audit_writes_its_report_and_refuses_to_overwrite(planted, tmp_path):
     for name in ("montage-span64.png", "montage-span128.png", "neighbours-span64.csv"):
         assert (out / name).stat().st_size > 0
     assert len((out / "neighbours-span64.csv").read_text().splitlines()) == 1 + 24 * 2
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(OutputExistsError, match="memorization.json: already exists"):
         audit(*args, device="cpu", workers=0, progress=False)
+    users = tmp_path / "users-folder"  # a folder of the user's own files is not the audit's to write into
+    users.mkdir()
+    (users / "keep.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="users-folder: already exists and is not empty"):
+        audit(*args[:-1], users, device="cpu", workers=0, progress=False)
+    assert [p.name for p in users.iterdir()] == ["keep.txt"]
 
 
 @pytest.fixture

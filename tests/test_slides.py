@@ -188,6 +188,18 @@ def test_broken_svs_is_a_slide_error(real_data):
         open_slide(real_data / "slides" / "broken.svs")
 
 
+@pytest.mark.parametrize("name, said", [("cut.svs", "damaged Aperio slide"), ("cut.tif", "damaged TIFF, cut short")])
+def test_a_slide_cut_short_is_a_slide_error_not_its_first_pages(real_data, tmp_path, caplog, capfd, name, said):
+    """The CMU slide without its last 23 %: OpenSlide refuses it, and tifffile would still give its
+    first pages (level 0 intact, the rest of the pyramid and the mpp gone), warning on stderr."""
+    whole = (real_data / "slides" / "cmu-1-small-region.svs").read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(whole[: int(len(whole) * 0.77)])
+    with pytest.raises(SlideError, match=said):
+        open_slide(cut)
+    assert "invalid page offset" not in capfd.readouterr().err  # gathered into the error, not printed
+
+
 def test_open_slides_keeps_at_most_its_limit_and_closes_the_least_recently_used(tmp_path, monkeypatch):
     paths = []
     for i in range(3):

@@ -15,6 +15,8 @@ from evaluation.features import STANDARD, Extractor, load_extractor
 from evaluation.inputs import is_stats_spec, list_images
 from evaluation.pipeline import RunOptions
 from evaluation.report import NOT_COMPARABLE
+from urcdm.clikit import positive_int
+from urcdm.errors import UserError
 
 DEFAULT_N = {"pfid": 50_000, "fixed": 50_000, "whole": 10_000}
 
@@ -52,7 +54,7 @@ def add_extractor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weights", default=None,
                        help="the extractor's weights file (else its environment variable or the hub cache; never downloaded "
                             "except the FID Inception's)")
-    group.add_argument("--image-size", type=int, default=None,
+    group.add_argument("--image-size", type=positive_int, default=None,
                        help="resize crops to S x S before the extractor (default: crops as read for the FID Inception, "
                             "which resizes internally as anyres-gan's does; else the network's input size; whole "
                             "images: the network's input size, 299 for Inception)")
@@ -114,7 +116,11 @@ def load_run_extractor(args: argparse.Namespace, ranks: Ranks) -> Extractor:
 
 
 def image_size_for(args: argparse.Namespace, extractor: Extractor, mode: str) -> int:
-    return args.image_size or extractor.default_image_size(mode, args.patch_size)
+    size = args.image_size
+    if size is not None and extractor.fixed_size and not extractor.resizes_internally and size != extractor.input_size:
+        raise UserError(f"--image-size {size}: extractor {extractor.id} takes {extractor.input_size} px crops only "
+                        f"(its position embeddings are for that grid); leave --image-size out")
+    return size or extractor.default_image_size(mode, args.patch_size)
 
 
 def check_inputs(*specs: str) -> None:

@@ -92,15 +92,17 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
           pairs: int = DEFAULT_PAIRS, image_size: int | None = None, overwrite: bool = False, verify: bool = True,
           progress: bool = True) -> dict:
     """Run the audit and write ``memorization.json``, ``montage-span{S}.png`` and
-    ``neighbours-span{S}.csv`` per scale into ``out_dir`` (created if needed). Existing files there
-    are refused before any work unless ``overwrite``. Returns the report (JSON-able)."""
+    ``neighbours-span{S}.csv`` per scale into ``out_dir``, which must be new or empty unless
+    ``overwrite`` (then the audit's own files there are replaced and nothing else is touched); refused
+    before any work. Returns the report (JSON-able)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory")
-    existing = [name for name in output_names(spans) if (out_dir / name).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"{out_dir / existing[0]}: already exists (use --overwrite to replace it)")
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):  # as scales and stats refuse theirs
+        existing = [name for name in output_names(spans) if (out_dir / name).exists()]
+        raise OutputExistsError(f"{out_dir / existing[0] if existing else out_dir}: already exists"
+                                f"{'' if existing else ' and is not empty'} (use --overwrite to write the audit into it)")
     if pairs < 0:
         raise UserError(f"--pairs must be 0 or more, got {pairs}")
     options = SearchOptions(k=k, backend=backend, dihedral=dihedral, center=center, batch_size=batch_size,

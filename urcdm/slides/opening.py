@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import openslide
@@ -16,6 +18,11 @@ from urcdm.slides.image_slide import PillowSlide, TiffSlide
 from urcdm.slides.openslide_slide import OpenSlideSlide
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+# Formats only their scanner's reader (OpenSlide here) understands in full: a file with such a name
+# that OpenSlide cannot open is damaged (typically truncated), even where tifffile still finds the
+# first pages and would give level 0 without the rest of the pyramid or the mpp.
+_VENDOR_SUFFIXES = {".svs": "Aperio", ".ndpi": "Hamamatsu", ".scn": "Leica", ".bif": "Ventana", ".mrxs": "MIRAX",
+                    ".vms": "Hamamatsu", ".vmu": "Hamamatsu", ".svslide": "Sakura"}
 
 
 def open_slide(path: str | os.PathLike) -> Slide:
@@ -41,9 +48,18 @@ def open_slide(path: str | os.PathLike) -> Slide:
         except openslide.OpenSlideError as exc:
             openslide_reason = f"OpenSlide: {exc}"
 
+    vendor = _VENDOR_SUFFIXES.get(path.suffix.lower())
+    if vendor is not None:
+        raise SlideError(f"{path}: damaged {vendor} slide ({openslide_reason}); is the file complete?")
     if magic in _TIFF_MAGIC:
         try:
-            return TiffSlide(path)
+            with _tifffile_warnings() as warned:
+                slide = TiffSlide(path)
+            truncated = [message for message in warned if "invalid page offset" in message]
+            if truncated:  # an IFD past the end of the file: the pages after it were cut off
+                slide.close()
+                raise SlideError(f"{path}: damaged TIFF, cut short ({truncated[0]}); is the file complete?")
+            return slide
         except SlideError:
             raise
         except Exception as exc:  # tifffile raises many types for damaged files
@@ -54,6 +70,25 @@ def open_slide(path: str | os.PathLike) -> Slide:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SlideError(f"{path}: not a readable slide or image ({openslide_reason}; Pillow: {_first_line(exc)})") from exc
+
+
+@contextmanager
+def _tifffile_warnings():
+    """tifffile's warnings while it parses a file, gathered instead of printed as raw log lines."""
+    warned: list[str] = []
+
+    class Gather(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warned.append(record.getMessage())
+
+    logger, handler = logging.getLogger("tifffile"), Gather(logging.WARNING)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield warned
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 class OpenSlides:
