@@ -29,7 +29,7 @@ from evaluation.commands.scales import add_scale_options, cmd_scales
 from evaluation.comparison import DENSITY_NEIGHBOURHOOD, METRICS
 from evaluation.distributed import destroy_process_group, launched_ranks
 from evaluation.metrics import KID_SUBSET_SIZE, KID_SUBSETS, PRC_NEIGHBOURHOOD
-from urcdm.clikit import ArgumentParser, add_output_options, run_cli
+from urcdm.clikit import ArgumentParser, add_output_options, positive_int, run_cli
 from urcdm.errors import UserError
 
 COMPARISONS = {"pfid": "patch FID over random-scale crops", "fid": "FID over whole images or fixed-scale crops",
@@ -87,7 +87,7 @@ def build_parser() -> ArgumentParser:
     crops.add_argument("input", help="directory, glob or list file of images")
     crops.add_argument("-o", "--output", required=True, type=Path, help="directory to create")
     crops.add_argument("--overwrite", action="store_true")
-    crops.add_argument("--image-size", type=int, default=None, help="whole images: side of the exported image (default 299)")
+    crops.add_argument("--image-size", type=positive_int, default=None, help="whole images: side of the exported image (default 299)")
     crops.add_argument("--workers", type=int, default=2)
     add_crop_options(crops, "crops")
     add_output_options(crops)

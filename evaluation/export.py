@@ -22,11 +22,15 @@ MANIFEST = "manifest.csv"
 MANIFEST_COLUMNS = ("file", "source", *CROP_COLUMNS, "pixels", "mode", "level", "mpp", "seed")
 
 
+def exported_protocol(protocol: CropProtocol) -> CropProtocol:
+    """Crops are saved at the protocol's read size: the study shows the crop itself, not the
+    extractor's resized input."""
+    return protocol.with_image_size(protocol.read_size)
+
+
 def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrite: bool = False, workers: int = 2) -> Path:
     out_dir = Path(out_dir)
-    # Crops are saved at the protocol's read size: the study shows the crop itself, not the
-    # extractor's resized input.
-    native = protocol.with_image_size(protocol.read_size)
+    native = exported_protocol(protocol)
     dataset = CropDataset([image.path for image in plan.images], plan.crops, native)
     try:
         with atomic_directory(out_dir, overwrite) as temp:

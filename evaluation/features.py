@@ -107,6 +107,17 @@ class Extractor:
         return features.detach().to("cpu", torch.float32).numpy()
 
 
+def registered_space(spec: str) -> str | None:
+    """The feature space a registered extractor's metrics are named by, known without loading it (so a
+    metric the space does not allow is refused before weights are looked for); None for a plug-in."""
+    if spec in BUILTINS:
+        return "inception"
+    base = spec[:-len(RANDOM_SUFFIX)] if spec.endswith(RANDOM_SUFFIX) else spec
+    if base not in FOUNDATION_MODELS:
+        return None
+    return importlib.import_module(f"evaluation.extractors.{FOUNDATION_MODELS[base]}").RECIPE.cards[base].space
+
+
 def load_extractor(spec: str, weights: str | None = None, device: torch.device | None = None) -> Extractor:
     device = device or torch.device("cpu")
     if spec in BUILTINS:

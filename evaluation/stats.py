@@ -108,13 +108,16 @@ class FeatureStats:
                             f"were 1.6-2.6x below anyres-gan's); this version samples as {SAMPLING} (resized-image side "
                             f"uniform in [min, max], images in balanced turns, whole images as clean-fid resizes); "
                             f"recompute the statistics")
+        # The extractor first: another network has another input size, which is not the user's crop options.
+        if self.extractor != extractor:
+            raise UserError(f"{name}: computed with extractor {self.extractor}, this run uses {extractor}; pass the same "
+                            f"--extractor or recompute the statistics")
         differences = protocol.differences(self.protocol)
         if differences:
-            raise UserError(f"{name}: crop protocol {self.protocol.name} differs from this run's {protocol.name} "
-                            f"({'; '.join(differences)}; stats vs run); "
+            which = (f"crop protocol {self.protocol.name} differs from this run's {protocol.name}"
+                     if self.protocol.name != protocol.name else f"crop protocol {protocol.name} has other settings")
+            raise UserError(f"{name}: {which} ({'; '.join(differences)}; stats vs run); "
                             f"pass the same crop options or recompute the statistics")
-        if self.extractor != extractor:
-            raise UserError(f"{name}: computed with extractor {self.extractor}, this run uses {extractor}; recompute the statistics")
 
     def subset(self, rows: np.ndarray) -> "FeatureStats":
         """The statistics of some of these crops (a real-vs-real split), recomputed from their features."""

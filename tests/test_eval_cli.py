@@ -67,8 +67,10 @@ def test_mismatched_and_mean_only_statistics(tiles, tmp_path, capsys):
     assert main(["stats", str(tiles[0]), "-o", str(stats), "--n", "40", "--no-features", *TINY]) == 0
     capsys.readouterr()
     assert "patch_size 256 vs 128" in _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", "--patch-size", "128", *TINY])
-    assert "extractor" in _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", "--image-size", "64",
-                                          "--extractor", "tiny_extractors:nan_features", "--workers", "0"])
+    for size in (["--image-size", "64"], []):  # the extractor is named, whatever its input size does to the protocol
+        message = _error(capsys, ["pfid", str(stats), str(tiles[1]), "--n", "40", *size,
+                                  "--extractor", "tiny_extractors:nan_features", "--workers", "0"])
+        assert "computed with extractor" in message and "crop protocol" not in message
     _legacy_copy(stats, tmp_path / "legacy.npz")
     message = _error(capsys, ["pfid", str(tmp_path / "legacy.npz"), str(tiles[1]), "--n", "40", *TINY])
     assert "earlier urcdm-eval" in message and "crop side uniform" in message and "recompute" in message
@@ -93,6 +95,42 @@ def test_existing_output_is_never_overwritten(tiles, tmp_path, capsys):
     assert "already exists" in _error(capsys, ["stats", str(tiles[0]), "-o", str(target), "--n", "10", *TINY])
     assert target.read_bytes() == b"precious"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_an_output_that_cannot_be_written_is_said_before_the_features(tiles, capsys):
+    # The NaN extractor would fail at the first batch: the output's error must come first, naming it.
+    nan = ["--extractor", "tiny_extractors:nan_features", "--workers", "0", "--n", "8"]
+    for argv, target in [(["stats", str(tiles[0]), "-o", "/proc/urcdm-test.npz"], "/proc/urcdm-test.npz"),
+                         (["scales", str(tiles[0]), str(tiles[1]), "-o", "/proc/urcdm-scales", "--spans", "64"],
+                          "/proc/urcdm-scales")]:
+        assert _error(capsys, argv + nan).startswith(f"error: {target}: cannot be written there")
+
+
+def test_cmmd_outside_clip_space_is_said_before_weights_are_looked_for(tiles, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("URCDM_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("URCDM_INCEPTION_WEIGHTS", raising=False)
+    assert "CMMD is defined on CLIP embeddings" in _error(capsys, ["cmmd", str(tiles[0]), str(tiles[1])])
+    assert "CMMD is defined on CLIP embeddings" in _error(capsys, ["all", str(tiles[0]), str(tiles[1]), "--metric", "cmmd"])
+
+
+def test_a_fixed_size_extractor_refuses_another_image_size():
+    import argparse
+
+    import torch
+
+    from evaluation.commands.options import image_size_for
+    from evaluation.features import Extractor
+    from urcdm.errors import UserError
+
+    vit = Extractor("vit-test", lambda x: x, 224, False, torch.device("cpu"), fixed_size=True)
+    assert image_size_for(argparse.Namespace(image_size=None, patch_size=256), vit, "pfid") == 224
+    assert image_size_for(argparse.Namespace(image_size=224, patch_size=256), vit, "pfid") == 224
+    with pytest.raises(UserError, match="takes 224 px crops only"):
+        image_size_for(argparse.Namespace(image_size=256, patch_size=256), vit, "pfid")
+    resizing = Extractor("vit-resizes", lambda x: x, 224, False, torch.device("cpu"), resizes_internally=True, fixed_size=True)
+    assert image_size_for(argparse.Namespace(image_size=256, patch_size=256), resizing, "pfid") == 256
 
 
 def test_missing_inception_weights_offline(tiles, tmp_path, monkeypatch, capsys):
@@ -123,6 +161,9 @@ def test_crops_export_png_and_manifest(real_data, tmp_path, capsys):
             assert np.array_equal(pixels, read_crop(opened, crop, CropProtocol(patch_size=128, image_size=128)))
     capsys.readouterr()
     assert "already exists" in _error(capsys, ["crops", str(slide), "-o", str(out), "--n", "6"])
+    listed = tmp_path / "listed"
+    assert main(["crops", str(slide), "-o", str(listed), "--n", "2", "--patch-size", "128", "--workers", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["protocol"]["image_size"] == 128  # the PNGs' size, not Inception's 299
 
 
 def test_random_inception_runs_end_to_end(tiles, capsys):

@@ -7,11 +7,13 @@ import time
 
 from evaluation.commands.options import check_inputs, crop_mode, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.comparison import MetricSettings, compare, parse_metrics
-from evaluation.export import export_crops
+from evaluation.export import export_crops, exported_protocol
+from evaluation.features import registered_space
 from evaluation.pipeline import plan_crops, side_statistics
 from evaluation.report import print_result, result_dict
 from urcdm.clikit import print_json
 from urcdm.errors import UserError
+from urcdm.pyramid import check_output_path
 
 
 def metric_settings(args: argparse.Namespace) -> MetricSettings:
@@ -19,9 +21,18 @@ def metric_settings(args: argparse.Namespace) -> MetricSettings:
                           dc_k=args.dc_k, cmmd_estimator=args.cmmd_estimator)
 
 
+def check_metrics_before_loading(text: str | None, command: str, extractor_spec: str) -> None:
+    """A metric the extractor's space does not allow (CMMD in Inception space), said before its
+    weights are looked for, where the space is known from the name alone."""
+    known_space = registered_space(extractor_spec)
+    if known_space is not None:
+        parse_metrics(text, command, known_space)
+
+
 def cmd_compare(args: argparse.Namespace, ranks) -> int:
     started = time.perf_counter()
     check_inputs(args.real, args.fake)
+    check_metrics_before_loading(args.metric, args.command, args.extractor)
     extractor = load_run_extractor(args, ranks)
     metrics = parse_metrics(args.metric, args.command, extractor.space)
     options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks,
@@ -40,8 +51,7 @@ def cmd_compare(args: argparse.Namespace, ranks) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, ranks) -> int:
-    if args.output.exists() and not args.overwrite:
-        raise UserError(f"{args.output}: already exists (use --overwrite to replace it)")
+    check_output_path(args.output, args.overwrite)  # before the features, not after
     check_inputs(args.input)
     extractor = load_run_extractor(args, ranks)
     options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks,
@@ -59,9 +69,11 @@ def cmd_stats(args: argparse.Namespace, ranks) -> int:
 
 
 def cmd_crops(args: argparse.Namespace, ranks) -> int:
+    check_output_path(args.output, args.overwrite, directory=True)
     protocol = crop_protocol(args, args.image_size or 299)
     plan = plan_crops(args.input, "input", run_options(args, protocol, ranks))
     out = export_crops(plan, protocol, args.output, args.overwrite, args.workers)
-    summary = {"output": str(out), "crops": len(plan.crops), "images": len(plan.images), "protocol": protocol.as_dict()}
-    print_json(summary) if args.json else print(f"wrote {len(plan.crops)} crops to {out} ({protocol.describe()})")
+    written = exported_protocol(protocol)  # the PNGs' own size, not an extractor's input size
+    summary = {"output": str(out), "crops": len(plan.crops), "images": len(plan.images), "protocol": written.as_dict()}
+    print_json(summary) if args.json else print(f"wrote {len(plan.crops)} crops to {out} ({written.describe()})")
     return 0

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from evaluation.commands.comparisons import metric_settings
+from evaluation.commands.comparisons import check_metrics_before_loading, metric_settings
 from evaluation.commands.options import check_inputs, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.commands.scales_plot import plot_scales
 from evaluation.comparison import METRICS, parse_metrics
@@ -22,7 +22,7 @@ from evaluation.pipeline import side_statistics
 from evaluation.scales import REAL_VS_REAL, fake_label, parse_scales, scale_rows
 from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError
-from urcdm.pyramid import atomic_directory
+from urcdm.pyramid import atomic_directory, check_output_path
 
 DEFAULT_N = 10_000
 TABLE_COLUMNS = ("scale", "level", "span", "mpp", "set", "metric", "mean", "std", "n_reference", "n_compared")
@@ -62,8 +62,7 @@ def _labels(args: argparse.Namespace) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.output.exists() and not args.overwrite:
-        raise UserError(f"{args.output}: already exists (use --overwrite to replace it)")
+    check_output_path(args.output, args.overwrite, directory=True)  # before the features, not after
     if args.splits < 1:
         raise UserError("--splits must be at least 1")
     if args.n is not None and args.n < 2:
@@ -78,6 +77,7 @@ def cmd_scales(args: argparse.Namespace, ranks) -> int:
     started = time.perf_counter()
     _check(args)
     labels, scales = _labels(args), _scales(args)
+    check_metrics_before_loading(args.metric, "scales", args.extractor)
     extractor = load_run_extractor(args, ranks)
     metrics = parse_metrics(args.metric, "scales", extractor.space)
     n = args.n or DEFAULT_N

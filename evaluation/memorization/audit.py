@@ -34,7 +34,7 @@ from evaluation.memorization.report import jsonable, scale_report, write_montage
 from evaluation.memorization.scale_audit import ScaleAudit, SearchOptions, audit_scale
 from evaluation.memorization.search import resolve_backend
 from urcdm.errors import OutputExistsError, UserError
-from urcdm.pyramid import atomic_output
+from urcdm.pyramid import atomic_output, check_output_path
 
 REPORT_NAME = "memorization.json"
 DEFAULT_MIN_TISSUE = 0.5
@@ -103,6 +103,11 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
         existing = [name for name in output_names(spans) if (out_dir / name).exists()]
         raise OutputExistsError(f"{out_dir / existing[0] if existing else out_dir}: already exists"
                                 f"{'' if existing else ' and is not empty'} (use --overwrite to write the audit into it)")
+    # Writable, tried now rather than after the search: the folder if it is there, else its parent.
+    if out_dir.is_dir():
+        check_output_path(out_dir / REPORT_NAME, overwrite=True)
+    else:
+        check_output_path(out_dir, overwrite=False, directory=True)
     if pairs < 0:
         raise UserError(f"--pairs must be 0 or more, got {pairs}")
     options = SearchOptions(k=k, backend=backend, dihedral=dihedral, center=center, batch_size=batch_size,

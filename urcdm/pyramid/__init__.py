@@ -13,7 +13,8 @@ from urcdm.pyramid.writer import (
     SlideSource,
     atomic_directory,
     atomic_output,
+    check_output_path,
     write_pyramid,
 )
 
-__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "halve", "level_sizes", "write_pyramid"]
+__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_path", "halve", "level_sizes", "write_pyramid"]

@@ -77,6 +77,31 @@ class PyramidInfo:
         return asdict(self)
 
 
+def check_output_path(out_path: Path, overwrite: bool, directory: bool = False) -> None:
+    """What can be known about where a result goes before the work that makes it: it is not there
+    (or may be replaced), is of the right kind, and its folder takes a new file (tried: a read-only
+    mount or /proc passes every permission check as root). Errors name the user's path."""
+    out_path = Path(out_path)
+    if out_path.exists() and not overwrite:
+        raise OutputExistsError(f"{out_path}: already exists (use --overwrite to replace it)")
+    if directory and out_path.exists() and not out_path.is_dir():
+        raise UserError(f"{out_path}: exists and is not a directory; the output is a new directory")
+    if not directory and out_path.is_dir():
+        raise UserError(f"{out_path}: is a directory")
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path.parent}: no such directory")
+    fd, probe = _temporary_beside(out_path, tempfile.mkstemp)
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _temporary_beside(out_path: Path, make):
+    try:
+        return make(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise UserError(f"{out_path}: cannot be written there ({exc.strerror})") from None
+
+
 @contextmanager
 def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary path beside ``out_path``; rename it into place only if the block succeeds.
@@ -84,13 +109,8 @@ def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
     An interrupted or failed write leaves nothing behind, and an existing file is never touched
     unless ``overwrite`` is set.
     """
-    if out_path.exists() and not overwrite:
-        raise OutputExistsError(f"{out_path}: already exists (use --overwrite to replace it)")
-    if out_path.is_dir():
-        raise UserError(f"{out_path}: is a directory")
-    if not out_path.parent.is_dir():
-        raise UserError(f"{out_path.parent}: no such directory")
-    fd, temp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".partial")
+    check_output_path(out_path, overwrite)
+    fd, temp = _temporary_beside(out_path, tempfile.mkstemp)
     os.close(fd)
     temp_path = Path(temp)
     try:
@@ -109,13 +129,8 @@ def atomic_directory(out_dir: Path, overwrite: bool) -> Iterator[Path]:
     folder is replaced only with ``overwrite``.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise OutputExistsError(f"{out_dir}: already exists (use --overwrite to replace it)")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir}: exists and is not a directory; the output is a new directory")
-    if not out_dir.parent.is_dir():
-        raise UserError(f"{out_dir.parent}: no such directory")
-    temp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
+    check_output_path(out_dir, overwrite, directory=True)
+    temp = Path(_temporary_beside(out_dir, tempfile.mkdtemp))
     try:
         yield temp
         if out_dir.exists():
