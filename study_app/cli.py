@@ -33,12 +33,13 @@ from study_app.store.answers_csv import read_answers
 from urcdm.clikit import (
     ArgumentParser,
     add_output_options,
+    bounded_int,
     check_port_free,
     print_json,
     print_table,
     run_cli,
 )
-from urcdm.errors import OutputExistsError, UserError
+from urcdm.errors import UserError
 
 DEFAULT_PORT = 8501
 
@@ -94,7 +95,7 @@ def build_parser() -> ArgumentParser:
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    parser.add_argument("--port", type=bounded_int(1, 65535), default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for a network)")
     add_output_options(parser, json_output=False)
 
@@ -181,9 +182,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from study_app.preparation.prepared import open_prepared
     from study_app.preparation.study import load_study
     from study_app.store.database import AnswerStore
+    from urcdm.pyramid import check_output_path
 
-    if args.out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{args.out}: already exists (use --overwrite to replace it)")
+    check_output_path(args.out, args.overwrite)  # exists, is a folder, or cannot be written: said first
     prepared = open_prepared(load_study(args.study).workdir)
     count = AnswerStore(prepared.store_path).export_csv(args.out)  # whole or not at all, mode 0600
     print(f"{count} answers written to {args.out}", file=sys.stderr)

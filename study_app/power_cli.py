@@ -33,6 +33,7 @@ from study_app.statistics.power import (
 )
 from urcdm.clikit import add_output_options, positive_int, positive_int_list, print_json
 from urcdm.errors import UserError
+from urcdm.pyramid import atomic_output, check_output_path
 
 COV_METHODS = ("jackknife", "delong", "unbiased")
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
@@ -93,6 +94,7 @@ def add_power_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--target", type=float, default=0.8, help="target power (default 0.8)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="plot power against readers")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     add_output_options(parser)
     return parser
 
@@ -120,6 +122,8 @@ def options_from_args(args: argparse.Namespace) -> PowerOptions:
         raise UserError("--design random is planned from a pilot's ratings (--pilot), not from OR components")
     if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise UserError(f"--plot {args.plot}: the file name must end in {', '.join(PLOT_SUFFIXES)}")
+    if args.plot is not None:
+        check_output_path(args.plot, args.overwrite)  # a user's figure is not replaced unasked
     groups = (args.groups or 2) if args.design == "split-plot" else 1
     return PowerOptions(test=test, effect=effect, true_auc=0.5 if args.true_auc is None else args.true_auc,
                         design=args.design, groups=groups, readers=args.readers, cases=tuple(args.cases),
@@ -156,9 +160,16 @@ def pilot_components(path: Path, arm: str | None, cov: str) -> ORComponents:
     from study_app.statistics.mrmc import analyse
     from study_app.store.ratings_csv import read_design
 
+    from study_app.statistics.mrmc_designs import arm_design
+
     design = read_design(path, arm=arm)
+    read = np.isfinite(design.ratings)
+    if len(design.arms) > 1 and not read.all() and all(arm_design(read[:, i]) == "crossed" for i in range(len(design.arms))):
+        raise UserError(f"{path}: arms {', '.join(design.arms)} are each fully crossed, but on their own cases: the OR "
+                        f"components of a pilot need the arms read on the same cases; plan one arm with --arm "
+                        f"{design.arms[0]}")
     for i, name in enumerate(design.arms):
-        missing = int((~np.isfinite(design.ratings[:, i, :])).sum())
+        missing = int((~read[:, i, :]).sum())
         if missing:
             hint = "; choose a crossed arm with --arm" if len(design.arms) > 1 else ""
             raise UserError(f"{path}: arm {name!r} is not fully crossed ({missing} of {design.ratings[:, i].size} "
@@ -270,5 +281,6 @@ def plot_power(grid: SampleSizeGrid, options: PowerOptions, path: Path) -> None:
     ax.set_title(f"{title}\n{options.design} design, alpha {options.alpha:g}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_output(Path(path), overwrite=True) as temp:  # whole or not at all; checked at the edge
+        fig.savefig(temp, dpi=120, format=path.suffix.lower().lstrip("."))
     plt.close(fig)

@@ -196,3 +196,24 @@ def test_demo_refuses_a_file_as_out_and_a_busy_port_before_building_anything(tmp
             err = capsys.readouterr().err
             assert err.startswith("error: cannot listen") and "secret" not in err and err.count("\n") == 1
     assert not (tmp_path / "demo").exists()  # no study built, no secret made
+    for port in ("70000", "-1"):  # a usage error: argparse exits with the contract's status
+        with pytest.raises(SystemExit) as exited:
+            study_cli(["demo", "--out", str(tmp_path / "demo"), f"--port={port}"])
+        assert exited.value.code == 2
+        assert capsys.readouterr().err.startswith("error: argument --port: expected an integer in 1..65535")
+
+
+def test_demo_fresh_replaces_a_demo_and_never_a_folder_of_the_users(tmp_path, capsys):
+    from study_app.preparation.demo import build_demo
+    from urcdm.errors import OutputExistsError
+
+    users = tmp_path / "thesis"
+    users.mkdir()
+    (users / "chapter-1.tex").write_text("mine")
+    (users / "slides").mkdir()  # even beside a folder named as the demo's
+    with pytest.raises(OutputExistsError, match="is not a demo study"):
+        build_demo(users, fresh=True, crops=2)
+    assert (users / "chapter-1.tex").read_text() == "mine"
+    study_file, secret = build_demo(tmp_path / "demo", crops=2)
+    again, fresh_secret = build_demo(tmp_path / "demo", fresh=True, crops=2)
+    assert again == study_file and fresh_secret != secret

@@ -140,3 +140,18 @@ def test_files_an_older_version_left_open_are_narrowed_when_the_study_is_opened(
     assert all(mode(p) == 0o600 for p in workdir.glob("*.sqlite*"))
     for db in still_open:
         db.close()
+
+
+def test_an_export_that_cannot_be_written_names_the_users_path_and_leaves_no_temporary(tmp_path, capsys):
+    from study_app.store.database import AnswerStore
+    from urcdm.errors import UserError
+
+    store = AnswerStore(tmp_path / "answers.sqlite")
+    store.record("r1", "c1", "A", "real", "real", 3, 1.0, 2.0, "img1")
+    folder = tmp_path / "victim"
+    folder.mkdir()
+    with pytest.raises(UserError, match=f"{folder}: cannot be written"):
+        store.export_csv(folder)
+    with pytest.raises(UserError, match="nowhere/answers.csv: cannot be written"):
+        store.export_csv(tmp_path / "nowhere" / "answers.csv")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # it held the truth

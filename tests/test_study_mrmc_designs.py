@@ -167,3 +167,32 @@ def test_cli_arms_with_their_own_cases_are_each_analysed_by_or(tmp_path, capsys)
     result = json.loads(capsys.readouterr().out)
     assert result["design"] == "crossed per arm"
     assert [r["analysis"] for r in result["random_readers_random_cases"]["arms"]] == ["OR (Hillis ddf)"] * 2
+    # each arm's own fixed-reader analysis, as mrmc.analyse gives it for that arm alone
+    fixed = result["fixed_readers_random_cases"]["arms"]
+    for row, arm in zip(fixed, ("A", "B")):
+        ratings = np.array([[float(line.split(",")[4]) for line in lines[1:] if line.split(",")[:2] == [r, arm]]
+                            for r in ("r1", "r2", "r3")])
+        truth = np.arange(8) % 2 == 1
+        alone = analyse(ratings[:, None, :], truth)["fixed_readers_random_cases"]["arms"][0]
+        assert row["estimate"] == pytest.approx(alone["estimate"]) and row["se"] == pytest.approx(alone["se"])
+    assert main(["mrmc", _write(tmp_path, "\n".join(lines) + "\n")]) == 0
+    text = capsys.readouterr().out
+    assert "each arm is fully crossed on its own cases" in text and "not every reader rated every case" not in text
+    fixed_section = text.split("== fixed readers, random cases")[1].split("==")[0]
+    assert "arm A (H0 AUC=0.5)" in fixed_section and "not available" not in fixed_section
+
+
+def test_one_reader_on_arms_of_their_own_is_reported_as_fixed_readers_only(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    lines = ["reader,arm,case,truth,rating"]
+    for arm in ("A", "B"):
+        lines += [f"r1,{arm},{arm}{k},{k % 2},{rng.normal() + k % 2:.5f}" for k in range(8)]
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    assert main(["mrmc", path, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["random_readers_random_cases"] is None
+    assert [row["arm"] for row in result["fixed_readers_random_cases"]["arms"]] == ["A", "B"]
+    assert main(["mrmc", path]) == 0
+    text = capsys.readouterr().out
+    assert text.split("== random readers, random cases (Hillis ddf)")[1].split("==")[0].strip() == \
+        "not available: needs 2 or more readers"

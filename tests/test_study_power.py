@@ -372,6 +372,11 @@ def test_cli_components_text_and_plot(tmp_path, capsys):
     assert "AUC 0.6 vs 0.5" in out and "cases needed for power 0.8" in out
     assert "5 readers: 119" in out and "10 readers: 62" in out and "3 readers: not reached within 5000 cases" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 5000
+    plot.write_bytes(b"the user's own figure")  # replaced only when asked
+    assert run_power(argv) == 2
+    assert capsys.readouterr().err == f"error: {plot}: already exists (use --overwrite to replace it)\n"
+    assert plot.read_bytes() == b"the user's own figure"
+    assert run_power([*argv, "--overwrite"]) == 0 and plot.read_bytes()[:4] == b"\x89PNG"
 
 
 @needs_vandyke
@@ -411,6 +416,19 @@ def test_cli_refuses_a_pilot_arm_that_is_not_crossed(tmp_path, capsys, monkeypat
     assert run_power(["--pilot", str(tmp_path / "any.csv"), "--delta", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "arm 'B' is not fully crossed (1 of 36" in err and "--arm" in err
+
+
+def test_cli_names_arms_crossed_on_their_own_cases_as_such(tmp_path, capsys, monkeypatch):
+    """The demo's layout: each arm fully crossed, on cases of its own. Not 'not fully crossed'."""
+    truth = np.arange(16) % 2 == 1
+    ratings = np.random.default_rng(1).normal(size=(2, 2, 16)) + truth
+    ratings[:, 0, 8:] = np.nan  # arm A: cases 0-7; arm B: cases 8-15
+    ratings[:, 1, :8] = np.nan
+    design = Design(ratings, truth, ["r1", "r2"], ["A", "B"], [f"c{k}" for k in range(16)], "ratings")
+    monkeypatch.setattr(ratings_csv, "read_design", lambda path, arm=None: design)
+    assert run_power(["--pilot", str(tmp_path / "any.csv"), "--auc", "0.7"]) == 2
+    err = capsys.readouterr().err
+    assert "arms A, B are each fully crossed, but on their own cases" in err and "--arm A" in err
 
 
 def test_power_reached_is_the_f_test_and_tost_power_at_the_observed_se():

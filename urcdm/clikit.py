@@ -148,6 +148,8 @@ def check_port_free(port: int, address: str) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((address, port))
+        except OverflowError:  # a port past 65535 from a caller that did not bound it
+            raise UserError(f"--port {port}: ports are 0..65535") from None
         except socket.gaierror:
             raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
         except OSError as exc:

@@ -36,6 +36,7 @@ DEMO_READERS = {"reader-1": "demo", "reader-2": "demo"}
 QUADRANT = 256  # px: each slide is one quadrant of the 512^2 micrograph
 CROP_SIZE = 128  # px, at full resolution: a quarter of a quadrant per case
 CASES_PER_READER = 8  # per arm: 4 real and 4 synthetic
+DEMO_WORKDIR = "study-run"  # the prepared study: cases, answers, sessions
 # slide name -> (the image it is cut from, the top-left corner of its quadrant)
 SLIDES = {"real-top-left": ("real", (0, 0)), "real-top-right": ("real", (QUADRANT, 0)),
           "blurred-bottom-right": ("blurred", (QUADRANT, QUADRANT)),
@@ -43,6 +44,14 @@ SLIDES = {"real-top-left": ("real", (0, 0)), "real-top-right": ("real", (QUADRAN
 # arm -> (its real slide, its synthetic slide): four quadrants, no two of them overlapping
 ARMS = {"BLURRED-ARM": ("real-top-left", "blurred-bottom-right"),
         "STAIN-ARM": ("real-top-right", "stain-shift-bottom-left")}
+
+
+def _is_demo(folder: Path) -> bool:
+    """What ``build_demo`` makes and nothing else: its slides, its study file and secret, and what
+    preparing and running it adds (its work folder). A user's file among them: not a demo."""
+    ours = {"slides", "study.yaml", "organiser-secret.txt", DEMO_WORKDIR}
+    names = {path.name for path in folder.iterdir()}
+    return "slides" in names and names <= ours
 
 
 def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, str]:
@@ -57,7 +66,8 @@ def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, st
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out}: exists and is not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
-        if not fresh and not (out / "slides").is_dir():
+        # --fresh deletes a demo, never a folder of the user's (``--out . --fresh`` would have emptied it).
+        if not _is_demo(out):
             raise OutputExistsError(f"{out}: exists and is not a demo study; choose another --out")
         shutil.rmtree(out)
     real = immunohistochemistry_micrograph()
@@ -85,7 +95,7 @@ def build_demo(out: Path, fresh: bool = False, crops: int = 8) -> tuple[Path, st
                  for arm, (real_slide, synthetic_slide) in ARMS.items()],
         "access": {"readers": [{"id": reader, "code": hash_secret(code)} for reader, code in DEMO_READERS.items()]},
         "admin": {"secret_hash": hash_secret(secret)},
-        "workdir": "study-run",
+        "workdir": DEMO_WORKDIR,
     }
     study_file.write_text(yaml.safe_dump(study, sort_keys=False))
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -13,7 +13,8 @@ and says per arm what the design is:
 When the whole array is crossed the result is exactly ``mrmc.analyse``'s, extended with ``design``,
 ``u_statistics`` and ``split_plot``; otherwise the same layout is filled from the analyses that apply
 (``random_readers_random_cases.arms[i]`` with ``estimate``, ``se``, ``df``, ``low``, ``high``, ``p``, and the
-arm differences from the U-statistics), and the fixed-reader and fixed-case analyses are None.
+arm differences from the U-statistics); the fixed-reader analysis holds the arms crossed on their own
+(None where there are none), and the fixed-case analysis is None.
 """
 
 from __future__ import annotations
@@ -60,27 +61,39 @@ def analyse_any(ratings: np.ndarray, truth: np.ndarray, method: str = "jackknife
             row["analysis"] = OR_ANALYSIS
         return {**result, **extra}
 
-    arm_rows, notes = [], []
+    arm_rows, fixed_rows, notes = [], [], []
     for i in range(t):
         if designs[i] == "crossed":
-            row = _crossed_arm(ratings[:, i], truth, method, readers, arms[i])
+            random_row, fixed_row = _crossed_arm(ratings[:, i], truth, method, readers, arms[i])
+            fixed_rows.append(fixed_row)
+            if random_row is None:  # one reader: the fixed-reader row only, under its own heading
+                notes.append(f"arm {arms[i]!r}: random-reader results need 2 or more readers; only the fixed-reader "
+                             f"analysis applies")
+                continue
+            row = random_row
         else:
             row = {"arm": arms[i], "analysis": U_ANALYSIS, **_u_row(ustat["arms_results"][i])}
             if split[i] is not None and "reason" in split[i]:
                 notes.append(f"arm {arms[i]!r}: split-plot OR does not apply: {split[i]['reason']}")
         arm_rows.append(row)
-    notes.append("not every reader rated every case, so the arms are compared by the U-statistics (Gallas) only; "
-                 "the fixed-reader and fixed-case OR analyses need a fully crossed design")
+    if whole == "crossed per arm":
+        notes.append("each arm is fully crossed on its own cases, but the arms do not share their cases (or readers): "
+                     "each arm has its OR analyses, and the arms are compared by the U-statistics (Gallas) only")
+    else:
+        notes.append("not every reader rated every case, so the arms are compared by the U-statistics (Gallas) only; "
+                     "the fixed-reader and fixed-case OR analyses need a fully crossed design (given per arm where "
+                     "an arm is crossed on its own)")
+    differences = [{"analysis": U_ANALYSIS, "arms": d["arms"], **_u_row(d)} for d in ustat["differences"]]
+    random_part = {"global": None, "arms": arm_rows, "differences": differences} if arm_rows else None
+    fixed_part = {"global": None, "arms": fixed_rows, "differences": []} if fixed_rows else None
     aucs = ustat["auc"]
     return {
         "method": method, "readers": readers, "arms": arms, "cases": c,
         "positives": int(truth.sum()), "negatives": int((~truth).sum()),
         "auc": aucs, "arm_auc": {row["arm"]: row["estimate"] for row in ustat["arms_results"]},
         "covariances": None, "arm_covariances": None, "mean_squares": None, "variance_components": None,
-        "fixed_readers_random_cases": None, "random_readers_fixed_cases": None,
-        "random_readers_random_cases": {"global": None, "arms": arm_rows,
-                                        "differences": [{"analysis": U_ANALYSIS, "arms": d["arms"], **_u_row(d)}
-                                                        for d in ustat["differences"]]},
+        "fixed_readers_random_cases": fixed_part, "random_readers_fixed_cases": None,
+        "random_readers_random_cases": random_part,
         "notes": notes, **extra}
 
 
@@ -88,14 +101,17 @@ def _u_row(row: dict) -> dict:
     return {k: row[k] for k in ("estimate", "se", "df", "low", "high", "stat", "p")}
 
 
-def _crossed_arm(ratings: np.ndarray, truth: np.ndarray, method: str, readers: list[str], arm: str) -> dict:
-    """The OR single-arm row for an arm that is crossed among its own readers and cases."""
+def _crossed_arm(ratings: np.ndarray, truth: np.ndarray, method: str, readers: list[str],
+                 arm: str) -> tuple[dict | None, dict]:
+    """The OR single-arm rows, (random readers or None with one reader, fixed readers), for an arm
+    that is crossed among its own readers and cases."""
     who, which = np.isfinite(ratings).any(axis=1), np.isfinite(ratings).any(axis=0)
     sub = ratings[np.ix_(who, which)][:, None, :]
     result = analyse_crossed(sub, truth[which], method, [x for x, keep in zip(readers, who) if keep], [arm])
-    part = result["random_readers_random_cases"] or result["fixed_readers_random_cases"]
-    analysis = OR_ANALYSIS if result["random_readers_random_cases"] else f"{OR_ANALYSIS}, fixed readers"
-    return {**part["arms"][0], "analysis": analysis}
+    fixed = {**result["fixed_readers_random_cases"]["arms"][0], "analysis": f"{OR_ANALYSIS}, fixed readers"}
+    if result["random_readers_random_cases"] is None:
+        return None, fixed
+    return {**result["random_readers_random_cases"]["arms"][0], "analysis": OR_ANALYSIS}, fixed
 
 
 def _split_plot(ratings: np.ndarray, truth: np.ndarray, method: str) -> dict:

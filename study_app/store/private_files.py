@@ -9,23 +9,34 @@ main file's mode, and they are narrowed with it where they exist already.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
+
+from urcdm.errors import UserError
 
 PRIVATE_MODE = 0o600
 _SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def write_private(path: Path, data: bytes | str) -> None:
-    """Write ``path`` whole (a temporary beside it, then renamed), created with mode 0600."""
+    """Write ``path`` whole (a temporary beside it, then renamed), created with mode 0600. A failure
+    leaves no temporary behind (it holds the truth too) and is named by ``path``, not the temporary."""
     temp = path.with_name(f".{path.name}.partial")
     payload = data.encode() if isinstance(data, str) else data
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
-    os.chmod(temp, PRIVATE_MODE)  # O_CREAT's mode applies to new files only
-    os.replace(temp, path)
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.chmod(temp, PRIVATE_MODE)  # O_CREAT's mode applies to new files only
+        os.replace(temp, path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be written ({exc.strerror})") from None
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def private_database(path: Path) -> Path:

@@ -172,7 +172,8 @@ def format_report(result: dict) -> str:
         part = result[key]
         lines += ["", f"== {title}"]
         if part is None:
-            lines.append("   not available: " + ("needs 2 or more readers" if crossed else "needs a fully crossed design"))
+            few_readers = crossed or len(result["readers"]) < 2 or key == "random_readers_random_cases"
+            lines.append("   not available: " + ("needs 2 or more readers" if few_readers else "needs a fully crossed design"))
             continue
         g = part["global"]
         if g is not None:
