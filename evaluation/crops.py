@@ -139,7 +139,8 @@ class CropProtocol:
             text = f"whole images (centred square) -> {self.image_size}px, bicubic"
         else:
             fed = f"{self.image_size}px" if self.image_size != self.read_size else f"{self.read_size}px as read"
-            text = f"{self.mode} {self.name} -> {fed}"
+            named = self.name if self.name.startswith(self.mode) else f"{self.mode} {self.name}"  # not "fixed fixed-..."
+            text = f"{named} -> {fed}"
         return text + (f", tissue >= {self.min_tissue:g}" if self.min_tissue else "")
 
     def differences(self, other: "CropProtocol") -> list[str]:

@@ -72,7 +72,8 @@ def _read_list_file(path: Path) -> list[Path]:
     return listed
 
 
-def open_images(paths: Sequence[Path], skip_bad: bool = False, label: str = "images") -> tuple[list[ImageInfo], list[tuple[str, str]]]:
+def open_images(paths: Sequence[Path], skip_bad: bool = False, label: str = "images",
+                skip_hint: str = " (use --skip-bad to leave them out)") -> tuple[list[ImageInfo], list[tuple[str, str]]]:
     """Open every image once for its size and mpp. Returns (readable, skipped-with-reason).
 
     Unreadable files are an error listing them all, unless ``skip_bad`` is set.
@@ -89,7 +90,7 @@ def open_images(paths: Sequence[Path], skip_bad: bool = False, label: str = "ima
     if bad and not skip_bad:
         shown = "; ".join(f"{p} ({reason})" for p, reason in bad[:5])
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise UserError(f"{len(bad)} unreadable {label} file(s): {shown}{more} (use --skip-bad to leave them out)")
+        raise UserError(f"{len(bad)} unreadable {label} file(s): {shown}{more}{skip_hint}")
     if not readable:
         raise UserError(f"none of the {len(paths)} {label} file(s) could be read")
     return readable, bad

@@ -149,8 +149,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print_table([(key, value) for key, value in summary.items()])
+        print_table([(key, _readable(value)) for key, value in summary.items()])
     return 0
+
+
+def _readable(value) -> str:
+    """A summary value for people: {'side': 128, 'cap': 512} -> "side 128, cap 512"; nested dicts by "; "."""
+    if not isinstance(value, dict):
+        return str(value)
+    nested = any(isinstance(item, dict) for item in value.values())
+    return ("; " if nested else ", ").join(f"{key}: {_readable(item)}" if nested else f"{key} {item}"
+                                           for key, item in value.items())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -102,6 +102,8 @@ def add_power_parser(commands) -> argparse.ArgumentParser:
 def options_from_args(args: argparse.Namespace) -> PowerOptions:
     test, effect = next((name, value) for name, value in (("versus-chance", args.auc), ("difference", args.delta),
                                                           ("equivalence", args.margin)) if value is not None)
+    if not 0 < args.alpha < 0.5:  # before the target, whose range depends on it
+        raise UserError(f"--alpha must be in (0, 0.5), got {args.alpha:g}")
     if args.true_auc is not None and test != "equivalence":
         raise UserError("--true-auc goes with --margin")
     components = None

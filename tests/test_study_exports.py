@@ -155,3 +155,13 @@ def test_an_export_that_cannot_be_written_names_the_users_path_and_leaves_no_tem
     with pytest.raises(UserError, match="nowhere/answers.csv: cannot be written"):
         store.export_csv(tmp_path / "nowhere" / "answers.csv")
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]  # it held the truth
+
+
+@pytest.mark.parametrize("command", ["score", "mrmc"])
+def test_an_empty_file_and_a_folder_are_named_as_such(tmp_path, capsys, command):
+    empty = tmp_path / "answers.csv"
+    empty.write_text("")
+    assert study_cli([command, str(empty)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {empty}: empty file")
+    assert study_cli([command, str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: is a folder, not a CSV file\n"

@@ -399,7 +399,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
              (["--components", "var_error=0.001,cov2=0.0004,var_r=0.001", "--auc", "0.7"], "needs --pilot-cases"),
              (["--components", "var_eror=0.001", "--pilot-cases", "50", "--auc", "0.7"], "'var_eror' is not one"),
              (["--pilot", pilot, "--auc", "0.7", "--plot", str(tmp_path / "power.txt")], "must end in"),
-             (["--pilot", pilot, "--auc", "0.7", "--groups", "2"], "--groups goes with --design split-plot")]
+             (["--pilot", pilot, "--auc", "0.7", "--groups", "2"], "--groups goes with --design split-plot"),
+             (["--pilot", pilot, "--auc", "0.7", "--alpha", "1"], "--alpha must be in (0, 0.5), got 1"),
+             (["--components", "var_error=0.0008,cov2=0.005,var_r=0.001", "--pilot-cases", "50", "--auc", "0.7"],
+              "cov2 = 0.005 exceeds var_error = 0.0008"),
+             (["--pilot", str(tmp_path), "--auc", "0.7"], "is a folder, not a CSV file")]
     for argv, expected in cases:
         assert run_power(argv) == 2, argv
         err = capsys.readouterr().err

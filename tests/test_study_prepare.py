@@ -159,6 +159,15 @@ def test_bad_sources_are_one_error_line(real_vs_synthetic_study, real_data, tmp_
     assert main(["prepare", str(real_vs_synthetic_study)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: 1 unreadable") and "broken.svs" in err and "Traceback" not in err
+    assert "--skip-bad" not in err and "leave them out of the study file" in err  # prepare has no --skip-bad
+
+    values["workdir"] = str(tmp_path / "new-run")  # a failed first prepare leaves no folder (nor a key) behind
+    real_vs_synthetic_study.write_text(yaml.safe_dump(values))
+    assert main(["prepare", str(real_vs_synthetic_study)]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "new-run").exists()
+    assert main(["prepare", str(tmp_path)]) == 2
+    assert "is a folder; give the study file" in capsys.readouterr().err
 
 
 def test_prepare_json_and_export(real_vs_synthetic_study, tmp_path, capsys):

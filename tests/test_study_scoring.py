@@ -126,7 +126,7 @@ def test_score_cli_json(tmp_path, capsys):
     ("reader,case,arm,truth,answer\nr1,c1,A,real,real\nr1,c1,A,real,synthetic\n", "answers.csv:3: reader 'r1' answered case 'c1' twice"),
     ("reader,case,arm,truth,answer,confidence\nr1,c1,A,real,real,9\n", "answers.csv:2: confidence '9'"),
     ("reader,case,arm,truth,answer\n", "no answers"),
-    ("", "missing column(s) reader"),
+    ("", "empty file (need a header line"),
     ("reader,case,arm,truth,answer\nr1,c1,A,re", "answers.csv:2: empty answer"),
 ])
 def test_score_cli_bad_rows(tmp_path, capsys, text, expected):

@@ -95,7 +95,17 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
     workdir = study.workdir
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"{workdir}: exists and is not a folder (set `workdir` in the study file)")
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _prepare(study, workdir, progress)
+    except BaseException:
+        if created:  # a study that could not be prepared leaves no half-made folder (nor its key)
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _prepare(study: Study, workdir: Path, progress: bool) -> PreparedStudy:
     key = load_key(workdir)
     manifest = read_manifest(workdir)
     if manifest is not None and rendered_as_expected(workdir, manifest, study):
@@ -182,7 +192,9 @@ def _source_items(source: Source, label: str, seed: int) -> list[tuple[str, tupl
     if source.whole:  # opened (and a bad one named) when the layout is planned
         return [(str(path.resolve()), None, 0) for path in list_images(source.spec)]
     if source.crops is None:
-        images, _ = open_images(list_images(source.spec), label=label)
+        # A study's cases come from every slide it names: a bad one is replaced or dropped from the YAML.
+        images, _ = open_images(list_images(source.spec), label=label,
+                                skip_hint=" (replace them, or leave them out of the study file)")
         return [(str(Path(image.path).resolve()), None, source_side(None, None, (image.width, image.height)))
                 for image in images]
     plan = plan_crops(source.spec, label, RunOptions(protocol=source.crops, n=source.n, seed=seed))

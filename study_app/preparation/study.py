@@ -187,6 +187,8 @@ def _source_settings(source: Source, base: Path | None) -> dict:
 
 def load_study(path: str | Path) -> Study:
     given = Path(path)
+    if given.is_dir():
+        raise UserError(f"{given}: is a folder; give the study file (its .yaml) in it")
     if not given.is_file():
         raise UserError(f"{given}: no such study file")
     # Absolute from here on: the study's sources, folder and identity must not depend on the

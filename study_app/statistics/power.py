@@ -56,6 +56,13 @@ class ORComponents:
             raise UserError(f"component(s) {', '.join(bad)} must be finite numbers")
         if not self.var_error > 0:
             raise UserError(f"var_error must be > 0 (one reader's AUC variance over cases), got {self.var_error}")
+        # Two AUC estimates of equal variance covary by at most that variance (Cauchy-Schwarz), as
+        # estimated components do too: a larger one is a typing slip, not a pilot.
+        over = [n for n in ("cov1", "cov2", "cov3") if getattr(self, n) is not None
+                and abs(getattr(self, n)) > self.var_error * (1 + 1e-9)]
+        if over:
+            raise UserError(f"{over[0]} = {getattr(self, over[0]):g} exceeds var_error = {self.var_error:g}: a "
+                            f"covariance of two AUC estimates cannot exceed their variance")
         if not self.cases >= 4:
             raise UserError(f"the components must come from at least 4 pilot cases, got {self.cases}")
         if not 0 < self.positive_fraction < 1:

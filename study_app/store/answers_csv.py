@@ -16,6 +16,8 @@ REQUIRED = ("reader", "case", "arm", "truth", "answer")
 
 def read_answers(path: str | Path) -> list[Answer]:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a CSV file")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
@@ -27,7 +29,9 @@ def read_answers(path: str | Path) -> list[Answer]:
 def _read(path: Path) -> list[Answer]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        missing = [column for column in REQUIRED if column not in (reader.fieldnames or [])]
+        if reader.fieldnames is None:
+            raise UserError(f"{path}: empty file (need a header line: {','.join(REQUIRED)})")
+        missing = [column for column in REQUIRED if column not in reader.fieldnames]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (need {','.join(REQUIRED)})")
         answers, seen = [], {}

@@ -25,12 +25,16 @@ EXPORT_COLUMNS = ("reader", "case", "arm", "truth", "answer")
 
 def read_design(path: str | Path, arm: str | None = None) -> Design:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a CSV file")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
-            columns = [name.strip().lower() for name in reader.fieldnames or []]
+            if reader.fieldnames is None:
+                raise UserError(f"{path}: empty file (need a header line and a row per rating)")
+            columns = [name.strip().lower() for name in reader.fieldnames]
             # Cells an export neutralised for spreadsheets are read back as typed (study_app.store.spreadsheet).
             rows = [{k.strip().lower(): restore((v or "").strip()) for k, v in row.items() if k is not None}
                     for row in reader]
