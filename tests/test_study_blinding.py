@@ -142,6 +142,7 @@ def test_a_compressed_encoding_is_refused_unless_the_study_accepts_it(demo_study
         prepare(load_study(study), progress=False)
     workdir = load_study(study).workdir
     assert not (workdir / STATIC).exists() and not (workdir / "cases.json").exists()  # nothing half-made
+    assert not (workdir / "study.key").exists()  # nor its key: only the report that says why
     assert json.loads((workdir / PARITY).read_text())["separating"]  # the report is there to read
 
     accepted = variant(demo_study, tmp_path, display={"size": 512, "format": "jpeg", "quality": 92, "parity": "warn"})

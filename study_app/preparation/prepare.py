@@ -100,8 +100,13 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
     try:
         return _prepare(study, workdir, progress)
     except BaseException:
-        if created:  # a study that could not be prepared leaves no half-made folder (nor its key)
-            shutil.rmtree(workdir, ignore_errors=True)
+        if created:  # a study that could not be prepared leaves nothing half-made, nor its key ...
+            kept = {PARITY, SLIDE_PARITY}  # ... but the parity report that says why it was refused
+            for path in workdir.iterdir():
+                if path.name not in kept:
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+            if not any(workdir.iterdir()):
+                workdir.rmdir()
         raise
 
 
