@@ -103,8 +103,12 @@ def prepare(study: Study, progress: bool = True) -> PreparedStudy:
         if created:  # a study that could not be prepared leaves nothing half-made, nor its key ...
             kept = {PARITY, SLIDE_PARITY}  # ... but the parity report that says why it was refused
             for path in workdir.iterdir():
-                if path.name not in kept:
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+                if path.name in kept:
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
             if not any(workdir.iterdir()):
                 workdir.rmdir()
         raise

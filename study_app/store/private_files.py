@@ -9,7 +9,6 @@ main file's mode, and they are narrowed with it where they exist already.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
@@ -25,9 +24,9 @@ def write_private(path: Path, data: bytes | str) -> None:
     leaves no temporary behind (it holds the truth too) and is named by ``path``, not the temporary."""
     temp = path.with_name(f".{path.name}.partial")
     payload = data.encode() if isinstance(data, str) else data
+    if path.is_dir():
+        raise UserError(f"{path}: cannot be written (is a directory)")
     try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a directory")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)

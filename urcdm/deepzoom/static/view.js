@@ -64,7 +64,6 @@ function placeFirstView() {
     entry.scale.textContent = describeScale(entry);
   }
   following = false;
-  placed = true;
 }
 
 function markFirstView() {
