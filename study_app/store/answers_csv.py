@@ -4,10 +4,10 @@ Cells our exports neutralised for spreadsheets (``study_app.store.spreadsheet``)
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from study_app.statistics.records import LABELS, Answer
+from study_app.store.csv_files import csv_dict_reader
 from study_app.store.spreadsheet import restore
 from urcdm.errors import UserError
 
@@ -16,19 +16,7 @@ REQUIRED = ("reader", "case", "arm", "truth", "answer")
 
 def read_answers(path: str | Path) -> list[Answer]:
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a CSV file")
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        return _read(path)
-    except (UnicodeDecodeError, csv.Error) as exc:  # binary junk, NUL bytes: not a text CSV at all
-        raise UserError(f"{path}: not a UTF-8 CSV text file ({str(exc).splitlines()[0]})") from None
-
-
-def _read(path: Path) -> list[Answer]:
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+    with csv_dict_reader(path) as reader:
         if reader.fieldnames is None:
             raise UserError(f"{path}: empty file (need a header line: {','.join(REQUIRED)})")
         missing = [column for column in REQUIRED if column not in reader.fieldnames]

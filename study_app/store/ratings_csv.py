@@ -8,13 +8,13 @@ higher = more sure the image is synthetic, the positive class.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 
 from study_app.statistics.records import Design, answer_rating
+from study_app.store.csv_files import csv_dict_reader
 from study_app.store.spreadsheet import restore
 from urcdm.errors import UserError
 
@@ -25,21 +25,13 @@ EXPORT_COLUMNS = ("reader", "case", "arm", "truth", "answer")
 
 def read_design(path: str | Path, arm: str | None = None) -> Design:
     path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a folder, not a CSV file")
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames is None:
-                raise UserError(f"{path}: empty file (need a header line and a row per rating)")
-            columns = [name.strip().lower() for name in reader.fieldnames]
-            # Cells an export neutralised for spreadsheets are read back as typed (study_app.store.spreadsheet).
-            rows = [{k.strip().lower(): restore((v or "").strip()) for k, v in row.items() if k is not None}
-                    for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:  # binary junk, NUL bytes: not a text CSV at all
-        raise UserError(f"{path}: not a UTF-8 CSV text file ({str(exc).splitlines()[0]})") from None
+    with csv_dict_reader(path) as reader:
+        if reader.fieldnames is None:
+            raise UserError(f"{path}: empty file (need a header line and a row per rating)")
+        columns = [name.strip().lower() for name in reader.fieldnames]
+        # Cells an export neutralised for spreadsheets are read back as typed (study_app.store.spreadsheet).
+        rows = [{k.strip().lower(): restore((v or "").strip()) for k, v in row.items() if k is not None}
+                for row in reader]
     if "arm" not in columns and "treatment" in columns:  # the OR-DBM / RJafroc files say treatment
         columns.append("arm")
         for row in rows:
