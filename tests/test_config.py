@@ -42,6 +42,24 @@ def test_presets_round_trip_through_yaml(preset, tmp_path):
     (lambda d: d["unets"][0].update(colour=1), r"unets\[0\].colour: unknown key"),
     (lambda d: d["train"].update(grad_clip="one"), r"train.grad_clip"),
     (lambda d: d.pop("patch_px"), "patch_px: required"),
+    # values the training loop would have met as a traceback (a modulus by zero, a negative worker
+    # count, an impossible hold-out fraction, torch's own check of the learning rate) or used silently
+    (lambda d: d.update(patch_px=-1), "patch_px: must be at least 1"),
+    (lambda d: d["levels"][0].update(span=0), r"levels\[0\].span: must be at least 1"),
+    (lambda d: d["unets"][0].update(dim_mults=[0, 2]), r"unets\[0\].dim_mults"),
+    (lambda d: d["unets"][0].update(num_resnet_blocks=-1), r"unets\[0\].num_resnet_blocks"),
+    (lambda d: d["unets"][0].update(lr=-1.0), r"unets\[0\].lr: must be a positive number"),
+    (lambda d: d["unets"][0].update(lr=float("nan")), r"unets\[0\].lr"),
+    (lambda d: d["unets"][1].update(ff_mult=0.0), r"unets\[1\].ff_mult"),
+    (lambda d: d["train"].update(grad_clip=-1.0), "train.grad_clip: must be a positive number"),
+    (lambda d: d["train"].update(ema_beta=2.0), r"train.ema_beta: must be in \[0, 1\)"),
+    (lambda d: d["train"].update(checkpoint_every=0), "train.checkpoint_every: must be at least 1"),
+    (lambda d: d["train"].update(validate_every=0), "train.validate_every"),
+    (lambda d: d["train"].update(validation_fraction=1.5), "train.validation_fraction"),
+    (lambda d: d["train"].update(validation_batches=0), "train.validation_batches"),
+    (lambda d: d["train"].update(workers=-1), "train.workers: must be at least 0"),
+    (lambda d: d["train"].update(cond_drop_prob=2.0), r"train.cond_drop_prob: must be in \[0, 1\]"),
+    (lambda d: d["train"].update(lowres_sample_noise_level=-0.1), "train.lowres_sample_noise_level"),
 ])
 def test_impossible_configs_are_one_error_naming_the_field(change, field):
     values = tiny().to_dict()
@@ -64,6 +82,11 @@ def test_the_cli_prints_presets_and_rejects_bad_config_files(tmp_path, capsys):
     assert main(["train", "--config", "huge", "--level", "0", "--unet", "0", "--data", str(tmp_path),
                  "--out", str(tmp_path / "run")]) == 2
     assert "neither a preset" in capsys.readouterr().err
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["sample", "--config", str(empty), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {empty}: the file is empty") and err.count("\n") == 1
 
 
 def test_train_all_prints_nine_one_gpu_jobs(tmp_path, capsys):

@@ -135,6 +135,8 @@ class URCDMConfig:
 
 
 def validate(config: URCDMConfig) -> None:
+    if config.patch_px < 1:
+        raise UserError(f"patch_px: must be at least 1, got {config.patch_px}")
     if not 0 <= config.overlap < 0.5:
         raise UserError(f"overlap: must be in [0, 0.5) so that no two patches of a checkerboard phase overlap, got {config.overlap}")
     if config.patch_px * (1 - config.overlap) != config.stride:
@@ -147,6 +149,9 @@ def validate(config: URCDMConfig) -> None:
         raise UserError("levels: at least one level is needed")
     if config.levels[0].grid != 1:
         raise UserError("levels[0].grid: level 0 is one patch (the whole-slide view), so its grid must be 1")
+    for i, level in enumerate(config.levels):
+        if level.span < 1:
+            raise UserError(f"levels[{i}].span: must be at least 1 slide px, got {level.span}")
     for i, (outer, inner) in enumerate(zip(config.levels, config.levels[1:]), start=1):
         if inner.span >= outer.span:
             raise UserError(f"levels[{i}].span: {inner.span} does not nest inside level {i - 1}'s {outer.span} "
@@ -181,6 +186,38 @@ def validate(config: URCDMConfig) -> None:
         for name in ("dim", "timesteps", "batch_size", "attn_heads", "attn_dim_head"):
             if getattr(unet, name) < 1:
                 raise UserError(f"{where}.{name}: must be at least 1")
+        if any(m < 1 for m in unet.dim_mults):
+            raise UserError(f"{where}.dim_mults: every entry must be at least 1, got {list(unet.dim_mults)}")
+        blocks = unet.num_resnet_blocks if isinstance(unet.num_resnet_blocks, tuple) else (unet.num_resnet_blocks,)
+        if any(b < 0 for b in blocks):
+            raise UserError(f"{where}.num_resnet_blocks: must not be negative")
+        for name in ("lr", "ff_mult"):
+            rule, holds = _POSITIVE
+            if not holds(getattr(unet, name)):
+                raise UserError(f"{where}.{name}: must be {rule}, got {getattr(unet, name)}")
+    _validate_train(config.train)
+
+
+# What each TrainSpec value must be, as a fact about how the training loop uses it (a modulus, a
+# probability, a DataLoader worker count, a fraction of blocks held out).
+_POSITIVE = ("a positive number", lambda v: 0 < v < math.inf)
+_COUNT = ("at least 1", lambda v: v >= 1)
+_NON_NEGATIVE = ("at least 0", lambda v: v >= 0)
+_PROBABILITY = ("in [0, 1]", lambda v: 0 <= v <= 1)
+_FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
+_TRAIN_RULES = {
+    "grad_clip": _POSITIVE, "ema_beta": _FRACTION, "ema_update_every": _COUNT, "ema_update_after_step": _NON_NEGATIVE,
+    "warmup_steps": _NON_NEGATIVE, "checkpoint_every": _COUNT, "validate_every": _COUNT,
+    "validation_fraction": _FRACTION, "validation_batches": _COUNT, "workers": _NON_NEGATIVE,
+    "cond_drop_prob": _PROBABILITY, "lowres_sample_noise_level": _PROBABILITY,
+}
+
+
+def _validate_train(train: TrainSpec) -> None:
+    for name, (rule, holds) in _TRAIN_RULES.items():
+        value = getattr(train, name)
+        if not holds(value):
+            raise UserError(f"train.{name}: must be {rule}, got {value}")
 
 
 def _plain(value):
@@ -265,6 +302,8 @@ def load_config(spec: str | Path) -> URCDMConfig:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if values is None:
+        raise UserError(f"{path}: the file is empty (write a preset to edit with `urcdm config tiny -o FILE`)")
     try:
         return from_dict(values)
     except UserError as exc:
