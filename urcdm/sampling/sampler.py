@@ -327,6 +327,7 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
                                white_skip=white_skip and level == last, ranks=ranks)
         levels.append(sampler.run(previous, image, state, progress))
         previous = CanvasImage(DiskCanvas.open(canvas.path)) if ranks.world_size > 1 else image
+    evaluations = _sum_over_ranks(getattr(backend, "unet_evaluations", None), ranks)
     if not ranks.is_main:
         _barrier(ranks)
         return {}
@@ -342,8 +343,8 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
                 "precision": getattr(backend, "precision", None), "batch_size": batch_size or "auto",
                 "blend_px": blend, "white_skip": white_skip, "resumed": resumed, "world_size": ranks.world_size,
                 "levels": levels, "model_calls": sum(entry["model_calls"] for entry in levels),
-                # this process's unet forward passes (a resumed run counts only what it redid)
-                "unet_evaluations": getattr(backend, "unet_evaluations", None),
+                # every rank's unet forward passes, as model_calls (a resumed run counts only what it redid)
+                "unet_evaluations": evaluations,
                 "unet_batches": backend.unet_batches() if hasattr(backend, "unet_batches") else None,
                 "pyramid": info.as_dict(), "seconds": round(time.perf_counter() - started, 2)}
     out.with_suffix(".json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -386,6 +387,16 @@ def _canvas(state: SampleState, config: URCDMConfig, level: int, ranks: Ranks) -
         DiskCanvas.create(path, size, size, fill=tuple(config.fill_rgb)).close()
     _barrier(ranks)
     return DiskCanvas.open(path)
+
+
+def _sum_over_ranks(value: int | None, ranks: Ranks) -> int | None:
+    if ranks.world_size == 1 or value is None:
+        return value
+    import torch.distributed as dist
+
+    values: list = [None] * ranks.world_size
+    dist.all_gather_object(values, value)
+    return sum(values)
 
 
 def _barrier(ranks: Ranks) -> None:
