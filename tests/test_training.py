@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -143,6 +144,10 @@ def test_a_run_killed_with_sigkill_and_resumed_ends_with_the_same_weights(slides
         assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
     with open(resumed / "log.csv") as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == list(range(1, 15))
+    capsys.readouterr()
+    assert main(_train_command(config_file, slides, resumed, 12)[3:]) == 0  # fewer steps than it has
+    again = json.loads(capsys.readouterr().out)
+    assert (again["steps"], again["trained_steps"]) == (14, 0)  # where the checkpoint is, not the 12 asked
 
 
 def test_resuming_with_other_slides_or_another_unet_is_refused(trained, slides, tmp_path, capsys):

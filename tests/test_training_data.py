@@ -124,6 +124,8 @@ def test_a_folder_without_slides_or_with_only_broken_ones_is_a_user_error(tmp_pa
     (tmp_path / "broken.svs").write_bytes((real_data / "slides" / "broken.svs").read_bytes())
     with pytest.raises(UserError, match="could be read"):
         build_index(list_slides(tmp_path), 64, 0.9, use_cache=False)
+    with pytest.raises(UserError, match="broken.svs: is a file; --data names the folder"):
+        list_slides(tmp_path / "broken.svs")  # a slide given where its folder is expected
 
 
 def test_the_index_is_cached_per_slide_and_geometry(real_data, monkeypatch):

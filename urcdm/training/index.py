@@ -21,6 +21,8 @@ _INDEX_VERSION = 1
 
 def list_slides(data_dir: str | Path) -> list[Path]:
     root = Path(data_dir)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: is a file; --data names the folder that holds the training slides")
     if not root.is_dir():
         raise UserError(f"{root}: no such data folder")
     found = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES)

@@ -146,7 +146,7 @@ def train(job: Job) -> dict:
     state = _resumable_state(checkpoint_path, job, digest)
 
     def summary(start: int, step: int, losses: list, seconds: float, world: int) -> dict:
-        return {"method": job.method, "level": job.level, "unet": job.unet, "steps": job.steps, "resumed_from": start,
+        return {"method": job.method, "level": job.level, "unet": job.unet, "steps": step, "resumed_from": start,
                 "trained_steps": step - start, "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
                 "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(slide_names),
                 "world_size": world}
