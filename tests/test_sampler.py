@@ -136,6 +136,9 @@ def test_bad_sampling_requests_are_one_error_line(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"keep me"
     assert main(["sample", "--models", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t.tiff")]) == 2
     assert "no such models folder" in capsys.readouterr().err
+    for dry_run in ([], ["--dry-run"]):  # a checkpoint file given where its folder of nine runs is expected
+        assert main(["sample", "--models", str(out), "--out", str(tmp_path / "t.tiff"), *dry_run]) == 2
+        assert "s.tiff: is a file; --models names the folder" in capsys.readouterr().err
     assert main(["sample", "--config", "tiny", "--steps", "1,2", "--out", str(tmp_path / "t.tiff")]) == 2
     assert "3 unets" in capsys.readouterr().err
     with pytest.raises(UserError, match="--blend"):

@@ -131,6 +131,17 @@ def _config_before_loading(args: argparse.Namespace) -> URCDMConfig | None:
         return None  # the checkpoint's own config decides, below
 
 
+def _models_config(args: argparse.Namespace) -> URCDMConfig:
+    """The config the checkpoints carry (load_cascade checks every one against it)."""
+    from urcdm.config import from_dict
+    from urcdm.models import read_checkpoint
+
+    if not args.models.is_dir():
+        raise UserError(f"{args.models}: is a file; --models names the folder train-all wrote the nine runs into"
+                        if args.models.exists() else f"{args.models}: no such models folder")
+    return from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
+
+
 def _with_steps(config: URCDMConfig, steps: tuple[int, ...] | None) -> URCDMConfig:
     if steps is None:
         return config
@@ -157,18 +168,14 @@ def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, di
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from urcdm.config import from_dict
-    from urcdm.models import load_cascade, read_checkpoint
+    from urcdm.models import load_cascade
     from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
     from urcdm.sampling.sampler import check_outputs, sample_slide
 
     if args.dry_run:
         return cmd_plan(args)
     if args.models is not None:
-        if not args.models.is_dir():
-            raise UserError(f"{args.models}: no such models folder")
-        # The checkpoints carry their config; load_cascade checks every one against it.
-        config = from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
+        config = _models_config(args)
     else:
         config = load_config(args.config)
     _check_run_options(args, config)
@@ -244,17 +251,11 @@ def _gpu_memory_as_user_error(device: str, kept: str):
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """``--dry-run``: the plan of the run (urcdm.sampling.plan); no checkpoint is read, no slide written."""
-    from urcdm.config import from_dict
     from urcdm.distributed import resolve_device
-    from urcdm.models import read_checkpoint
     from urcdm.sampling.plan import plan_run
     from urcdm.sampling.sampler import level0_from_slide
 
-    config = _config_before_loading(args) if args.models is None or args.models.is_dir() else None
-    if config is None:
-        if args.models is None or not args.models.is_dir():
-            raise UserError(f"{args.models}: no such models folder")
-        config = from_dict(read_checkpoint(args.models / run_folder(args.method, 0, 0) / "checkpoint.pt")["config"])
+    config = _config_before_loading(args) or _models_config(args)
     _check_run_options(args, config)
     config = _with_steps(config, args.steps)
     device = str(resolve_device(args.device))
