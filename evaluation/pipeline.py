@@ -59,19 +59,34 @@ def plan_crops(spec: str, side: str, options: RunOptions) -> CropPlan:
     # compared directly or through a saved .npz, and a set compared with itself gives exactly 0.
     inputs = fingerprint(image.path for image in images)
     seed = derive_seed(options.seed, inputs)
-    crops = sample_crops(images, protocol, options.n, seed, accept)
+    try:
+        crops = sample_crops(images, protocol, options.n, seed, accept)
+    except UserError as error:  # which of the sets cannot give its crops
+        raise UserError(f"{side} set {spec}: {error}") from None
     unused = min(len(images), options.n) - len(np.unique(crops[:, 0]))
     if protocol.mode != "whole" and unused > 0 and options.ranks.is_main:
         print(f"{side}: {unused} image(s) smaller than {protocol.name} needs were left out", file=sys.stderr)
     return CropPlan(images, crops, seed, inputs, [path for path, _ in bad])
 
 
-def side_statistics(spec: str, side: str, extractor: Extractor, options: RunOptions) -> FeatureStats:
+def prepare_side(spec: str, side: str, extractor_id: str, options: RunOptions) -> FeatureStats | CropPlan:
+    """Everything about one side that can fail before its features are computed: a ``.npz`` loaded
+    and checked against this run, or the images opened and the crops drawn. A command prepares
+    every side first, so that a fake set too small for the protocol is said before minutes of the
+    real set's features, not after."""
     if is_stats_spec(spec):
         stats = FeatureStats.load(spec)
-        stats.check_comparable(options.protocol, extractor.id)
+        stats.check_comparable(options.protocol, extractor_id)
         return stats
-    plan = plan_crops(spec, side, options)
+    return plan_crops(spec, side, options)
+
+
+def side_statistics(spec: str, side: str, extractor: Extractor, options: RunOptions,
+                    prepared: FeatureStats | CropPlan | None = None) -> FeatureStats:
+    prepared = prepare_side(spec, side, extractor.id, options) if prepared is None else prepared
+    if isinstance(prepared, FeatureStats):
+        return prepared
+    plan = prepared
     paths = [image.path for image in plan.images]
     features = extract_features(paths, plan.crops, options.protocol, extractor, options.batch_size,
                                 options.workers, options.ranks, label=side)

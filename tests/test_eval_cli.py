@@ -107,6 +107,19 @@ def test_an_output_that_cannot_be_written_is_said_before_the_features(tiles, cap
         assert _error(capsys, argv + nan).startswith(f"error: {target}: cannot be written there")
 
 
+def test_a_set_too_small_for_the_protocol_is_said_before_the_other_sets_features(real_data, tiles, tmp_path, capsys):
+    # The NaN extractor fails at its first batch: the fake set's impossibility must be said before the
+    # real set's features are computed (minutes at 50k crops), naming the set.
+    nan = ["--extractor", "tiny_extractors:nan_features", "--workers", "0", "--n", "8"]
+    slide = tmp_path / "real.txt"
+    slide.write_text(f"{real_data / 'slides' / 'cmu-1-small-region.svs'}\n")  # 2220 x 2967; the tiles are 512 px
+    for argv in (["pfid", str(slide), str(tiles[1]), "--patch-size", "1024"],
+                 ["scales", str(slide), str(tiles[1]), "-o", str(tmp_path / "scales"), "--spans", "256,1024"]):
+        message = _error(capsys, argv + nan)
+        assert message.startswith("error: ") and f" set {tiles[1]}: no image is large enough" in message
+    assert not (tmp_path / "scales").exists()
+
+
 def test_cmmd_outside_clip_space_is_said_before_weights_are_looked_for(tiles, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("URCDM_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))

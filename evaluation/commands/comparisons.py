@@ -9,7 +9,7 @@ from evaluation.commands.options import check_inputs, crop_mode, crop_protocol, 
 from evaluation.comparison import MetricSettings, compare, parse_metrics
 from evaluation.export import export_crops, exported_protocol
 from evaluation.features import registered_space
-from evaluation.pipeline import plan_crops, side_statistics
+from evaluation.pipeline import plan_crops, prepare_side, side_statistics
 from evaluation.report import print_result, result_dict
 from urcdm.clikit import print_json
 from urcdm.errors import UserError
@@ -37,8 +37,9 @@ def cmd_compare(args: argparse.Namespace, ranks) -> int:
     metrics = parse_metrics(args.metric, args.command, extractor.space)
     options = run_options(args, crop_protocol(args, image_size_for(args, extractor, crop_mode(args))), ranks,
                           device=extractor.device)
-    real = side_statistics(args.real, "real", extractor, options)
-    fake = side_statistics(args.fake, "fake", extractor, options)
+    prepared = {side: prepare_side(spec, side, extractor.id, options) for side, spec in (("real", args.real), ("fake", args.fake))}
+    real = side_statistics(args.real, "real", extractor, options, prepared["real"])
+    fake = side_statistics(args.fake, "fake", extractor, options, prepared["fake"])
     if real.dim != fake.dim:
         raise UserError(f"feature dimensions differ: {real.dim} (real) vs {fake.dim} (fake)")
     if not ranks.is_main:

@@ -18,7 +18,7 @@ from evaluation.commands.options import check_inputs, crop_protocol, image_size_
 from evaluation.commands.scales_plot import plot_scales
 from evaluation.comparison import METRICS, parse_metrics
 from evaluation.inputs import is_stats_spec
-from evaluation.pipeline import side_statistics
+from evaluation.pipeline import prepare_side, side_statistics
 from evaluation.scales import REAL_VS_REAL, fake_label, parse_scales, scale_rows
 from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError
@@ -82,14 +82,21 @@ def cmd_scales(args: argparse.Namespace, ranks) -> int:
     metrics = parse_metrics(args.metric, "scales", extractor.space)
     n = args.n or DEFAULT_N
     image_size = image_size_for(args, extractor, "fixed")
+    sides = [("real", args.real, 2 * n), *((label, spec, n) for label, spec in zip(labels, args.fake))]
+    # Every scale's crops drawn before any features: a set too small for the largest scale is said at once.
+    runs = []
+    for scale in scales:
+        protocol = crop_protocol(args, image_size, **scale.protocol_scale())
+        options = [run_options(args, protocol, ranks, count, extractor.device) for _, _, count in sides]
+        runs.append((scale, options, [prepare_side(spec, label, extractor.id, side_options)
+                                      for (label, spec, _), side_options in zip(sides, options)]))
     rows = []
-    for number, scale in enumerate(scales, start=1):
+    for number, (scale, options, prepared) in enumerate(runs, start=1):
         if ranks.is_main:
             print(f"scale {number}/{len(scales)}: {scale.label}", file=sys.stderr)
-        protocol = crop_protocol(args, image_size, **scale.protocol_scale())
-        real = side_statistics(args.real, "real", extractor, run_options(args, protocol, ranks, 2 * n, extractor.device))
-        fakes = {label: side_statistics(spec, label, extractor, run_options(args, protocol, ranks, n, extractor.device))
-                 for label, spec in zip(labels, args.fake)}
+        real, *fake_stats = (side_statistics(spec, label, extractor, side_options, plan)
+                             for (label, spec, _), side_options, plan in zip(sides, options, prepared))
+        fakes = dict(zip(labels, fake_stats))
         if ranks.is_main:
             rows += scale_rows(scale, real, fakes, n, args.splits, args.seed, metrics, extractor.space, metric_settings(args))
     if not ranks.is_main:
