@@ -35,14 +35,18 @@ class Scale:
         return {key: value for key, value in (("level", self.level), ("span", self.span), ("mpp", self.mpp)) if value is not None}
 
 
-def _numbers(text: str, option: str, kind: type) -> list:
+def _numbers(text: str, option: str, kind: type, coarse_first_descending: bool) -> list:
+    """The values in the plot's order, coarse to fine (a larger span or mpp is coarser; a larger level
+    finer), whatever order they were typed in."""
     try:
         values = [kind(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"{option} {text}: expected comma-separated {kind.__name__}s") from None
     if not values:
         raise UserError(f"{option}: no scales given")
-    return values
+    if len(set(values)) != len(values):
+        raise UserError(f"{option} {text}: a scale is named twice")
+    return sorted(values, reverse=coarse_first_descending)
 
 
 def parse_scales(levels: str | None = None, spans: str | None = None, mpps: str | None = None,
@@ -51,10 +55,10 @@ def parse_scales(levels: str | None = None, spans: str | None = None, mpps: str 
     if config_spans is not None:
         return [Scale(f"{config_name} level {i} ({span} px)", span=span) for i, span in enumerate(config_spans)]
     if spans is not None:
-        return [Scale(f"{span} px", span=span) for span in _numbers(spans, "--spans", int)]
+        return [Scale(f"{span} px", span=span) for span in _numbers(spans, "--spans", int, True)]
     if mpps is not None:
-        return [Scale(f"{mpp:g} µm/px", mpp=mpp) for mpp in _numbers(mpps, "--mpp", float)]
-    return [Scale(f"level {level}", level=level) for level in _numbers(levels or "0,1,2", "--levels", int)]
+        return [Scale(f"{mpp:g} µm/px", mpp=mpp) for mpp in _numbers(mpps, "--mpp", float, True)]
+    return [Scale(f"level {level}", level=level) for level in _numbers(levels or "0,1,2", "--levels", int, False)]
 
 
 def fake_label(spec: str) -> str:

@@ -13,6 +13,7 @@ from evaluation.crops import CropProtocol
 from evaluation.scales import REAL_VS_REAL, Scale, fake_label, parse_scales, real_splits, scale_rows
 from evaluation.comparison import MetricSettings
 from evaluation.stats import FeatureStats
+from urcdm.errors import UserError
 from urcdm.slides import open_slide
 
 DETAIL = ["--extractor", "tiny_extractors:detail_energy", "--workers", "0"]
@@ -57,8 +58,12 @@ def test_rows_recompute_the_metric_on_each_split():
 
 def test_scale_lists_and_labels():
     assert [s.level for s in parse_scales()] == [0, 1, 2]
-    assert [s.span for s in parse_scales(spans="512,64")] == [512, 64]
-    assert [s.mpp for s in parse_scales(mpps="2,0.5")] == [2.0, 0.5]
+    # the plot's axis reads coarse to fine, whatever order the scales were typed in
+    assert [s.span for s in parse_scales(spans="512,64")] == [512, 64] == [s.span for s in parse_scales(spans="64,512")]
+    assert [s.mpp for s in parse_scales(mpps="0.5,2")] == [2.0, 0.5]
+    assert [s.level for s in parse_scales(levels="2,0")] == [0, 2]
+    with pytest.raises(UserError, match="named twice"):
+        parse_scales(spans="256,256")
     assert [s.span for s in parse_scales(config_spans=(512, 128), config_name="tiny")] == [512, 128]
     assert fake_label("build/samples/urcdm/*.tiff") == "urcdm" and fake_label("runs/outpaint") == "outpaint"
     with pytest.raises(Exception, match="comma-separated"):
