@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from conftest import tissue_image
 from evaluation.crops import CROP_COLUMNS, CropProtocol
@@ -284,6 +285,32 @@ def test_audit_writes_its_report_and_refuses_to_overwrite(planted, tmp_path):
     assert [p.name for p in users.iterdir()] == ["keep.txt"]
 
 
+def test_an_audit_that_fails_while_writing_leaves_no_file_and_keeps_the_earlier_audit(planted, tmp_path, monkeypatch):
+    import importlib
+
+    audit_module = importlib.import_module("evaluation.memorization.audit")  # the module, not the function
+    folders, synthetic, _ = planted
+    out = tmp_path / "audit"
+    args = (synthetic, str(folders["training"]), str(folders["heldout"]), thumbnail_extractor(), [SPAN], SPAN, 8, 0.5, out)
+    options = dict(device="cpu", n_heldout=16, k=1, workers=0, pairs=2, progress=False)
+
+    def broken_montage(*_, **__):
+        raise RuntimeError("the montage failed")
+
+    monkeypatch.setattr(audit_module, "write_montage", broken_montage)
+    with pytest.raises(RuntimeError):  # the neighbours CSV was written before the montage failed
+        audit(*args, **options)
+    assert not out.exists()
+    monkeypatch.undo()
+    audit(*args, **options)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert sorted(before) == ["memorization.json", "montage-span64.png", "neighbours-span64.csv"]
+    monkeypatch.setattr(audit_module, "write_montage", broken_montage)
+    with pytest.raises(RuntimeError):
+        audit(*args, overwrite=True, **{**options, "k": 2})
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
 @pytest.fixture
 def small_slides(tmp_path):
     """Made-up slides, no real data needed: tissue texture for synthetic and held-out, glass for training."""
@@ -334,3 +361,23 @@ def test_command_line_refuses_a_bad_scale_before_loading_any_model(real_data, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ") and "--span 32 is below --patch-size 64" in err[-1]
     assert not (tmp_path / "audit").exists()
+
+
+def test_the_montage_shows_a_match_that_reaches_past_the_training_slides_edge(small_slides, tmp_path):
+    """Verification reads its windows as they lie, so a copy of tissue at a slide's edge can match a
+    window reaching into the fill beyond it; the montage reads that window the same way (it raised
+    'region reaches outside its bounds' after the whole audit)."""
+    from evaluation.memorization.report import matched_training_crop, write_montage
+    from evaluation.memorization.scale_audit import ScaleAudit
+
+    slide = str(next(small_slides["synthetic"].iterdir()))  # 512 x 512 of tissue
+    protocol = CropProtocol(mode="fixed", span=256, patch_size=SPAN, image_size=SPAN)
+    cells = CropSet([slide], np.array([(0, 0, 0, 256, 0, 0, 512, 512), (0, 256, 256, 256, 0, 0, 512, 512)], float))
+    result = ScaleAudit(protocol, 128, training=cells, synthetic=cells, heldout=cells, synthetic_result=None,
+                        heldout_result=None, training_nearest_distance=None, quantile=0.99, threshold=0.5, seconds={},
+                        synthetic_match=np.array([(0.9, 0, 300.0, 10.0, 3), (0.4, 0, -20.0, 400.0, 0)]))
+    crop, transform = matched_training_crop(result, 0)
+    assert tuple(crop[:4]) == (0, 300, 10, 256) and transform == 3
+    montage = write_montage(result, 2, tmp_path / "montage.png")
+    with Image.open(montage) as image:
+        assert image.size[0] > 4 * SPAN  # two pairs side by side, each two crops wide

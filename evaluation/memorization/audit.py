@@ -15,6 +15,8 @@ distributions, authenticity, and a montage of the closest pairs. ``run_audit`` r
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -122,26 +124,36 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()  # a failed audit leaves no empty folder behind
         raise
-    scales = []
-    for result in results:
-        entry = scale_report(result, pairs)
-        entry["files"] = {"neighbours": write_neighbours_csv(result, out_dir / f"neighbours-span{result.span}.csv", overwrite).name}
-        if pairs:
-            entry["files"]["montage"] = write_montage(result, pairs, out_dir / f"montage-span{result.span}.png", overwrite).name
-        scales.append(entry)
-    report = jsonable({
-        "synthetic": synthetic, "training": training, "heldout": heldout,
-        "extractor": extractor.id,
-        "search": {"backend": resolve_backend(backend, options.device), "device": str(options.device), "k": k,
-                   "metric": "cosine similarity" + (" about the training features' mean" if center else "")},
-        "dihedral": f"queries under all {TRANSFORMS} flips/quarter turns, best similarity kept" if dihedral else "off",
-        "stride_fraction": stride_fraction, "min_tissue": min_tissue, "seed": seed,
-        "threshold_rule": THRESHOLD_RULE, "authenticity_rule": AUTHENTICITY_RULE,
-        "scales": scales,
-        "seconds": round(time.perf_counter() - started, 3),
-    })
-    with atomic_output(out_dir / REPORT_NAME, overwrite) as temp:
-        temp.write_text(json.dumps(report, indent=2) + "\n")
+    # The files are written into a staging folder and moved into place together at the end: a
+    # montage that fails leaves neither a lone CSV nor a half-replaced earlier audit.
+    staging = Path(tempfile.mkdtemp(prefix=".audit-", dir=out_dir))
+    try:
+        scales = []
+        for result in results:
+            entry = scale_report(result, pairs)
+            entry["files"] = {"neighbours": write_neighbours_csv(result, staging / f"neighbours-span{result.span}.csv").name}
+            if pairs:
+                entry["files"]["montage"] = write_montage(result, pairs, staging / f"montage-span{result.span}.png").name
+            scales.append(entry)
+        report = jsonable({
+            "synthetic": synthetic, "training": training, "heldout": heldout,
+            "extractor": extractor.id,
+            "search": {"backend": resolve_backend(backend, options.device), "device": str(options.device), "k": k,
+                       "metric": "cosine similarity" + (" about the training features' mean" if center else "")},
+            "dihedral": f"queries under all {TRANSFORMS} flips/quarter turns, best similarity kept" if dihedral else "off",
+            "stride_fraction": stride_fraction, "min_tissue": min_tissue, "seed": seed,
+            "threshold_rule": THRESHOLD_RULE, "authenticity_rule": AUTHENTICITY_RULE,
+            "scales": scales,
+            "seconds": round(time.perf_counter() - started, 3),
+        })
+        with atomic_output(staging / REPORT_NAME, True) as temp:
+            temp.write_text(json.dumps(report, indent=2) + "\n")
+        for written in sorted(staging.iterdir(), key=lambda path: path.name == REPORT_NAME):  # the report last
+            os.replace(written, out_dir / written.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
     if progress:
         for entry in scales:
             print(f"memorization: span {entry['span']}: copy rate {entry['copy_rate']:.4f} "

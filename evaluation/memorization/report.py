@@ -138,8 +138,9 @@ def matched_training_crop(result: ScaleAudit, row: int) -> tuple[np.ndarray, int
         return result.training.crops[int(result.synthetic_result.neighbours.indices[row, 0])], \
             int(result.synthetic_result.transforms[row, 0])
     _, image, x, y, transform = match
-    frame = result.training.crops[result.training.crops[:, 0] == image][0, 4:8]  # the slide's, from any of its cells
-    return np.array([image, x, y, result.span, *frame]), int(transform)
+    # No frame: verification read its windows as they lie, reaching past the slide's edge into the
+    # fill where a peak sits there, so the montage reads the matched window the same way.
+    return np.array([image, x, y, result.span]), int(transform)
 
 
 def _where(paths: list[str], crop: np.ndarray) -> dict:
