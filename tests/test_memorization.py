@@ -4,6 +4,7 @@ the dihedral transforms, and a small planted-copy run on a real slide."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -367,7 +368,7 @@ def test_the_montage_shows_a_match_that_reaches_past_the_training_slides_edge(sm
     """Verification reads its windows as they lie, so a copy of tissue at a slide's edge can match a
     window reaching into the fill beyond it; the montage reads that window the same way (it raised
     'region reaches outside its bounds' after the whole audit)."""
-    from evaluation.memorization.report import matched_training_crop, write_montage
+    from evaluation.memorization.report import closest_pairs, matched_training_crop, write_montage
     from evaluation.memorization.scale_audit import ScaleAudit
 
     slide = str(next(small_slides["synthetic"].iterdir()))  # 512 x 512 of tissue
@@ -381,3 +382,8 @@ def test_the_montage_shows_a_match_that_reaches_past_the_training_slides_edge(sm
     montage = write_montage(result, 2, tmp_path / "montage.png")
     with Image.open(montage) as image:
         assert image.size[0] > 4 * SPAN  # two pairs side by side, each two crops wide
+    # A crop drawn twice (an image with room for one crop at this span gives it every turn) is shown once.
+    twice = ScaleAudit(protocol, 128, training=cells, synthetic=CropSet([slide], cells.crops[[0, 0, 1]]), heldout=cells,
+                       synthetic_result=SimpleNamespace(nearest_similarity=np.array([0.8, 0.8, 0.3])), heldout_result=None,
+                       training_nearest_distance=None, quantile=0.99, threshold=0.5, seconds={}, synthetic_match=np.array([(0.9, 0, 300.0, 10.0, 3)] * 2 + [(0.4, 0, 0.0, 0.0, 0)]))
+    assert [pair["synthetic"]["x"] for pair in closest_pairs(twice, 3)] == [0, 256]

@@ -127,7 +127,18 @@ def _authenticity(result: ScaleAudit) -> dict:
 
 
 def _closest_rows(result: ScaleAudit, count: int) -> np.ndarray:
-    return np.argsort(-result.synthetic_score, kind="stable")[:count]
+    """The ``count`` highest-scoring synthetic crops, each place once: crops are drawn with
+    replacement, and an image with room for one crop at this span gives the same crop every turn
+    (a montage of 16 copies of one pair before)."""
+    rows, seen = [], set()
+    for row in np.argsort(-result.synthetic_score, kind="stable"):
+        place = tuple(result.synthetic.crops[row, :4])
+        if place not in seen:
+            seen.add(place)
+            rows.append(int(row))
+            if len(rows) == count:
+                break
+    return np.array(rows, dtype=np.int64)
 
 
 def matched_training_crop(result: ScaleAudit, row: int) -> tuple[np.ndarray, int]:
