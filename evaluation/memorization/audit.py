@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -154,9 +153,4 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
         shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):
             out_dir.rmdir()
-    if progress:
-        for entry in scales:
-            print(f"memorization: span {entry['span']}: copy rate {entry['copy_rate']:.4f} "
-                  f"(threshold: {entry['copy_score']} {entry['threshold'][entry['copy_score']]:.4f}, held-out flagged "
-                  f"{entry['threshold']['heldout_flagged']:.4f})", file=sys.stderr)
     return report
