@@ -134,6 +134,21 @@ class URCDMConfig:
         return hashlib.sha256(yaml.safe_dump(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# What a training value must be, as a fact about how the training loop uses it (a modulus, a
+# probability, a DataLoader worker count, a fraction of blocks held out).
+_POSITIVE = ("a positive number", lambda v: 0 < v < math.inf)
+_COUNT = ("at least 1", lambda v: v >= 1)
+_NON_NEGATIVE = ("at least 0", lambda v: v >= 0)
+_PROBABILITY = ("in [0, 1]", lambda v: 0 <= v <= 1)
+_FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
+_TRAIN_RULES = {
+    "grad_clip": _POSITIVE, "ema_beta": _FRACTION, "ema_update_every": _COUNT, "ema_update_after_step": _NON_NEGATIVE,
+    "warmup_steps": _NON_NEGATIVE, "checkpoint_every": _COUNT, "validate_every": _COUNT,
+    "validation_fraction": _FRACTION, "validation_batches": _COUNT, "workers": _NON_NEGATIVE,
+    "cond_drop_prob": _PROBABILITY, "lowres_sample_noise_level": _PROBABILITY,
+}
+
+
 def validate(config: URCDMConfig) -> None:
     if config.patch_px < 1:
         raise UserError(f"patch_px: must be at least 1, got {config.patch_px}")
@@ -192,25 +207,9 @@ def validate(config: URCDMConfig) -> None:
         if any(b < 0 for b in blocks):
             raise UserError(f"{where}.num_resnet_blocks: must not be negative")
         for name in ("lr", "ff_mult"):
-            rule, holds = _POSITIVE
-            if not holds(getattr(unet, name)):
-                raise UserError(f"{where}.{name}: must be {rule}, got {getattr(unet, name)}")
+            if not _POSITIVE[1](getattr(unet, name)):
+                raise UserError(f"{where}.{name}: must be {_POSITIVE[0]}, got {getattr(unet, name)}")
     _validate_train(config.train)
-
-
-# What each TrainSpec value must be, as a fact about how the training loop uses it (a modulus, a
-# probability, a DataLoader worker count, a fraction of blocks held out).
-_POSITIVE = ("a positive number", lambda v: 0 < v < math.inf)
-_COUNT = ("at least 1", lambda v: v >= 1)
-_NON_NEGATIVE = ("at least 0", lambda v: v >= 0)
-_PROBABILITY = ("in [0, 1]", lambda v: 0 <= v <= 1)
-_FRACTION = ("in [0, 1)", lambda v: 0 <= v < 1)
-_TRAIN_RULES = {
-    "grad_clip": _POSITIVE, "ema_beta": _FRACTION, "ema_update_every": _COUNT, "ema_update_after_step": _NON_NEGATIVE,
-    "warmup_steps": _NON_NEGATIVE, "checkpoint_every": _COUNT, "validate_every": _COUNT,
-    "validation_fraction": _FRACTION, "validation_batches": _COUNT, "workers": _NON_NEGATIVE,
-    "cond_drop_prob": _PROBABILITY, "lowres_sample_noise_level": _PROBABILITY,
-}
 
 
 def _validate_train(train: TrainSpec) -> None:

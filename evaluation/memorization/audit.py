@@ -115,18 +115,14 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
                             workers=workers, authenticity=authenticity, verify=verify, progress=progress)
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)  # also holds the temporary training features: the user's chosen disk
+    staging = None
     try:
         results = run_audit(synthetic, training, heldout, extractor, spans, patch_size, n_synthetic, stride_fraction,
                             device, n_heldout=n_heldout, threshold_quantile=threshold_quantile, min_tissue=min_tissue,
                             seed=seed, image_size=image_size, options=options, workdir=out_dir)
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a failed audit leaves no empty folder behind
-        raise
-    # The files are written into a staging folder and moved into place together at the end: a
-    # montage that fails leaves neither a lone CSV nor a half-replaced earlier audit.
-    staging = Path(tempfile.mkdtemp(prefix=".audit-", dir=out_dir))
-    try:
+        # The files are written into a staging folder and moved into place together at the end: a
+        # montage that fails leaves neither a lone CSV nor a half-replaced earlier audit.
+        staging = Path(tempfile.mkdtemp(prefix=".audit-", dir=out_dir))
         scales = []
         for result in results:
             entry = scale_report(result, pairs)
@@ -150,7 +146,8 @@ def audit(synthetic: str, training: str, heldout: str, extractor: Extractor, spa
         for written in sorted(staging.iterdir(), key=lambda path: path.name == REPORT_NAME):  # the report last
             os.replace(written, out_dir / written.name)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
+            out_dir.rmdir()  # a failed audit leaves no empty folder behind
     return report

@@ -193,12 +193,7 @@ class LevelSampler:
         return sorted((item for piece in pieces for item in piece), key=lambda item: item[0])
 
     def total_counts(self) -> dict:
-        if self.ranks.world_size == 1:
-            return self.counts
-        import torch.distributed as dist
-
-        counts: list = [None] * self.ranks.world_size
-        dist.all_gather_object(counts, self.counts)
+        counts = _every_rank(self.counts, self.ranks)
         return {k: sum(c[k] for c in counts) for k in self.counts}
 
     def _synchronise(self, image: CanvasImage) -> CanvasImage:
@@ -327,7 +322,8 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
                                white_skip=white_skip and level == last, ranks=ranks)
         levels.append(sampler.run(previous, image, state, progress))
         previous = CanvasImage(DiskCanvas.open(canvas.path)) if ranks.world_size > 1 else image
-    evaluations = _sum_over_ranks(getattr(backend, "unet_evaluations", None), ranks)
+    evaluations = _every_rank(getattr(backend, "unet_evaluations", None), ranks)
+    evaluations = None if evaluations[0] is None else sum(evaluations)
     if not ranks.is_main:
         _barrier(ranks)
         return {}
@@ -389,14 +385,15 @@ def _canvas(state: SampleState, config: URCDMConfig, level: int, ranks: Ranks) -
     return DiskCanvas.open(path)
 
 
-def _sum_over_ranks(value: int | None, ranks: Ranks) -> int | None:
-    if ranks.world_size == 1 or value is None:
-        return value
+def _every_rank(value, ranks: Ranks) -> list:
+    """``value`` as each rank holds it (a collective: every rank must call it)."""
+    if ranks.world_size == 1:
+        return [value]
     import torch.distributed as dist
 
     values: list = [None] * ranks.world_size
     dist.all_gather_object(values, value)
-    return sum(values)
+    return values
 
 
 def _barrier(ranks: Ranks) -> None:
