@@ -9,6 +9,7 @@ device, so no weights are allocated and a 1.6-billion-parameter unet costs secon
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from urcdm.config import URCDMConfig, has_context, method_levels
@@ -45,6 +46,7 @@ def unet_calls(config: URCDMConfig, method: str = "urcdm", glass_fraction: float
     return costs
 
 
+@functools.lru_cache(maxsize=64)  # a counting pass costs about a second; plans and benchmarks ask again
 def forward_flops(config: URCDMConfig, level: int, unet: int, method: str = "urcdm") -> float:
     """FLOPs of one forward pass (batch 1) of the level's unet, counted on the meta device."""
     import torch
