@@ -22,13 +22,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from evaluation.commands.comparisons import cmd_compare, cmd_crops, cmd_stats
-from evaluation.commands.memorization import add_memorization_options, cmd_memorization
-from evaluation.commands.options import add_crop_options, add_extractor_options
-from evaluation.commands.scales import add_scale_options, cmd_scales
-from evaluation.comparison import DENSITY_NEIGHBOURHOOD, METRICS
-from evaluation.distributed import destroy_process_group, launched_ranks
-from evaluation.metrics import KID_SUBSET_SIZE, KID_SUBSETS, PRC_NEIGHBOURHOOD
+from evaluation.commands.arguments import (
+    add_crop_options,
+    add_extractor_options,
+    add_memorization_options,
+    add_metric_settings,
+    add_scale_options,
+)
 from urcdm.clikit import ArgumentParser, add_output_options, positive_int, run_cli
 from urcdm.errors import UserError
 
@@ -36,19 +36,6 @@ COMPARISONS = {"pfid": "patch FID over random-scale crops", "fid": "FID over who
                "kid": "kernel inception distance", "prc": "improved precision and recall (k = 3)",
                "cmmd": "CLIP maximum mean discrepancy (Jayasumana et al. 2024; CLIP extractors)",
                "dc": "density and coverage (Naeem et al. 2020)", "all": "every metric from one feature pass"}
-
-
-def _add_metric_settings(parser: argparse.ArgumentParser, choose: bool = True) -> None:
-    if choose:
-        parser.add_argument("--metric", default=None, help=f"comma-separated, from {', '.join(METRICS)} "
-                                                           f"(default: the command's own; all: every one the space allows)")
-    parser.add_argument("--kid-subsets", type=int, default=KID_SUBSETS)
-    parser.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE)
-    parser.add_argument("--k", type=int, default=PRC_NEIGHBOURHOOD, help="precision/recall neighbourhood (default 3)")
-    parser.add_argument("--dc-k", type=int, default=DENSITY_NEIGHBOURHOOD, help="density/coverage neighbourhood (default 5)")
-    parser.add_argument("--cmmd-estimator", choices=("unbiased", "reference"), default="unbiased",
-                        help="CMMD's MMD² estimator: the paper's unbiased one (default), or the reference code's "
-                             "average over all pairs (biased by < 1.3e-3 at 30k), to match numbers published with it")
 
 
 def build_parser() -> ArgumentParser:
@@ -60,7 +47,7 @@ def build_parser() -> ArgumentParser:
         sub.add_argument("fake", help="synthetic images: directory, glob, list file, or stats .npz")
         add_crop_options(sub, name)
         add_extractor_options(sub)
-        _add_metric_settings(sub)
+        add_metric_settings(sub)
         add_output_options(sub)
     text = "metrics at each magnification with real-vs-real noise bars: a table (JSON, CSV) and a plot (PNG, SVG)"
     scales = commands.add_parser("scales", help=text, description=text)
@@ -68,7 +55,7 @@ def build_parser() -> ArgumentParser:
     add_scale_options(scales)
     add_crop_options(scales, "scales")
     add_extractor_options(scales)
-    _add_metric_settings(scales, choose=False)
+    add_metric_settings(scales, choose=False)
     add_output_options(scales)
     text = "memorisation audit: each synthetic crop's nearest training crops, a copy rate calibrated on held-out slides"
     memorization = commands.add_parser("memorization", help=text, description=text)
@@ -96,12 +83,18 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ranks = launched_ranks()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # some launchers pass the separator through
         argv = argv[1:]
 
     def handler(args: argparse.Namespace) -> int:
+        # The work, and torch with it, is imported once the options have parsed.
+        from evaluation.commands.comparisons import cmd_compare, cmd_crops, cmd_stats
+        from evaluation.commands.memorization import cmd_memorization
+        from evaluation.commands.scales import cmd_scales
+        from evaluation.distributed import destroy_process_group, launched_ranks
+
+        ranks = launched_ranks()
         command = {"stats": cmd_stats, "crops": cmd_crops, "scales": cmd_scales,
                    "memorization": cmd_memorization}.get(args.command, cmd_compare)
         try:

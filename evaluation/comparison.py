@@ -12,17 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evaluation import metrics as m
-from evaluation.metrics import KID_SUBSET_SIZE, KID_SUBSETS, PRC_NEIGHBOURHOOD
+from evaluation.defaults import DENSITY_NEIGHBOURHOOD, KID_SUBSET_SIZE, KID_SUBSETS, METRICS, PRC_NEIGHBOURHOOD
 from evaluation.stats import FeatureStats
 from urcdm.errors import UserError
 
-METRICS = ("fd", "kid", "prc", "cmmd", "dc")
 METRIC_HELP = {"fd": "Fréchet distance (FID/pFID in Inception space)", "kid": "kernel distance (KID in Inception space)",
                "prc": "improved precision and recall", "cmmd": "CLIP maximum mean discrepancy (CLIP spaces only)",
                "dc": "density and coverage (Naeem et al. 2020)"}
 INCEPTION_SPACE = "inception"
 CMMD_SPACE = "clip_vitl14_336"  # the embedding Jayasumana et al. define CMMD in
-DENSITY_NEIGHBOURHOOD = 5       # Naeem et al.'s recommended k
 
 
 @dataclass(frozen=True)

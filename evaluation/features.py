@@ -47,9 +47,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from evaluation.defaults import STANDARD_EXTRACTOR as STANDARD
 from urcdm.errors import UserError
 
-STANDARD = "inception-v3"
 BUILTINS = ("inception-v3", "inception-v3-random")
 RANDOM_SUFFIX = "-random"
 # Registry name -> the module under evaluation.extractors that builds it (imported only when used,

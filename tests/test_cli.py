@@ -41,6 +41,17 @@ def test_every_command_has_help(command):
     assert result.returncode == 0 and "usage:" in result.stdout
 
 
+@pytest.mark.parametrize("module, argv", [("urcdm.cli", ["sample", "--help"]), ("evaluation.cli", ["pfid", "--help"]),
+                                          ("evaluation.cli", ["pfid", "a", "b", "--n", "abc"]),
+                                          ("evaluation.cli", ["memorization", "--help"]), ("study_app.cli", ["--help"])])
+def test_help_and_usage_errors_answer_without_loading_torch(module, argv):
+    """Parsing is the CLI edge: a typo or --help answers in about a second, the models' libraries untouched."""
+    probe = (f"import sys\nfrom {module} import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'torch_fidelity', 'imagen_pytorch'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:] + done.stderr[-500:]
+
+
 def test_info_json(small_tiff):
     result = run("urcdm", "info", small_tiff, "--json")
     assert result.returncode == 0, result.stderr

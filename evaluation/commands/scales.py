@@ -16,7 +16,8 @@ from pathlib import Path
 from evaluation.commands.comparisons import check_metrics_before_loading, metric_settings
 from evaluation.commands.options import check_inputs, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.commands.scales_plot import plot_scales
-from evaluation.comparison import METRICS, parse_metrics
+from evaluation.comparison import parse_metrics
+from evaluation.defaults import CROPS_PER_SCALE
 from evaluation.inputs import is_stats_spec
 from evaluation.pipeline import prepare_side, side_statistics
 from evaluation.scales import REAL_VS_REAL, fake_label, parse_scales, scale_rows
@@ -24,23 +25,7 @@ from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError
 from urcdm.pyramid import atomic_directory, check_output_path
 
-DEFAULT_N = 10_000
 TABLE_COLUMNS = ("scale", "level", "span", "mpp", "set", "metric", "mean", "std", "n_reference", "n_compared")
-
-
-def add_scale_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("fake", nargs="+", help="one or more synthetic sets (each a directory, glob or list file)")
-    parser.add_argument("-o", "--output", required=True, type=Path, help="folder to create for the table and the plot")
-    parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--labels", default=None, help="comma-separated names of the synthetic sets (default: their folders)")
-    group = parser.add_argument_group("scales (one of; default --levels 0,1,2)").add_mutually_exclusive_group()
-    group.add_argument("--levels", default=None, help="URCDM magnification levels of the paper, e.g. 0,1,2")
-    group.add_argument("--spans", default=None, help="crop sides in level-0 pixels, e.g. 8192,2048,512")
-    group.add_argument("--mpp", dest="mpps", default=None, help="resolutions in microns per pixel, e.g. 8,2,0.5")
-    group.add_argument("--config", default=None, help="each level's span in a URCDM config (tiny, paper or a YAML)")
-    parser.add_argument("--metric", default=None, help=f"comma-separated, from {', '.join(METRICS)} (default fd)")
-    parser.add_argument("--splits", type=int, default=5,
-                        help="random halvings of the real crops (2n are read): the real-vs-real floor and the bars (default 5)")
 
 
 def _scales(args: argparse.Namespace):
@@ -80,7 +65,7 @@ def cmd_scales(args: argparse.Namespace, ranks) -> int:
     check_metrics_before_loading(args.metric, "scales", args.extractor)
     extractor = load_run_extractor(args, ranks)
     metrics = parse_metrics(args.metric, "scales", extractor.space)
-    n = args.n or DEFAULT_N
+    n = args.n or CROPS_PER_SCALE
     image_size = image_size_for(args, extractor, "fixed")
     sides = [("real", args.real, 2 * n), *((label, spec, n) for label, spec in zip(labels, args.fake))]
     # Every scale's crops drawn before any features: a set too small for the largest scale is said at once.

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 
+from evaluation.defaults import AUDIT_MIN_TISSUE as DEFAULT_MIN_TISSUE, AUDIT_PAIRS as DEFAULT_PAIRS
 from evaluation.distributed import resolve_device
 from evaluation.features import Extractor
 from evaluation.inputs import list_images, open_images
@@ -38,8 +39,6 @@ from urcdm.errors import OutputExistsError, UserError
 from urcdm.pyramid import atomic_output, check_output_path
 
 REPORT_NAME = "memorization.json"
-DEFAULT_MIN_TISSUE = 0.5
-DEFAULT_PAIRS = 16
 THRESHOLD_RULE = ("copy: the crop's score strictly above the threshold; threshold: the given quantile (numpy "
                   "'higher') of the held-out crops' scores. Score: the best normalised cross-correlation (grey, "
                   "8 flips/turns, any position) with the training slides of the crop's k nearest cells by cosine "

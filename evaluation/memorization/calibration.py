@@ -24,9 +24,9 @@ import math
 
 import numpy as np
 
+from evaluation.defaults import COPY_QUANTILE as DEFAULT_QUANTILE
 from urcdm.errors import UserError
 
-DEFAULT_QUANTILE = 0.99
 REPORTED_QUANTILES = (0.95, 0.99, 0.999)
 SUMMARY_PERCENTILES = (0, 1, 5, 25, 50, 75, 95, 99, 100)
 HISTOGRAM_BINS = 40

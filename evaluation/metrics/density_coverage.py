@@ -20,10 +20,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from evaluation.defaults import DENSITY_NEIGHBOURHOOD as DENSITY_COVERAGE_K
 from evaluation.metrics._blocks import DEFAULT_BLOCK_SIZE, RowBlocks, squared_distances, upper_triangle
 from evaluation.metrics._inputs import checked_feature_sets
-
-DENSITY_COVERAGE_K = 5  # Naeem et al.'s recommended neighbourhood size
 
 
 def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = DENSITY_COVERAGE_K, *,

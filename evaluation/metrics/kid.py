@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
 
+from evaluation.defaults import KID_SUBSET_SIZE, KID_SUBSETS
 from evaluation.metrics._inputs import as_float32_tensor
 from urcdm.errors import UserError
-
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
 
 
 def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, subsets: int = KID_SUBSETS,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
+from evaluation.defaults import PRC_NEIGHBOURHOOD
 from evaluation.metrics._inputs import as_float32_tensor
 from urcdm.errors import UserError
-
-PRC_NEIGHBOURHOOD = 3
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = PRC_NEIGHBOURHOOD, batch_size: int = 10000) -> tuple[float, float]:
