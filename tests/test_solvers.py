@@ -181,18 +181,22 @@ def test_the_unets_run_at_the_chosen_precision(precision, dtype):
     from urcdm.sampling.backends import DiffusionBackend
 
     config = tiny()  # two steps a unet: bf16 runs slowly on a CPU without bf16 units
-    imagen = build_imagen(replace(config, unets=tuple(replace(u, sample_steps=2) for u in config.unets)), 1,
-                          sampling=True).eval()
-    backend = DiffusionBackend({1: imagen}, solver="dpmpp_2m", precision=precision)
+    config = replace(config, unets=tuple(replace(u, sample_steps=2) for u in config.unets))
+    held = []
+
+    def build(device, dtype):  # as `urcdm sample` builds a level: in the dtype it runs in
+        imagen = build_imagen(config, 1, sampling=True, device=device, dtype=dtype).eval()
+        convolution = next(m for m in imagen.unets[2].modules() if isinstance(m, torch.nn.Conv2d))
+        convolution.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
+        held.extend(p.dtype for unet in imagen.unets for p in unet.parameters())
+        return imagen
+
+    backend = DiffusionBackend({1: build}, solver="dpmpp_2m", precision=precision)
     seen = set()
-    convolution = next(m for m in imagen.unets[2].modules() if isinstance(m, torch.nn.Conv2d))
-    handle = convolution.register_forward_hook(lambda module, inputs, output: seen.add(output.dtype))
-    try:
-        context = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
-        patches = backend.generate(1, context, np.zeros_like(context), np.zeros((1, 64, 64), bool), [7])
-    finally:
-        handle.remove()
+    context = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    patches = backend.generate(1, context, np.zeros_like(context), np.zeros((1, 64, 64), bool), [7])
     assert seen == {dtype} and patches.shape == (1, 64, 64, 3) and patches.dtype == np.uint8
+    assert set(held) == {dtype}  # the weights are held as they are used, not cast at every call
 
 
 def test_half_precision_on_the_cpu_is_one_error_line(tmp_path, capsys):
