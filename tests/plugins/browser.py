@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -18,4 +20,18 @@ def headless_chromium(width: int = 1366, height: int = 768, capabilities: dict |
         options.add_argument(flag)
     for name, value in (capabilities or {}).items():
         options.set_capability(name, value)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    # Chromium leaves its singleton socket folders in TMPDIR when chromedriver ends it: give it a folder
+    # of its own, removed with the browser, so test runs do not litter /tmp.
+    folder = tempfile.mkdtemp(prefix="urcdm-chromium-")
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": folder})
+    driver = webdriver.Chrome(service=service, options=options)
+    quit_browser = driver.quit
+
+    def quit_and_clean_up() -> None:
+        try:
+            quit_browser()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    driver.quit = quit_and_clean_up
+    return driver
