@@ -252,20 +252,30 @@ def test_a_sample_killed_with_sigkill_and_rerun_with_another_batch_size_is_pixel
     assert not (tmp_path / ".slide.tiff.work").exists()
 
 
+def _ancestral_sample(out, config, batch_size: str) -> np.ndarray:
+    """The micro slide with imagen-pytorch's own sampler at ``batch_size``; the model calls checked against
+    the waves cut into calls of that many patches."""
+    assert main(["sample", "--config", str(config), "--out", str(out), "--steps", "2,2,2", "--seed", "4",
+                 "--no-white-skip", "--batch-size", batch_size, "--device", "cpu", "--json"]) == 0
+    calls = json.loads(out.with_suffix(".json").read_text())["levels"][2]["model_calls"]
+    per_call = {"1": 1, "3": 3, "auto": 4}[batch_size]
+    schedule = waves(LevelGrid.of(load_config(config), 2), "checkerboard")
+    assert calls == sum(len(batches(wave, per_call)) for wave in schedule)  # the waves cut differently
+    return _pixels(out)
+
+
+@pytest.fixture(scope="module")
+def ancestral_one_at_a_time(tmp_path_factory, micro_config_file) -> np.ndarray:
+    return _ancestral_sample(tmp_path_factory.mktemp("ancestral") / "batch-1.tiff", micro_config_file, "1")
+
+
 @pytest.mark.parametrize("batch_size", ["3", "auto"])
-def test_the_ancestral_sampler_makes_the_same_slide_at_any_batch_size(tmp_path, micro_config_file, batch_size):
+def test_the_ancestral_sampler_makes_the_same_slide_at_any_batch_size(tmp_path, micro_config_file, batch_size,
+                                                                      ancestral_one_at_a_time):
     """imagen-pytorch's own sampler, its noise drawn per patch: one patch per call, three, or auto (four on
     the CPU) make the same pixels."""
-    slides, schedule = {}, waves(LevelGrid.of(load_config(micro_config_file), 2), "checkerboard")
-    for size in ("1", batch_size):
-        out = tmp_path / f"batch-{size}.tiff"
-        assert main(["sample", "--config", str(micro_config_file), "--out", str(out), "--steps", "2,2,2", "--seed", "4",
-                     "--no-white-skip", "--batch-size", size, "--device", "cpu", "--json"]) == 0
-        slides[size] = _pixels(out)
-        calls = json.loads(out.with_suffix(".json").read_text())["levels"][2]["model_calls"]
-        per_call = {"1": 1, "3": 3, "auto": 4}[size]
-        assert calls == sum(len(batches(wave, per_call)) for wave in schedule)  # the waves cut differently
-    assert np.array_equal(slides["1"], slides[batch_size])
+    slide = _ancestral_sample(tmp_path / f"batch-{batch_size}.tiff", micro_config_file, batch_size)
+    assert np.array_equal(ancestral_one_at_a_time, slide)
 
 
 def test_a_run_from_an_older_version_is_not_resumed_with_per_patch_noise(tmp_path, capsys):
