@@ -11,6 +11,7 @@ from evaluation.defaults import (
     AUDIT_PAIRS,
     COPY_QUANTILE,
     CROPS_PER_SCALE,
+    CROPS_PER_SIDE,
     DENSITY_NEIGHBOURHOOD,
     KID_SUBSET_SIZE,
     KID_SUBSETS,
@@ -23,7 +24,8 @@ from urcdm.clikit import positive_int
 
 def add_crop_options(parser: argparse.ArgumentParser, command: str) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("crops")
-    group.add_argument("--n", type=int, default=None, help="crops (or whole images) per side; default 50000, 10000 for whole images")
+    group.add_argument("--n", type=int, default=None, help=f"crops (or whole images) per side; default {CROPS_PER_SIDE['pfid']}, "
+                                                           f"{CROPS_PER_SIDE['whole']} for whole images")
     group.add_argument("--patch-size", type=int, default=256, help="crop side in output pixels (default 256)")
     if command != "scales":
         group.add_argument("--min", dest="min_size", type=int, default=None,
