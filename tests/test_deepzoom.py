@@ -23,7 +23,6 @@ from urcdm.slides import open_slide
 from urcdm.slides.image_slide import TiffSlide
 
 
-
 @pytest.fixture(scope="module")
 def pyramid(tmp_path_factory, tissue_rgb):
     path = tmp_path_factory.mktemp("dz") / "tissue.tiff"
@@ -210,6 +209,75 @@ def test_view_of_three_slides_opens_with_all_in_view_and_stays_there(tmp_path, p
         shown = driver.execute_script("return [...document.querySelectorAll('.caption .name')].map("
                                       "n => [n.textContent, n.scrollWidth <= n.clientWidth])")
         assert shown == [[name, True] for name in names]
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(10)
+
+
+def _first_view(driver) -> None:
+    deadline = time.time() + 60
+    while not driver.execute_script("return document.body.dataset.firstViewMs") and time.time() < deadline:
+        time.sleep(0.1)
+    assert driver.execute_script("return document.body.dataset.firstViewMs"), "the first view never finished loading"
+
+
+def _wait_for_status(driver, text: str, timeout: float = 20) -> str:
+    deadline = time.time() + timeout
+    shown = None
+    while time.time() < deadline:
+        shown = driver.execute_script("return document.getElementById('status').textContent")
+        if text in shown:
+            return shown
+        time.sleep(0.1)
+    raise AssertionError(f"status {shown!r} never said {text!r}")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
+def test_a_server_restart_under_an_open_view_says_so_and_loads_the_tiles_that_failed(tmp_path, pyramid):
+    """OpenSeadragon never asks again for a tile that failed: zoomed in while the server was down, a panel
+    kept the coarser level (it looks like blur) after the server came back. Now the page says the server
+    is gone, and once the same server answers, every tile that failed loads; a server that came back
+    with other slides is named as such."""
+    pytest.importorskip("selenium")
+    shutil.copy(pyramid, tmp_path / "tissue.tiff")
+    shutil.copy(pyramid, tmp_path / "other.tiff")
+
+    def serve(port: str, *slides: str) -> tuple[subprocess.Popen, str]:
+        server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", *slides, "--port", port, "--json"],
+                                  cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+        return server, json.loads(server.stdout.readline())["url"]
+
+    server, url = serve("0", "tissue.tiff")
+    port = url.rstrip("/").rsplit(":", 1)[1]
+    driver = headless_chromium()
+    try:
+        driver.get(url)
+        _first_view(driver)
+        driver.execute_script("""window.failed = []; window.loaded = [];
+            const viewer = window.urcdmViewers[0].viewer;
+            viewer.addHandler('tile-load-failed', e => window.failed.push(e.tile.getUrl()));
+            viewer.addHandler('tile-loaded', e => window.loaded.push(e.tile.getUrl()));""")
+        assert driver.execute_script("return document.getElementById('status').textContent") == ""
+        server.kill()
+        server.wait(10)
+        driver.execute_script("const v = window.urcdmViewers[0].viewer.viewport; v.zoomBy(3, null, true);")
+        _wait_for_status(driver, "Server not answering")
+        failed = set(driver.execute_script("return window.failed"))
+        assert failed, "zooming in asked for no new tile"
+        server, _ = serve(port, "tissue.tiff")
+        deadline = time.time() + 20
+        while not failed <= set(driver.execute_script("return window.loaded")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert failed <= set(driver.execute_script("return window.loaded")), "tiles that failed were never asked again"
+        assert driver.execute_script("return document.getElementById('status').textContent") == ""
+
+        server.kill()
+        server.wait(10)
+        driver.execute_script("const v = window.urcdmViewers[0].viewer.viewport; v.panBy(new OpenSeadragon.Point(0.3, 0.2), true);")
+        _wait_for_status(driver, "Server not answering")
+        server, _ = serve(port, "other.tiff")
+        _wait_for_status(driver, "other slides: reload the page")
     finally:
         driver.quit()
         server.terminate()

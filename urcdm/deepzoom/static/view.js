@@ -10,6 +10,8 @@ let following = false; // true while we move the other viewers, so their events 
 // viewers' own opening moves would each lead the others in turn, and the view drifted for seconds.
 let placed = false;
 const started = performance.now();
+const status = document.getElementById("status");
+let served = null; // slides.json as first read: a restarted server must serve the same slides
 
 // Microns when every slide records its mpp; otherwise all are synchronised in level-0 pixels.
 function micronsPerPixel(slide) { return viewers.every((entry) => entry.slide.mpp) ? slide.mpp : 1; }
@@ -108,13 +110,64 @@ function addViewer(slide, index, panel) {
     }
   });
   viewer.addHandler("open-failed", (event) => { entry.scale.textContent = `cannot open: ${event.message}`; });
+  viewer.addHandler("tile-load-failed", (event) => tileFailed(event.tile));
   viewer.addHandler("viewport-change", () => {
     entry.scale.textContent = describeScale(entry);
     if (placed && !following && syncBox.checked) follow(entry);
   });
 }
 
-fetch("slides.json").then((response) => response.json()).then((slides) => {
+// OpenSeadragon marks a tile that failed to load as missing and never asks for it again. When the
+// server goes away (an SSH tunnel drops, `urcdm view` is restarted) the panels would keep the coarser
+// level where finer tiles failed, which looks like blur: the very artefact a reader of synthetic
+// slides looks for. So a failure is reported, the server is polled, and once it answers with the same
+// slides the failed tiles are asked for again.
+const failedTiles = new Set();
+let checking = false;
+let lost = false;
+
+function tileFailed(tile) {
+  failedTiles.add(tile);
+  if (!checking) checkServer();
+}
+
+async function checkServer() {
+  checking = true;
+  let answer = null;
+  try {
+    const response = await fetch("slides.json", { cache: "no-store" });
+    if (response.ok) answer = await response.text();
+  } catch (error) {
+    answer = null; // refused or unreachable: the server is gone
+  }
+  if (answer === null) {
+    lost = true;
+    status.textContent = "Server not answering (is `urcdm view` running?): finer tiles will load when it is back";
+    setTimeout(checkServer, 2000);
+    return;
+  }
+  checking = false;
+  if (answer !== served) {
+    status.textContent = "The server now serves other slides: reload the page.";
+    return;
+  }
+  if (!lost) {
+    status.textContent = `${failedTiles.size} tile(s) could not be read; the server's output says why.`;
+    return;
+  }
+  lost = false;
+  status.textContent = "";
+  for (const tile of failedTiles) tile.exists = true;
+  failedTiles.clear();
+  for (const entry of viewers) {
+    entry.viewer.world.update(true); // as after a move of the view: asks for every tile it lacks
+    entry.viewer.forceRedraw();
+  }
+}
+
+fetch("slides.json").then((response) => response.text()).then((text) => {
+  served = text;
+  const slides = JSON.parse(text);
   const made = slides.map(addPanel);
   slides.forEach((slide, index) => addViewer(slide, index, made[index]));
   const unknown = slides.filter((slide) => !slide.mpp).length;
