@@ -173,3 +173,43 @@ def test_tiles_only_to_assigned_readers_and_a_whole_slide_read_in_chromium(prepa
     finally:
         driver.quit()
         server.stop()
+
+
+def test_tiles_lost_while_the_server_was_away_load_when_it_is_back(prepared_study):
+    """OpenSeadragon marks a failed tile missing for good: a reader who zoomed in while the server was
+    down kept the coarser level (blur, a class cue) after the page reconnected. Now they load again."""
+    pytest.importorskip("selenium.webdriver")
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip(MISSING)
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_study_browser import WAIT_S, StudyServer, free_port
+
+    server = StudyServer(prepared_study.study.path, free_port())
+    server.start()
+    driver = headless_chromium()
+    try:
+        driver.get(server.url)
+        wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.1)
+        wait.until(lambda d: d.find_elements("xpath", "//input[@aria-label='Reader ID']"))[0].send_keys("r2")
+        driver.find_element("xpath", "//input[@aria-label='Access code']").send_keys(CODES["r2"])
+        driver.find_element("xpath", "//button[normalize-space(.)='Start']").click()
+        wait.until(lambda d: d.find_elements("xpath", "//button[normalize-space(.)='Begin']"))[0].click()
+        osd = ("(() => { const r = document.querySelector('.urcdm-reader');"
+               " return r && r.__urcdmView && r.__urcdmView.viewer.osd; })()")
+        wait.until(lambda d: d.execute_script(f"const o = {osd}; return !!(o && o.world.getItemAt(0) && "
+                                              "o.world.getItemAt(0).getFullyLoaded())"))
+        driver.execute_script(f"""window.failed = []; window.loaded = []; const o = {osd};
+            o.addHandler('tile-load-failed', e => window.failed.push(e.tile.getUrl()));
+            o.addHandler('tile-loaded', e => window.loaded.push(e.tile.getUrl()));""")
+        server.process.kill()  # the server just vanishes
+        server.process.wait(10)
+        wait.until(lambda d: d.execute_script("return document.querySelector('.urcdm-reader.offline') !== null"))
+        driver.execute_script(f"{osd}.viewport.zoomBy(4, null, true);")
+        wait.until(lambda d: d.execute_script("return window.failed.length > 0"))
+        failed = set(driver.execute_script("return window.failed"))
+        server.start()
+        wait.until(lambda d: d.execute_script("return document.querySelector('.urcdm-reader.offline') === null"))
+        wait.until(lambda d: failed <= set(d.execute_script("return window.loaded")))
+    finally:
+        driver.quit()
+        server.stop()

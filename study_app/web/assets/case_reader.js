@@ -104,6 +104,17 @@ function loadOpenSeadragon() {
   return osdLoading;
 }
 
+// OpenSeadragon marks a tile that failed to load as missing for good. Tiles lost while the server was
+// away would leave the coarser level in view: blur that a reader could take for a synthetic slide's.
+// They are asked for again once the server answers.
+function retryFailedTiles(v) {
+  if (!v.osd || !v.failedTiles.size) return;
+  for (const tile of v.failedTiles) tile.exists = true;
+  v.failedTiles.clear();
+  v.osd.world.update(true);  // as after a move of the view: asks for every tile it lacks
+  v.osd.forceRedraw();
+}
+
 // A whole slide in OpenSeadragon: its tiles come one by one from the study's authenticated route.
 function showSlide(v, slide, caseId, onShown, onFailed) {
   v.img.classList.remove("shown"); v.img.dataset.case = "";
@@ -114,6 +125,8 @@ function showSlide(v, slide, caseId, onShown, onFailed) {
       v.osd = OSD({ element: v.osdBox, prefixUrl: "/viewer-lib/images/", showNavigationControl: false,
                     showNavigator: true, navigatorPosition: "TOP_RIGHT", maxZoomPixelRatio: 4,
                     visibilityRatio: 0.2, drawer: "canvas", keyboardShortcuts: false });
+      v.failedTiles = new Set();
+      v.osd.addHandler("tile-load-failed", (e) => v.failedTiles.add(e.tile));
       v.osd.addHandler("zoom", (e) => {
         if (!v.slide) return;
         const zoom = v.osd.viewport.viewportToImageZoom(e.zoom);  // screen pixels per slide pixel
@@ -125,6 +138,7 @@ function showSlide(v, slide, caseId, onShown, onFailed) {
                          native: () => vp().zoomTo(vp().imageToViewportZoom(1)) };
     }
     v.slide = v.slideActions;
+    v.failedTiles.clear();  // the previous slide's
     v.osd.addOnceHandler("open", () => {
       v.osdBox.dataset.case = caseId;
       v.maxZoom = 1;
@@ -256,6 +270,7 @@ function createView(root) {
     if (!view.offline) return;
     view.dialogs.disconnect();
     view.offline = false; root.classList.remove("offline"); view.status.textContent = "";
+    retryFailedTiles(view.viewer);
     view.say(view.inflight ? "Connected again: sending your answer." : "Connected again.");
     view.send();
   };
