@@ -118,7 +118,7 @@ def test_tiles_only_to_assigned_readers_and_a_whole_slide_read_in_chromium(prepa
         pytest.skip(MISSING)
     from selenium import webdriver
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_study_browser import WAIT_S, StudyServer, free_port
+    from test_study_browser import WAIT_S, StudyServer, click_button, free_port, log_in
 
     from study_app.web.gate import current_gate
 
@@ -147,12 +147,9 @@ def test_tiles_only_to_assigned_readers_and_a_whole_slide_read_in_chromium(prepa
         assert status(f"case-image/{r1[0].id}.png?session={token}") == 403  # a whole slide comes as tiles only
         assert status("viewer-lib/openseadragon.min.js") == 200
 
-        driver.get(server.url)
+        log_in(driver, server.url, reader="r1", code=CODES["r1"])
+        click_button(driver, "Begin")
         wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.1)
-        wait.until(lambda d: d.find_elements("xpath", "//input[@aria-label='Reader ID']"))[0].send_keys("r1")
-        driver.find_element("xpath", "//input[@aria-label='Access code']").send_keys(CODES["r1"])
-        driver.find_element("xpath", "//button[normalize-space(.)='Start']").click()
-        wait.until(lambda d: d.find_elements("xpath", "//button[normalize-space(.)='Begin']"))[0].click()
         opened = ("const o = document.querySelector('.urcdm-osd'), r = document.querySelector('.urcdm-reader');"
                   "return o && o.classList.contains('shown') && !r.classList.contains('busy') && o.dataset.case")
         first = wait.until(lambda d: d.execute_script(opened))
@@ -182,18 +179,15 @@ def test_tiles_lost_while_the_server_was_away_load_when_it_is_back(prepared_stud
     if not (CHROMIUM and CHROMEDRIVER):
         pytest.skip(MISSING)
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_study_browser import WAIT_S, StudyServer, free_port
+    from test_study_browser import WAIT_S, StudyServer, click_button, free_port, log_in
 
     server = StudyServer(prepared_study.study.path, free_port())
     server.start()
     driver = headless_chromium()
     try:
-        driver.get(server.url)
+        log_in(driver, server.url, reader="r2", code=CODES["r2"])
+        click_button(driver, "Begin")
         wait = WebDriverWait(driver, WAIT_S, poll_frequency=0.1)
-        wait.until(lambda d: d.find_elements("xpath", "//input[@aria-label='Reader ID']"))[0].send_keys("r2")
-        driver.find_element("xpath", "//input[@aria-label='Access code']").send_keys(CODES["r2"])
-        driver.find_element("xpath", "//button[normalize-space(.)='Start']").click()
-        wait.until(lambda d: d.find_elements("xpath", "//button[normalize-space(.)='Begin']"))[0].click()
         osd = ("(() => { const r = document.querySelector('.urcdm-reader');"
                " return r && r.__urcdmView && r.__urcdmView.viewer.osd; })()")
         wait.until(lambda d: d.execute_script(f"const o = {osd}; return !!(o && o.world.getItemAt(0) && "

@@ -137,8 +137,8 @@ async function checkServer() {
   try {
     const response = await fetch("slides.json", { cache: "no-store" });
     if (response.ok) answer = await response.text();
-  } catch (error) {
-    answer = null; // refused or unreachable: the server is gone
+  } catch {
+    // refused or unreachable: the server is gone
   }
   if (answer === null) {
     lost = true;
