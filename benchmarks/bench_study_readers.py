@@ -33,6 +33,8 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plugins"))
+from browser import headless_chromium  # noqa: E402  (its own TMPDIR, removed on quit)
 from study_builder import build_study as build_bench_study  # noqa: E402
 
 from study_app.preparation.prepare import prepare  # noqa: E402
@@ -40,6 +42,11 @@ from study_app.preparation.study import load_study  # noqa: E402
 from study_app.web.server import streamlit_command  # noqa: E402
 
 WINDOW = (1366, 768)
+
+
+def cases_per_reader(answers: int) -> int:
+    """Two cases beyond the timed answers, rounded up to even: a reader's cases are half real, half synthetic."""
+    return answers + 2 + (answers % 2)
 
 
 def build_study(root: Path, display: int, per_reader: int, image_format: str) -> Path:
@@ -68,13 +75,7 @@ def start_server(prepared) -> tuple[subprocess.Popen, str]:
 
 
 def new_browser():
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={WINDOW[0]},{WINDOW[1]}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")), options=options)
+    return headless_chromium(*WINDOW)
 
 
 # Twenty browsers starting at once on two cores time out: they start one by one, then answer together.
@@ -174,7 +175,7 @@ def main() -> None:
         json.dump({"skipped": "chromium / chromedriver not installed"}, sys.stdout)
         return
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-readers-") as tmp:
-        prepared = prepare(load_study(build_study(Path(tmp), args.display, args.answers + 2, args.format)), progress=False)
+        prepared = prepare(load_study(build_study(Path(tmp), args.display, cases_per_reader(args.answers), args.format)), progress=False)
         sizes = [p.stat().st_size for p in prepared.image_folder.iterdir()]
         server, url = start_server(prepared)
         try:

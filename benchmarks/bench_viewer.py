@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plugins"))
+from browser import headless_chromium  # noqa: E402  (its own TMPDIR, removed on quit)
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -46,13 +49,7 @@ def vm_hwm_mb(pid: int) -> float:
 
 def first_view_ms(url: str) -> tuple[float, float]:
     """(ms from navigation to the first screen drawn, wall seconds of the browser part)."""
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,768"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")),
-                              options=options)
+    driver = headless_chromium()
     try:
         started = time.perf_counter()
         driver.get(url)
@@ -119,7 +116,10 @@ def main() -> None:
         started = time.perf_counter()
         server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", str(slide), "--port", "0", "--json"],
                                   stdout=subprocess.PIPE, text=True)
-        ready = json.loads(server.stdout.readline())
+        line = server.stdout.readline()
+        if not line:  # the viewer refused the slide: its error line is already on stderr
+            sys.exit(2)
+        ready = json.loads(line)
         url = ready["url"]
         while True:
             try:
