@@ -18,9 +18,10 @@ from urcdm.clikit import (
     print_json,
     print_table,
     run_cli,
+    shows_progress,
 )
 from urcdm.errors import UserError
-from urcdm.pyramid import SlideSource, write_pyramid
+from urcdm.pyramid import SlideSource, check_pyramid_name, write_pyramid
 from urcdm.slides import SlideTissueMask, open_slide
 
 
@@ -64,12 +65,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     source, target = Path(args.input), Path(args.output)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise UserError(f"{target}: output would overwrite the input")
+    check_pyramid_name(target)
     started = time.perf_counter()
     with open_slide(source) as slide:
         mpp = args.mpp if args.mpp is not None else (sum(slide.mpp) / 2 if slide.mpp else None)
         info = write_pyramid(
             SlideSource(slide), target, tile=args.tile, quality=None if args.lossless else (90 if args.quality is None else args.quality),
-            mpp=mpp, chroma_subsampling=not args.full_chroma, overwrite=args.overwrite, progress=not args.json,
+            mpp=mpp, chroma_subsampling=not args.full_chroma, overwrite=args.overwrite, progress=shows_progress(args),
         )
     result = {**info.as_dict(), "seconds": round(time.perf_counter() - started, 3)}
     if args.json:

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from urcdm.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT, errno.EISDIR}
 
 
@@ -83,6 +84,12 @@ def add_output_options(parser: argparse.ArgumentParser, json_output: bool = True
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
+def shows_progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to stderr, so ``--json`` on stdout stays clean either way: shown on a terminal,
+    and left out of a log file or pipe only when the output is JSON for a program to read."""
+    return not getattr(args, "json", False) or sys.stderr.isatty()
+
+
 def print_json(payload) -> None:
     json.dump(payload, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
@@ -120,7 +127,7 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler
     except KeyboardInterrupt:
         _close_progress_bars()
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _close_progress_bars() -> None:

@@ -92,7 +92,9 @@ def read_checkpoint(path: str | Path) -> dict:
         # checkpoint's optimizer state and raw weights never take host memory.
         checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as exc:  # any unpickling failure means the file is not one of ours
-        raise UserError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: not a readable checkpoint, damaged or cut short ({type(exc).__name__}: {detail}); "
+                        "restore it from a copy, or remove it to train that unet from step 0") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path}: not a URCDM unet checkpoint")
     return checkpoint

@@ -20,6 +20,7 @@ from urcdm.clikit import (
     print_json,
     print_table,
     random_seed,
+    shows_progress,
 )
 from urcdm.config import METHODS, URCDMConfig, load_config, method_levels, run_folder
 from urcdm.errors import UserError
@@ -216,7 +217,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         with _gpu_memory_as_user_error(device, kept="the finished patches are kept: rerun to resume"):
             manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                     batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite,
-                                    progress=not args.json, white_skip=not args.no_white_skip, level0=level0,
+                                    progress=shows_progress(args), white_skip=not args.no_white_skip, level0=level0,
                                     ranks=ranks, method=args.method)
     finally:
         destroy_process_group()
@@ -267,7 +268,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, "cuda" if args.precision == "auto" else device)
     with _gpu_memory_as_user_error(device, kept="nothing was written"):
         plan = plan_run(config, args.method, scheduler, args.batch_size, precision,
-                        white_skip=not args.no_white_skip, overview=overview, device=device, progress=not args.json)
+                        white_skip=not args.no_white_skip, overview=overview, device=device, progress=shows_progress(args))
     if args.json:
         print_json(plan)
     else:

@@ -13,6 +13,7 @@ from urcdm.clikit import (
     positive_int,
     print_json,
     random_seed,
+    shows_progress,
 )
 from urcdm.config import (
     METHODS,
@@ -23,6 +24,7 @@ from urcdm.config import (
     run_folder,
 )
 from urcdm.errors import OutputExistsError, UserError
+from urcdm.training.run_files import check_run_folder
 
 
 def add_commands(commands) -> None:
@@ -95,11 +97,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_job(config, level: int, unet: int, args, out: Path) -> dict:
-    from urcdm.training.loop import Job, train
+def _job(config, level: int, unet: int, args, out: Path):
+    from urcdm.training.loop import Job
 
-    result = train(Job(config, level, unet, args.data, out, _steps(args, config), args.seed, progress=not args.json,
-                       method=args.method, pairs=args.pairs))
+    return Job(config, level, unet, args.data, out, _steps(args, config), args.seed, progress=shows_progress(args),
+               method=args.method, pairs=args.pairs)
+
+
+def _run_job(job) -> dict:
+    from urcdm.training.loop import train
+
+    result = train(job)
     losses = result.pop("losses")
     result["first_loss"], result["last_loss"] = (losses[0], losses[-1]) if losses else (None, None)
     return result
@@ -116,7 +124,7 @@ def cmd_prepare_pairs(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     levels = args.level or method_levels(config, args.method)
-    results = [prepare_pairs(config, level, args.method, args.data, args.out, workers=args.workers, progress=not args.json)
+    results = [prepare_pairs(config, level, args.method, args.data, args.out, workers=args.workers, progress=shows_progress(args))
                for level in dict.fromkeys(levels)]
     if args.json:
         print_json(results)
@@ -146,7 +154,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.method == "urcdm":
             raise UserError("--level is required (0, 1 or 2)")
         level = method_levels(config, args.method)[-1]
-    result = _run_job(config, level, args.unet, args, args.out)
+    job = _job(config, level, args.unet, args, args.out)
+    result = _run_job(job)
+    if result["steps"] > job.steps:  # a checkpoint is never trained backwards; say so rather than nothing
+        print(f"note: {job.out} is already at step {result['steps']}, past --steps {job.steps}: nothing was trained",
+              file=sys.stderr)
     if args.json:
         print_json(result)
     else:
@@ -160,23 +172,38 @@ def cmd_train_all(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     jobs = [(level, unet) for level in method_levels(config, args.method) for unet in range(len(config.unets))]
     if args.print:
-        for gpu, (level, unet) in enumerate(jobs):
-            command = ["accelerate", "launch", "--num_processes", "1", "-m", "urcdm.cli", "train", "--config", args.config,
-                       "--level", str(level), "--unet", str(unet),
-                       *(("--pairs", str(args.pairs)) if args.pairs is not None else ("--data", str(args.data))),
-                       "--out", str(args.out / run_folder(args.method, level, unet)), "--steps", str(_steps(args, config)),
-                       "--seed", str(args.seed), "--method", args.method]
-            print(f"CUDA_VISIBLE_DEVICES={gpu} {shlex.join(command)} &")
-        print("wait")
-        return 0
-    from urcdm.training.loop import check_run_folder
+        return _print_train_all(config, jobs, args)
+    from urcdm.training.loop import check_inputs
 
     check_run_folder(args.out, "the folder of the runs, one per unet")
-    results = [_run_job(config, level, unet, args, args.out / run_folder(args.method, level, unet)) for level, unet in jobs]
+    planned = [_job(config, level, unet, args, args.out / run_folder(args.method, level, unet)) for level, unet in jobs]
+    for job in planned:  # every level's pairs and every run folder, before the first job trains
+        check_inputs(job)
+    results = [_run_job(job) for job in planned]
     if args.json:
         print_json(results)
     else:
         for r in results:
             print(f"level {r['level']} unet {r['unet']}: step {r['steps']}, last loss {r['last_loss']:.4f}, "
                   f"{r['seconds']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _print_train_all(config, jobs: list[tuple[int, int]], args: argparse.Namespace) -> int:
+    """One command per GPU, all at once then ``wait``: a shell script, or with --json a list of jobs."""
+    planned = []
+    for gpu, (level, unet) in enumerate(jobs):
+        command = ["accelerate", "launch", "--num_processes", "1", "-m", "urcdm.cli", "train", "--config", args.config,
+                   "--level", str(level), "--unet", str(unet),
+                   *(("--pairs", str(args.pairs)) if args.pairs is not None else ("--data", str(args.data))),
+                   "--out", str(args.out / run_folder(args.method, level, unet)), "--steps", str(_steps(args, config)),
+                   "--seed", str(args.seed), "--method", args.method]
+        planned.append({"level": level, "unet": unet, "gpu": gpu, "environment": {"CUDA_VISIBLE_DEVICES": str(gpu)},
+                        "command": command, "shell": f"CUDA_VISIBLE_DEVICES={gpu} {shlex.join(command)} &"})
+    if args.json:
+        print_json(planned)
+        return 0
+    for job in planned:
+        print(job["shell"])
+    print("wait")
     return 0

@@ -9,7 +9,7 @@ from evaluation.commands.options import check_inputs, load_run_extractor, readin
 from evaluation.memorization import audit
 from evaluation.memorization.crop_sets import scale_protocols
 from evaluation.scales import parse_scales
-from urcdm.clikit import print_json, print_table
+from urcdm.clikit import print_json, print_table, shows_progress
 from urcdm.errors import UserError
 from urcdm.magnification import level_downsample
 
@@ -37,7 +37,7 @@ def cmd_memorization(args: argparse.Namespace, ranks) -> int:
                    threshold_quantile=args.threshold_quantile, min_tissue=args.min_tissue, dihedral=not args.no_dihedral,
                    seed=args.seed, batch_size=args.batch_size, workers=workers, backend=args.backend,
                    center=args.center, authenticity=not args.no_authenticity, verify=not args.no_verify, pairs=args.pairs,
-                   image_size=args.image_size, overwrite=args.overwrite, progress=not args.json)
+                   image_size=args.image_size, overwrite=args.overwrite, progress=shows_progress(args))
     if args.json:
         print_json(report)
         return 0

@@ -14,7 +14,8 @@ from urcdm.pyramid.writer import (
     atomic_directory,
     atomic_output,
     check_output_path,
+    check_pyramid_name,
     write_pyramid,
 )
 
-__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_path", "halve", "level_sizes", "write_pyramid"]
+__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_path", "check_pyramid_name", "halve", "level_sizes", "write_pyramid"]

@@ -77,6 +77,16 @@ class PyramidInfo:
         return asdict(self)
 
 
+PYRAMID_SUFFIXES = (".tiff", ".tif")
+
+
+def check_pyramid_name(out_path: Path) -> None:
+    """A pyramid is a BigTIFF; a file named ``slide.png`` would be opened as a PNG by every tool that picks
+    its reader by the name (our ``open_slide`` included), so the name must say TIFF."""
+    if Path(out_path).suffix.lower() not in PYRAMID_SUFFIXES:
+        raise UserError(f"{out_path}: a pyramid is a BigTIFF; give it a .tiff or .tif name")
+
+
 def check_output_path(out_path: Path, overwrite: bool, directory: bool = False) -> None:
     """What can be known about where a result goes before the work that makes it: it is not there
     (or may be replaced), is of the right kind, and its folder takes a new file (tried: a read-only

@@ -35,7 +35,12 @@ from tqdm import tqdm
 from urcdm.config import URCDMConfig, method_levels
 from urcdm.distributed import Ranks
 from urcdm.errors import OutputExistsError, UserError
-from urcdm.pyramid import DiskCanvas, check_output_path, write_pyramid
+from urcdm.pyramid import (
+    DiskCanvas,
+    check_output_path,
+    check_pyramid_name,
+    write_pyramid,
+)
 from urcdm.sampling.backends import Backend, UpsampleBackend
 from urcdm.sampling.geometry import LevelGrid, known_mask, patch_context
 from urcdm.sampling.schedule import batches, finished_neighbours, waves
@@ -257,6 +262,7 @@ def check_outputs(out: Path, config: URCDMConfig, method: str, overwrite: bool) 
     run may have written its PNGs before the pyramid: with its work folder there, they are its own."""
     if out.is_dir():
         raise UserError(f"{out}: is a folder; --out names the pyramid file to write, e.g. {out / 'slide.tiff'}")
+    check_pyramid_name(out)
     check_output_path(out, overwrite)  # the pyramid itself: not there, its folder there and writable
     if not overwrite and not SampleState.workdir_for(out).is_dir():
         existing = [path for path in slide_outputs(out, config, method)[1:] if path.exists()]

@@ -17,7 +17,6 @@ and resumed ends with the same weights as one that never stopped.
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from urcdm.config import URCDMConfig
-from urcdm.errors import OutputExistsError, UserError
+from urcdm.errors import UserError
 from urcdm.models import (
     CHECKPOINT_FORMAT,
     build_imagen,
@@ -44,11 +43,21 @@ from urcdm.training.pairs import (
     StepBatches,
     unit_float,
 )
+from urcdm.training.run_files import (
+    CHECKPOINT,
+    CONFIG,
+    LOG,
+    LOG_COLUMNS,
+    check_fresh_run_folder,
+    check_run_folder,
+    keep_log_until,
+    save_checkpoint,
+    taken_back_unless_checkpointed,
+)
 from urcdm.training.shards import ShardPairs
+from urcdm.training.stopping import ignore_interrupts, stop_between_steps
 from urcdm.training.windows import batch_codes, split_validation
 
-CHECKPOINT = "checkpoint.pt"
-LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "val_loss", "seconds")
 VALIDATION_STREAM = 1 << 20  # a "rank" no real process has: validation draws never collide with training
 
 
@@ -78,31 +87,6 @@ def _check_space(out: Path, parameters: int) -> None:
         raise UserError(f"{out}: {free / 1e9:.2f} GB free, a checkpoint needs about {needed / 1e9:.2f} GB")
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Written beside the target, flushed to disk, then renamed: a crash never leaves half a checkpoint."""
-    temp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(temp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Steps after the checkpoint are replayed on resume, so their old rows go."""
-    if not path.exists():
-        return
-    with open(path, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(row["step"]) <= step]
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _resumable_state(checkpoint_path: Path, job: Job, digest: str) -> dict | None:
     """The checkpoint to resume from, checked against this job; None when there is none yet."""
     if not checkpoint_path.exists():
@@ -124,36 +108,47 @@ def _pairs_of(job: Job, windows: LevelWindows) -> tuple[Pairs, list[str], str]:
     return SlidePairs(paths, positions, windows), [Path(p).name for p in paths], data_digest(paths)
 
 
-def check_run_folder(out: Path, what: str) -> None:
-    if out.exists() and not out.is_dir():  # a user's file, never replaced by a folder of ours
-        raise OutputExistsError(f"{out}: exists and is not a folder; --out names {what}")
+def check_inputs(job: Job) -> None:
+    """What ``train`` checks before building a model (the pairs or slides, the run folder), for a caller
+    about to run several jobs: each job's inputs are found wanting before the first trains, not after."""
+    check_run_folder(job.out, "the run folder (checkpoint.pt, config.yaml, log.csv)")
+    _pairs_of(job, LevelWindows.of(job.config, job.level, job.method))
+    if not (job.out / CHECKPOINT).exists():
+        check_fresh_run_folder(job.out, job.config.to_yaml())
 
 
 def train(job: Job) -> dict:
-    from accelerate import Accelerator
-    from ema_pytorch import EMA
-
     check_run_folder(job.out, "the run folder (checkpoint.pt, config.yaml, log.csv)")
-    config, spec = job.config, job.config.unets[job.unet]
-    windows = LevelWindows.of(config, job.level, job.method)
+    windows = LevelWindows.of(job.config, job.level, job.method)
     all_pairs, slide_names, digest = _pairs_of(job, windows)
-    held = split_validation(all_pairs.positions, windows.span, config.train.validation_fraction, job.seed)
-    train_pairs = all_pairs.subset(~held)
-    val_pairs = all_pairs.subset(held) if held.any() else None
-
-    job.out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, log_path = job.out / CHECKPOINT, job.out / "log.csv"
-    state = _resumable_state(checkpoint_path, job, digest)
+    held = split_validation(all_pairs.positions, windows.span, job.config.train.validation_fraction, job.seed)
+    state = _resumable_state(job.out / CHECKPOINT, job, digest)
+    if state is None:
+        check_fresh_run_folder(job.out, job.config.to_yaml())  # before anything is written there
 
     def summary(start: int, step: int, losses: list, seconds: float, world: int) -> dict:
         return {"method": job.method, "level": job.level, "unet": job.unet, "steps": step, "resumed_from": start,
-                "trained_steps": step - start, "losses": losses, "seconds": round(seconds, 2), "checkpoint": str(checkpoint_path),
-                "train_positions": int((~held).sum()), "validation_positions": int(held.sum()), "slides": len(slide_names),
-                "world_size": world}
+                "trained_steps": step - start, "losses": losses, "seconds": round(seconds, 2),
+                "checkpoint": str(job.out / CHECKPOINT), "train_positions": int((~held).sum()),
+                "validation_positions": int(held.sum()), "slides": len(slide_names), "world_size": world}
 
     if state is not None and state["step"] >= job.steps:
         return summary(state["step"], state["step"], [], 0.0, 1)  # finished: a rerun builds no model
+    with taken_back_unless_checkpointed(job.out):
+        start, step, losses, seconds, world = _fit(job, windows, all_pairs.subset(~held),
+                                                   all_pairs.subset(held) if held.any() else None,
+                                                   state, digest, slide_names)
+    return summary(start, step, losses, seconds, world)
 
+
+def _fit(job: Job, windows: LevelWindows, train_pairs: Pairs, val_pairs: Pairs | None, state: dict | None,
+         digest: str, slide_names: list[str]) -> tuple[int, int, list[float], float, int]:
+    """Steps from the checkpoint (or 0) to ``job.steps``: (start, last step, losses, seconds, world size)."""
+    from accelerate import Accelerator
+    from ema_pytorch import EMA
+
+    config, spec = job.config, job.config.unets[job.unet]
+    checkpoint_path, log_path = job.out / CHECKPOINT, job.out / LOG
     accelerator = Accelerator()
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(job.seed)  # the same initial weights on every rank and in every rerun
@@ -173,10 +168,11 @@ def train(job: Job) -> dict:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-        _truncate_log(log_path, start)
     else:
         _check_space(job.out, sum(p.numel() for p in unet.parameters()))
-        config.save(job.out / "config.yaml")
+        config.save(job.out / CONFIG)
+    if accelerator.is_main_process:
+        keep_log_until(log_path, start)
     prepared_unet, optimizer = accelerator.prepare(unet, optimizer)
 
     def checkpoint(step: int) -> None:
@@ -207,15 +203,13 @@ def train(job: Job) -> dict:
 
     loader = DataLoader(train_pairs, batch_sampler=StepBatches(job.seed, start, job.steps, spec.batch_size,
                                                                len(train_pairs.positions), rank),
-                        num_workers=config.train.workers, persistent_workers=False)
+                        num_workers=config.train.workers, persistent_workers=False, worker_init_fn=ignore_interrupts)
     bar = tqdm(total=job.steps, initial=start, desc=f"{'outpaint ' if job.method == 'outpaint' else ''}level {job.level} unet {job.unet}", unit="step",
                disable=not (job.progress and accelerator.is_local_main_process))
     losses, started, step = [], time.perf_counter(), start
-    new_log = not log_path.exists()
-    with open(log_path, "a", newline="") as log_handle:
+    # Ctrl-C while the model is built stops at once; once steps run, after the step under way.
+    with open(log_path, "a", newline="") as log_handle, stop_between_steps() as stop_requested:
         log = csv.DictWriter(log_handle, fieldnames=LOG_COLUMNS)
-        if new_log and accelerator.is_main_process:
-            log.writeheader()
         for step, (target, context) in enumerate(loader, start=start + 1):
             torch.manual_seed(step_seed(job.seed, rank, step))
             prepared_unet.train()
@@ -241,5 +235,7 @@ def train(job: Job) -> dict:
             bar.update(1)
             if step % config.train.checkpoint_every == 0 or step == job.steps:
                 checkpoint(step)
+            if stop_requested():
+                raise KeyboardInterrupt  # after the step, at a point a rerun resumes from exactly
     bar.close()
-    return summary(start, step, losses, time.perf_counter() - started, world)
+    return start, step, losses, time.perf_counter() - started, world

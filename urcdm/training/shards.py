@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from zarr.codecs import BloscCodec
 
+from urcdm.config import PRESETS
 from urcdm.errors import OutputExistsError, UserError
 from urcdm.training.index import build_index, data_digest, list_slides
 from urcdm.training.pairs import LevelWindows, Pairs, SlidePairs
@@ -171,9 +172,13 @@ class ShardPairs(Pairs):
     def open(cls, root: Path, config, level: int, method: str) -> "ShardPairs":
         """The level's pairs under ``root``, checked to be complete and made for this geometry."""
         folder = pairs_folder(root, method, level)
+        if Path(root).is_file():
+            raise UserError(f"{root}: is a file; --pairs names the folder `urcdm prepare-pairs --out` wrote")
         if not (folder / "zarr.json").exists():
-            raise UserError(f"{folder}: no pairs for level {level} here; make them with "
-                            f"`urcdm prepare-pairs --config {config.name} --level {level} --data SLIDES --out {root}`")
+            preset = config.name if config.name in PRESETS else "CONFIG"  # a YAML's name is not a --config value
+            method_option = "" if method == "urcdm" else f" --method {method}"
+            raise UserError(f"{folder}: no pairs for level {level} here; make them with `urcdm prepare-pairs "
+                            f"--config {preset}{method_option} --level {level} --data SLIDES --out {root}`")
         try:
             group = zarr.open_group(folder, mode="r")
             attrs, written = dict(group.attrs), group["written"][:]

@@ -1,0 +1,134 @@
+"""A run folder as a user meets it: their own files are never written into, a first try stopped before its
+first checkpoint leaves nothing, Ctrl-C is heeded after the step under way, and ``train-all`` checks
+every job's inputs before the first trains."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import urcdm.training.loop as loop
+from urcdm.cli import main
+from urcdm.config import tiny
+from urcdm.errors import UserError
+from urcdm.models import read_checkpoint
+from urcdm.training.loop import Job, train
+from urcdm.training.shards import ShardPairs
+
+
+def logged_steps(run: Path) -> list[int]:
+    with open(run / "log.csv", newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle)]
+
+
+def test_a_folder_of_the_users_own_files_is_refused_and_left_as_it_was(training_slides, tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "config.yaml").write_text("mine\n")
+    (out / "log.csv").write_text("my,notes\n")
+    assert main(["train", "--config", "tiny", "--level", "0", "--unet", "0", "--data", str(training_slides),
+                 "--out", str(out), "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not a run to resume" in err[0]
+    assert {path.name: path.read_text() for path in out.iterdir()} == {"config.yaml": "mine\n", "log.csv": "my,notes\n"}
+
+
+def test_a_first_try_stopped_before_its_first_checkpoint_takes_back_what_it_wrote(training_slides, tmp_path, monkeypatch):
+    def interrupted(path, payload):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(Job(tiny(), 0, 0, training_slides, tmp_path / "run", steps=2, progress=False))
+    assert not (tmp_path / "run").exists()
+
+
+def test_what_a_killed_first_try_left_is_trained_again_from_step_0(training_slides, tmp_path):
+    # SIGKILL before the first checkpoint leaves this run's config.yaml and a log: the next try takes the
+    # folder and starts the log again (the rows of the killed try were appended to before).
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(tiny().to_yaml())
+    (run / "log.csv").write_text(",".join(loop.LOG_COLUMNS) + "\n1,0.9,1e-4,1.0,,0.1\n2,0.8,1e-4,1.0,,0.2\n")
+    train(Job(tiny(), 0, 0, training_slides, run, steps=2, progress=False))
+    assert logged_steps(run) == [1, 2]
+    assert read_checkpoint(run / "checkpoint.pt")["step"] == 2
+
+
+def test_ctrl_c_during_a_step_stops_the_run_after_that_step(training_slides, tmp_path, monkeypatch):
+    seed_of = loop.step_seed
+
+    def ctrl_c_as_step_2_begins(seed: int, rank: int, step: int) -> int:
+        if rank == 0 and step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return seed_of(seed, rank, step)
+
+    monkeypatch.setattr(loop, "step_seed", ctrl_c_as_step_2_begins)
+    config = tiny()
+    config = replace(config, train=replace(config.train, checkpoint_every=1))
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(Job(config, 0, 0, training_slides, run, steps=5, progress=False))
+    assert read_checkpoint(run / "checkpoint.pt")["step"] == 2 and logged_steps(run) == [1, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back as it was
+
+
+def test_train_all_checks_every_levels_pairs_before_the_first_job_trains(tmp_path, monkeypatch, capsys):
+    class Found:  # what the jobs' checks read of a level's pairs
+        slides, data_digest, positions = ["a.svs"], "digest", None
+
+    def pairs_of_levels_0_and_1(root, config, level, method):
+        if level == 2:
+            raise UserError(f"{root}/level2.zarr: no pairs for level 2 here")
+        return Found()
+
+    trained = []
+    monkeypatch.setattr(ShardPairs, "open", staticmethod(pairs_of_levels_0_and_1))
+    monkeypatch.setattr(loop, "train", lambda job: trained.append(job))
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    assert main(["train-all", "--config", "tiny", "--pairs", str(pairs), "--out", str(tmp_path / "runs"), "--steps", "1"]) == 2
+    assert "level2.zarr" in capsys.readouterr().err and trained == []
+    assert not any((tmp_path / "runs").glob("*/*"))
+
+
+def test_train_all_print_json_is_the_jobs_as_json(tmp_path, capsys):
+    assert main(["train-all", "--config", "tiny", "--pairs", "pairs", "--out", "runs", "--print", "--json"]) == 0
+    jobs = json.loads(capsys.readouterr().out)
+    assert [(job["level"], job["unet"], job["gpu"]) for job in jobs] == [(l, u, 3 * l + u) for l in range(3) for u in range(3)]
+    assert jobs[4]["environment"] == {"CUDA_VISIBLE_DEVICES": "4"} and "--out" in jobs[4]["command"]
+    assert jobs[4]["command"][jobs[4]["command"].index("--out") + 1] == str(Path("runs") / "l1u1")
+
+
+def test_missing_outpaint_pairs_name_the_command_that_makes_them(tmp_path):
+    with pytest.raises(UserError, match="prepare-pairs --config tiny --method outpaint --level 2"):
+        ShardPairs.open(tmp_path, tiny(), 2, "outpaint")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        ShardPairs.open(tmp_path / "file", tiny(), 2, "urcdm")
+
+
+@pytest.mark.parametrize("argv", [["convert", "IN", "out.png"], ["sample", "--config", "tiny", "--out", "out.png"]])
+def test_a_pyramid_named_as_another_format_is_refused_before_any_work(argv, real_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(real_data / "slides" / "cmu-1-small-region.svs") if arg == "IN" else arg for arg in argv]
+    assert main(argv) == 2
+    assert "a pyramid is a BigTIFF" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_a_command_line_is_imported_is_one_line(monkeypatch, capsys):
+    import urcdm.entry_points
+
+    def interrupted_import(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(urcdm.entry_points.importlib, "import_module", interrupted_import)
+    for script in (urcdm.entry_points.urcdm, urcdm.entry_points.urcdm_eval, urcdm.entry_points.urcdm_study):
+        assert script(["--help"]) == 130
+        assert capsys.readouterr().err == "error: interrupted\n"
