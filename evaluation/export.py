@@ -16,6 +16,7 @@ from evaluation.pipeline import CropPlan
 from evaluation.crops import CROP_COLUMNS, CropProtocol, plain_numbers
 from evaluation.reading import CropDataset
 from urcdm.errors import SlideError
+from urcdm.interrupts import ignore_interrupts
 from urcdm.pyramid import atomic_directory
 
 MANIFEST = "manifest.csv"
@@ -38,7 +39,7 @@ def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrit
             with open(temp / MANIFEST, "w", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(MANIFEST_COLUMNS)
-                loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+                loader = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=ignore_interrupts)
                 for index, pixels, message in tqdm(loader, total=len(dataset), desc="exporting crops", unit="crop", leave=False):
                     if message:
                         raise SlideError(message)

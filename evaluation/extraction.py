@@ -11,6 +11,7 @@ from evaluation.distributed import Ranks, all_errors, gather_in_order
 from evaluation.features import Extractor
 from evaluation.reading import CropDataset
 from urcdm.errors import SlideError, UserError
+from urcdm.interrupts import ignore_interrupts
 
 
 def extract_features(paths: list[str], crops: np.ndarray, protocol: CropProtocol, extractor: Extractor,
@@ -24,7 +25,7 @@ def extract_features(paths: list[str], crops: np.ndarray, protocol: CropProtocol
     shard = ranks.shard(len(crops))
     loader = DataLoader(Subset(dataset, shard.tolist()), batch_size=batch_size, num_workers=workers,
                         pin_memory=extractor.device.type == "cuda", prefetch_factor=4 if workers else None,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=ignore_interrupts)
     chunks, error = [], ""
     bar = tqdm(total=len(crops), desc=f"features ({label})", unit="crop", disable=not ranks.is_main, leave=False)
     try:

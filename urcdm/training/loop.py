@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from urcdm.config import URCDMConfig
 from urcdm.errors import UserError
+from urcdm.interrupts import ignore_interrupts, stop_between_steps
 from urcdm.models import (
     CHECKPOINT_FORMAT,
     build_imagen,
@@ -55,7 +56,6 @@ from urcdm.training.run_files import (
     taken_back_unless_checkpointed,
 )
 from urcdm.training.shards import ShardPairs
-from urcdm.training.stopping import ignore_interrupts, stop_between_steps
 from urcdm.training.windows import batch_codes, split_validation
 
 VALIDATION_STREAM = 1 << 20  # a "rank" no real process has: validation draws never collide with training

@@ -37,6 +37,7 @@ from zarr.codecs import BloscCodec
 
 from urcdm.config import PRESETS
 from urcdm.errors import OutputExistsError, UserError
+from urcdm.interrupts import ignore_interrupts
 from urcdm.training.index import build_index, data_digest, list_slides
 from urcdm.training.pairs import LevelWindows, Pairs, SlidePairs
 
@@ -113,7 +114,8 @@ def prepare_pairs(config, level: int, method: str, data: Path, out: Path, worker
 
     source = SlidePairs(paths, positions, windows)
     # One window pair per item, in order; workers read ahead by at most 2 items each (bounded memory).
-    loader = DataLoader(_Rows(source, rows), batch_size=None, num_workers=workers, collate_fn=_as_is)
+    loader = DataLoader(_Rows(source, rows), batch_size=None, num_workers=workers, collate_fn=_as_is,
+                        worker_init_fn=ignore_interrupts)
     targets, contexts = group["targets"], (group["contexts"] if windows.context_span is not None else None)
     started, block, block_start = time.perf_counter(), [], None
     bar = tqdm(total=len(positions), initial=len(positions) - len(rows), desc=f"pairs level {level}", unit="pair",

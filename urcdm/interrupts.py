@@ -1,12 +1,17 @@
-"""Ctrl-C during training: the step under way finishes, then the run stops as interrupted.
+"""Ctrl-C, heeded the same way in every command.
+
+During training the step under way finishes, then the run stops as interrupted (``stop_between_steps``).
 
 Python raises KeyboardInterrupt wherever the main thread happens to be when the signal lands; raised
 inside a finaliser (a tensor's or a DataLoader iterator's ``__del__``, run by the garbage collector) it
 is printed as "Exception ignored" and lost. Of 30 Ctrl-Cs in tiny training runs, one went unheeded (the
 run went on until killed) and one ended in a traceback from the cleanup. A handler that only records
-the request, checked between steps, cannot be lost; a second Ctrl-C raises at once. DataLoader workers
-share the terminal's process group, so they get the signal too: they ignore it and are shut down by
-the main process, instead of dying under it mid-batch.
+the request, checked between steps, cannot be lost; a second Ctrl-C raises at once.
+
+DataLoader workers (training pairs, evaluation crops) share the terminal's process group, so they get
+the signal too. One that died of it mid-batch made the main process raise "DataLoader worker exited
+unexpectedly" with a traceback and hang (1 of 20 Ctrl-Cs in ``urcdm-eval pfid``); with
+``ignore_interrupts`` as their ``worker_init_fn`` they leave it to the main process, which shuts them down.
 """
 
 from __future__ import annotations
@@ -40,5 +45,5 @@ def stop_between_steps() -> Iterator[Callable[[], bool]]:
 
 
 def ignore_interrupts(worker_id: int) -> None:
-    """``worker_init_fn`` of the training DataLoaders: the main process decides when workers stop."""
+    """``worker_init_fn`` of every DataLoader with workers: the main process decides when they stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
