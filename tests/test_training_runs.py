@@ -10,6 +10,9 @@ import csv
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -74,13 +77,31 @@ def test_ctrl_c_during_a_step_stops_the_run_after_that_step(training_slides, tmp
         return seed_of(seed, rank, step)
 
     monkeypatch.setattr(loop, "step_seed", ctrl_c_as_step_2_begins)
-    config = tiny()
-    config = replace(config, train=replace(config.train, checkpoint_every=1))
     run = tmp_path / "run"
+    assert tiny().train.checkpoint_every > 2  # the checkpoint at step 2 is the stop's own
     with pytest.raises(KeyboardInterrupt):
-        train(Job(config, 0, 0, training_slides, run, steps=5, progress=False))
+        train(Job(tiny(), 0, 0, training_slides, run, steps=5, progress=False))
     assert read_checkpoint(run / "checkpoint.pt")["step"] == 2 and logged_steps(run) == [1, 2]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back as it was
+
+
+def test_a_schedulers_sigterm_ends_a_run_with_a_checkpoint_to_resume_from(training_slides, tmp_path):
+    # SLURM and Kubernetes send SIGTERM, then SIGKILL after a grace period: the steps since the last
+    # checkpoint were lost with Python's default action.
+    run, config = tmp_path / "run", tmp_path / "rare-checkpoints.yaml"
+    replace(tiny(), train=replace(tiny().train, checkpoint_every=1000)).save(config)
+    command = [sys.executable, "-m", "urcdm.cli", "train", "--config", str(config), "--level", "0", "--unet", "0",
+               "--data", str(training_slides), "--out", str(run), "--steps", "1000"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not ((run / "log.csv").exists() and len(logged_steps(run)) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    step = read_checkpoint(run / "checkpoint.pt")["step"]
+    assert process.returncode == 130 and err.rstrip().endswith("error: interrupted")
+    assert 3 <= step < 1000 and logged_steps(run) == list(range(1, step + 1))
+    assert f"checkpoint at step {step}: run the same command again to resume" in err
 
 
 def test_train_all_checks_every_levels_pairs_before_the_first_job_trains(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """Ctrl-C, heeded the same way in every command.
 
-During training the step under way finishes, then the run stops as interrupted (``stop_between_steps``).
+During training the step under way finishes and is checkpointed, then the run stops as interrupted
+(``stop_between_steps``); SIGTERM, a scheduler's notice before it kills a job, is taken the same way.
 
 Python raises KeyboardInterrupt wherever the main thread happens to be when the signal lands; raised
 inside a finaliser (a tensor's or a DataLoader iterator's ``__del__``, run by the garbage collector) it
@@ -22,26 +23,35 @@ import sys
 import threading
 from typing import Callable, Iterator
 
+# SIGTERM is how a batch scheduler (SLURM, Kubernetes) asks a job to stop before it kills it.
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
 
 @contextlib.contextmanager
 def stop_between_steps() -> Iterator[Callable[[], bool]]:
-    """Yields ``requested()``: whether Ctrl-C was pressed since the block began."""
+    """Yields ``requested()``: whether Ctrl-C or SIGTERM came since the block began. A second one of
+    either acts at once, as it would have without the block."""
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield lambda: False
         return
     requested = threading.Event()
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
 
     def record(signum, frame) -> None:
         requested.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C does not wait
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         # a paper unet's step on a CPU takes minutes: say why nothing seems to happen
-        print("\nstopping after the step under way (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+        print(f"\n{STOP_SIGNALS[signum]}: stopping after the step under way, with a checkpoint "
+              "(Ctrl-C again to stop now)", file=sys.stderr, flush=True)
 
-    previous = signal.signal(signal.SIGINT, record)
+    for number in STOP_SIGNALS:
+        signal.signal(number, record)
     try:
         yield requested.is_set
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def ignore_interrupts(worker_id: int) -> None:

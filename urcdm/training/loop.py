@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,9 +234,17 @@ def _fit(job: Job, windows: LevelWindows, train_pairs: Pairs, val_pairs: Pairs |
                 log_handle.flush()
             bar.set_postfix(loss=f"{value:.4f}")
             bar.update(1)
-            if step % config.train.checkpoint_every == 0 or step == job.steps:
+            checkpointed = step % config.train.checkpoint_every == 0 or step == job.steps
+            if checkpointed:
                 checkpoint(step)
             if stop_requested():
-                raise KeyboardInterrupt  # after the step, at a point a rerun resumes from exactly
+                accelerator.set_trigger()
+            if accelerator.check_trigger():  # every rank stops after the same step
+                if not checkpointed:
+                    checkpoint(step)  # none of the run's work is lost: a rerun resumes from exactly here
+                if accelerator.is_main_process:
+                    bar.close()
+                    print(f"checkpoint at step {step}: run the same command again to resume", file=sys.stderr)
+                raise KeyboardInterrupt
     bar.close()
     return start, step, losses, time.perf_counter() - started, world
