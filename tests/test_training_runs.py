@@ -23,7 +23,7 @@ import urcdm.training.loop as loop
 from urcdm.cli import main
 from urcdm.config import tiny
 from urcdm.errors import UserError
-from urcdm.interrupts import ignore_interrupts
+from urcdm.interrupts import ignore_interrupts, stop_between_steps
 from urcdm.models import read_checkpoint
 from urcdm.training.loop import Job, train
 from urcdm.training.shards import ShardPairs
@@ -79,10 +79,26 @@ def test_ctrl_c_during_a_step_stops_the_run_after_that_step(training_slides, tmp
     monkeypatch.setattr(loop, "step_seed", ctrl_c_as_step_2_begins)
     run = tmp_path / "run"
     assert tiny().train.checkpoint_every > 2  # the checkpoint at step 2 is the stop's own
-    with pytest.raises(KeyboardInterrupt):
-        train(Job(tiny(), 0, 0, training_slides, run, steps=5, progress=False))
+    # as in a terminal: a test run in the background (CI) starts with SIGINT ignored
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(Job(tiny(), 0, 0, training_slides, run, steps=5, progress=False))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back as it was
+    finally:
+        signal.signal(signal.SIGINT, outside)
     assert read_checkpoint(run / "checkpoint.pt")["step"] == 2 and logged_steps(run) == [1, 2]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back as it was
+
+
+def test_a_stop_signal_the_caller_ignores_stays_ignored():
+    outside = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_between_steps() as requested:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert not requested()
+    finally:
+        signal.signal(signal.SIGINT, outside)
 
 
 def test_a_schedulers_sigterm_ends_a_run_with_a_checkpoint_to_resume_from(training_slides, tmp_path):

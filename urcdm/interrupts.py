@@ -35,7 +35,10 @@ def stop_between_steps() -> Iterator[Callable[[], bool]]:
         yield lambda: False
         return
     requested = threading.Event()
-    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    # A signal the caller ignores stays ignored: `urcdm train ... &` from a script runs with SIGINT
+    # ignored, and the terminal's Ctrl-C is not meant for it.
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS
+                if signal.getsignal(number) is not signal.SIG_IGN}
 
     def record(signum, frame) -> None:
         requested.set()
@@ -45,7 +48,7 @@ def stop_between_steps() -> Iterator[Callable[[], bool]]:
         print(f"\n{STOP_SIGNALS[signum]}: stopping after the step under way, with a checkpoint "
               "(Ctrl-C again to stop now)", file=sys.stderr, flush=True)
 
-    for number in STOP_SIGNALS:
+    for number in previous:
         signal.signal(number, record)
     try:
         yield requested.is_set
