@@ -140,6 +140,9 @@ class CropProtocol:
         else:
             fed = f"{self.image_size}px" if self.image_size != self.read_size else f"{self.read_size}px as read"
             named = self.name if self.name.startswith(self.mode) else f"{self.mode} {self.name}"  # not "fixed fixed-..."
+            if self.mode == "pfid":  # anyres-gan's name is terse: "max0" reads as a bound of 0
+                largest = f"{self.max_size}px" if self.max_size else "each image's own side"
+                named += f" (squares resized to {self.min_size or self.patch_size}px .. {largest})"
             text = f"{named} -> {fed}"
         return text + (f", tissue >= {self.min_tissue:g}" if self.min_tissue else "")
 

@@ -192,3 +192,8 @@ def test_fixed_crops_by_span_cover_that_many_level0_pixels_and_keep_older_identi
         CropProtocol(mode="fixed", patch_size=64, image_size=64, level=1, span=192)
     with pytest.raises(UserError, match="never upsampled"):
         CropProtocol(mode="fixed", patch_size=64, image_size=64, span=32)
+
+
+def test_the_pfid_description_says_what_anyres_gans_max0_means():
+    assert "squares resized to 256px .. each image's own side" in CropProtocol().describe()
+    assert "squares resized to 512px .. 1024px" in CropProtocol(min_size=512, max_size=1024).describe()
