@@ -129,6 +129,20 @@ def test_the_same_seed_makes_the_same_slide(tmp_path):
     assert (tmp_path / "a.level0.png").read_bytes() != (tmp_path / "c.level0.png").read_bytes()
 
 
+def test_a_slide_sampled_with_mpp_records_it_for_openslide(tmp_path, capsys):
+    # Without it a synthetic slide had no physical scale: `urcdm view` could not set it beside a real
+    # slide at the same magnification, nor `urcdm-eval --mpp` crop it.
+    out = tmp_path / "s.tiff"
+    assert main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(out), "--mpp", "0.2527"]) == 0
+    with openslide.OpenSlide(str(out)) as slide:
+        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.2527, abs=1e-4)
+    assert json.loads(out.with_suffix(".json").read_text())["mpp"] == 0.2527
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:  # argparse's own errors leave by SystemExit, as one line
+        main(["sample", "--config", "tiny", "--backend", "upsample", "--out", str(tmp_path / "t.tiff"), "--mpp", "0"])
+    assert exited.value.code == 2 and "--mpp" in capsys.readouterr().err and not (tmp_path / "t.tiff").exists()
+
+
 def test_bad_sampling_requests_are_one_error_line(tmp_path, capsys):
     out = tmp_path / "s.tiff"
     out.write_bytes(b"keep me")

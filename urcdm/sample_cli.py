@@ -15,6 +15,7 @@ import numpy as np
 from urcdm.clikit import (
     add_output_options,
     non_negative_int,
+    positive_float,
     positive_int,
     positive_int_list,
     print_json,
@@ -63,6 +64,10 @@ def add_commands(commands) -> None:
                              "MODE auto (the default with a bare --compile): CUDA graphs (reduce-overhead) for the "
                              "launch-bound small unets on CUDA, default for the rest; or one of default, "
                              "reduce-overhead, max-autotune for all")
+    sample.add_argument("--mpp", type=positive_float,
+                        help="microns per pixel of the slide at full resolution, recorded in the pyramid: that of the "
+                             "training slides (about 0.25 at 40x), so `urcdm view` and `urcdm-eval --mpp` can set the "
+                             "slide beside real ones at the same magnification (default: none recorded)")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
     sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
@@ -218,7 +223,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                     batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite,
                                     progress=shows_progress(args), white_skip=not args.no_white_skip, level0=level0,
-                                    ranks=ranks, method=args.method)
+                                    ranks=ranks, method=args.method, mpp=args.mpp)
     finally:
         destroy_process_group()
     if not ranks.is_main:

@@ -273,12 +273,13 @@ def check_outputs(out: Path, config: URCDMConfig, method: str, overwrite: bool) 
 def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0, scheduler: str | None = None,
                  batch_size: int | None = None, blend: int | None = None, overwrite: bool = False, progress: bool = True,
                  quality: int | None = 90, white_skip: bool = True, level0: np.ndarray | None = None,
-                 ranks: Ranks = Ranks(), method: str = "urcdm") -> dict:
+                 ranks: Ranks = Ranks(), method: str = "urcdm", mpp: float | None = None) -> dict:
     """Sample one slide into ``out`` (a pyramid), with ``.level{L}.png`` intermediates and a ``.json``
     manifest beside it. Rerunning after an interruption, with the same settings, resumes (with any
     ``batch_size``). ``batch_size``: patches per model call; None (auto): the backend's
     ``patches_per_call`` for each level (from GPU memory), else ``AUTO_CPU``.
-    ``scheduler`` defaults to checkerboard (urcdm) or raster (outpaint, as in the paper)."""
+    ``scheduler`` defaults to checkerboard (urcdm) or raster (outpaint, as in the paper). ``mpp``: the
+    physical scale recorded in the pyramid (the training slides'), which the pixels do not depend on."""
     out = Path(out)
     method_levels(config, method)  # refuses an unknown method
     outpaint = method == "outpaint"
@@ -339,11 +340,11 @@ def sample_slide(config: URCDMConfig, backend: Backend, out: Path, seed: int = 0
         with DiskCanvas.open(state.canvas_path(level)) as canvas:
             Image.fromarray(canvas.read(0, 0, canvas.width, canvas.height)).save(out.with_suffix(f".level{level}.png"))
     with DiskCanvas.open(state.canvas_path(last)) as canvas:
-        info = write_pyramid(canvas, out, quality=quality, overwrite=overwrite, progress=progress)
+        info = write_pyramid(canvas, out, quality=quality, mpp=mpp, overwrite=overwrite, progress=progress)
     manifest = {"out": str(out), "config": config.to_dict(), "method": method, "seed": seed, "scheduler": scheduler,
                 "backend": backend.name, "solver": getattr(backend, "solver", None),
                 "precision": getattr(backend, "precision", None), "batch_size": batch_size or "auto",
-                "blend_px": blend, "white_skip": white_skip, "resumed": resumed, "world_size": ranks.world_size,
+                "blend_px": blend, "mpp": mpp, "white_skip": white_skip, "resumed": resumed, "world_size": ranks.world_size,
                 "levels": levels, "model_calls": sum(entry["model_calls"] for entry in levels),
                 # every rank's unet forward passes, as model_calls (a resumed run counts only what it redid)
                 "unet_evaluations": evaluations,
