@@ -14,17 +14,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import openslide
 import pytest
 import torch
 import yaml
 
 from urcdm.cli import main
 from urcdm.config import tiny
-from urcdm.training.index import build_index, list_slides
+from urcdm.training.index import build_index, list_slides, slides_mpp
 from urcdm.training.pairs import LevelWindows, SlidePairs, unit_float
 from urcdm.training.windows import batch_codes
 from urcdm.errors import UserError
 from urcdm.models import build_imagen, load_cascade, read_checkpoint, sample
+from urcdm.sample_cli import _checkpoints
 from urcdm.training.loop import Job, save_checkpoint, train
 
 JOBS = [(level, unet) for level in range(3) for unet in range(3)]
@@ -221,3 +223,22 @@ def test_too_little_disk_for_a_checkpoint_is_said_before_training(slides, tmp_pa
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "a checkpoint needs about" in err and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_the_training_slides_mpp_is_recorded_and_sampled_slides_carry_it(trained, real_data, tmp_path, capsys):
+    # One training slide records 0.499 um/px and the other nothing: no one scale is known, none is recorded.
+    assert read_checkpoint(trained[(2, 2)][1] / "checkpoint.pt")["slides_mpp"] is None
+    cmu, tcga = real_data / "slides" / "cmu-1-small-region.svs", real_data / "slides" / "tcga-cr-7395-01a-01-ts1.svs"
+    with openslide.OpenSlide(str(cmu)) as slide:
+        cmu_mpp = float(slide.properties[openslide.PROPERTY_NAME_MPP_X])
+    assert slides_mpp([cmu, cmu]) == pytest.approx(cmu_mpp) and slides_mpp([cmu, tcga]) is None
+
+    # A last-level unet trained on slides of one scale: the sampled slide gets it, at its own pixel size.
+    run = tmp_path / "l2u2"
+    run.mkdir()
+    state = torch.load(trained[(2, 2)][1] / "checkpoint.pt", weights_only=False)
+    torch.save({**state, "slides_mpp": cmu_mpp}, run / "checkpoint.pt")
+    models = _models_folder(trained, tmp_path / "models", {(2, 2): run})
+    _, mpp = _checkpoints(models, tiny(), "urcdm")  # what `urcdm sample --models` records without --mpp
+    windows = LevelWindows.of(tiny(), 2)
+    assert mpp == pytest.approx(cmu_mpp * windows.span / windows.patch_px)

@@ -122,7 +122,7 @@ def test_a_schedulers_sigterm_ends_a_run_with_a_checkpoint_to_resume_from(traini
 
 def test_train_all_checks_every_levels_pairs_before_the_first_job_trains(tmp_path, monkeypatch, capsys):
     class Found:  # what the jobs' checks read of a level's pairs
-        slides, data_digest, positions = ["a.svs"], "digest", None
+        slides, data_digest, mpp, positions = ["a.svs"], "digest", None, None
 
     def pairs_of_levels_0_and_1(root, config, level, method):
         if level == 2:

@@ -65,9 +65,9 @@ def add_commands(commands) -> None:
                              "launch-bound small unets on CUDA, default for the rest; or one of default, "
                              "reduce-overhead, max-autotune for all")
     sample.add_argument("--mpp", type=positive_float,
-                        help="microns per pixel of the slide at full resolution, recorded in the pyramid: that of the "
-                             "training slides (about 0.25 at 40x), so `urcdm view` and `urcdm-eval --mpp` can set the "
-                             "slide beside real ones at the same magnification (default: none recorded)")
+                        help="microns per pixel of the slide at full resolution, recorded in the pyramid, so `urcdm "
+                             "view` and `urcdm-eval --mpp` can set it beside real slides at the same magnification "
+                             "(default with --models: the training slides', as train recorded it; else none)")
     sample.add_argument("--level0", type=Path, help="take level 0 from this slide's layout (scaled to the level-0 span)")
     sample.add_argument("--no-white-skip", action="store_true", help="diffuse last-level patches over glass too")
     sample.add_argument("--device", default="auto", help="auto, cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
@@ -154,8 +154,11 @@ def _with_steps(config: URCDMConfig, steps: tuple[int, ...] | None) -> URCDMConf
     return replace(config, unets=tuple(replace(u, sample_steps=v) for u, v in zip(config.unets, steps)))
 
 
-def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, dict[int, Path]]:
+def _checkpoints(models: Path, config: URCDMConfig, method: str) -> tuple[dict[int, dict[int, Path]], float | None]:
+    """Every checkpoint's path, checked, and the microns per pixel of the slide they make: their last
+    level's training slides' (recorded by train), at the scale that level's patches read them."""
     from urcdm.models import check_checkpoint, read_checkpoint
+    from urcdm.training.pairs import LevelWindows
 
     found = {level: {unet: models / run_folder(method, level, unet) / "checkpoint.pt" for unet in range(len(config.unets))}
              for level in method_levels(config, method)}
@@ -167,8 +170,11 @@ def _checkpoints(models: Path, config: URCDMConfig, method: str) -> dict[int, di
     # found when its level starts, hours into the run.
     for level, paths in found.items():
         for index, path in paths.items():
-            check_checkpoint(read_checkpoint(path), path, config, level, index, method)
-    return found
+            state = read_checkpoint(path)
+            check_checkpoint(state, path, config, level, index, method)
+    windows = LevelWindows.of(config, level, method)  # the last level's: the slide is made at its scale
+    slides_mpp = state.get("slides_mpp")  # None from checkpoints written before it was recorded
+    return found, None if slides_mpp is None else slides_mpp * windows.span / windows.patch_px
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -204,12 +210,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         check_compiler(device)  # seconds now, not a compiler traceback after the models are built
     init_process_group(ranks, torch.device(device))
     level0 = level0_from_slide(args.level0, config) if args.level0 is not None else None
+    mpp = args.mpp
     backend_options = dict(solver=args.solver, precision=precision, channels_last=args.channels_last,
                            compile=args.compile, batch_size=args.batch_size)
     if args.backend == "upsample":
         backend = UpsampleBackend(config)
     elif args.models is not None:
-        checkpoints = _checkpoints(args.models, config, args.method)
+        checkpoints, trained_mpp = _checkpoints(args.models, config, args.method)
+        mpp = args.mpp if args.mpp is not None else trained_mpp
         # Loaded when the level starts and freed before the next: one level's cascade resident at a time.
         backend = DiffusionBackend({level: partial(load_cascade, config, level, paths, method=args.method)
                                     for level, paths in checkpoints.items()}, device, **backend_options)
@@ -223,7 +231,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                     batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite,
                                     progress=shows_progress(args), white_skip=not args.no_white_skip, level0=level0,
-                                    ranks=ranks, method=args.method, mpp=args.mpp)
+                                    ranks=ranks, method=args.method, mpp=mpp)
     finally:
         destroy_process_group()
     if not ranks.is_main:

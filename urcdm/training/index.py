@@ -82,6 +82,24 @@ def build_index(slides: Sequence[Path], span: int, white_threshold: float, use_c
     return paths, np.concatenate(rows).astype(np.int64)
 
 
+MPP_AGREEMENT = 1.1  # slides scanned at one magnification differ by a few percent, 20x and 40x by 2x
+
+
+def slides_mpp(paths: Sequence[str | Path]) -> float | None:
+    """The training slides' microns per pixel at full resolution, which a slide sampled from the models
+    shares (scaled by span / patch_px): their median when every slide records it and they agree; None
+    otherwise (a slide without it, or slides of several magnifications: no one scale is known to be right)."""
+    recorded = []
+    for path in paths:
+        with open_slide(path) as slide:
+            if not slide.mpp:
+                return None
+            recorded.append(sum(slide.mpp) / 2)
+    if not recorded or max(recorded) > MPP_AGREEMENT * min(recorded):
+        return None
+    return float(np.median(recorded))
+
+
 def data_digest(paths: Sequence[str]) -> str:
     """What a checkpoint records of its slides (names and sizes), to refuse resuming on others."""
     digest = hashlib.sha256()

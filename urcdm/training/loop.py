@@ -37,7 +37,7 @@ from urcdm.models import (
     check_checkpoint,
     read_checkpoint,
 )
-from urcdm.training.index import build_index, data_digest, list_slides
+from urcdm.training.index import build_index, data_digest, list_slides, slides_mpp
 from urcdm.training.pairs import (
     LevelWindows,
     Pairs,
@@ -100,13 +100,13 @@ def _resumable_state(checkpoint_path: Path, job: Job, digest: str) -> dict | Non
     return state
 
 
-def _pairs_of(job: Job, windows: LevelWindows) -> tuple[Pairs, list[str], str]:
-    """The level's pairs, their slides' names and digest; shards and slides give the same three."""
+def _pairs_of(job: Job, windows: LevelWindows) -> tuple[Pairs, list[str], str, float | None]:
+    """The level's pairs, their slides' names, digest and microns per pixel; shards and slides give the same."""
     if job.pairs is not None:
         shards = ShardPairs.open(job.pairs, job.config, job.level, job.method)
-        return shards, shards.slides, shards.data_digest
+        return shards, shards.slides, shards.data_digest, shards.mpp
     paths, positions = build_index(list_slides(job.data), windows.span, job.config.white_threshold)
-    return SlidePairs(paths, positions, windows), [Path(p).name for p in paths], data_digest(paths)
+    return SlidePairs(paths, positions, windows), [Path(p).name for p in paths], data_digest(paths), slides_mpp(paths)
 
 
 def check_inputs(job: Job) -> None:
@@ -121,7 +121,7 @@ def check_inputs(job: Job) -> None:
 def train(job: Job) -> dict:
     check_run_folder(job.out, "the run folder (checkpoint.pt, config.yaml, log.csv)")
     windows = LevelWindows.of(job.config, job.level, job.method)
-    all_pairs, slide_names, digest = _pairs_of(job, windows)
+    all_pairs, slide_names, digest, mpp = _pairs_of(job, windows)
     held = split_validation(all_pairs.positions, windows.span, job.config.train.validation_fraction, job.seed)
     state = _resumable_state(job.out / CHECKPOINT, job, digest)
     if state is None:
@@ -138,12 +138,12 @@ def train(job: Job) -> dict:
     with taken_back_unless_checkpointed(job.out):
         start, step, losses, seconds, world = _fit(job, windows, all_pairs.subset(~held),
                                                    all_pairs.subset(held) if held.any() else None,
-                                                   state, digest, slide_names)
+                                                   state, digest, slide_names, mpp)
     return summary(start, step, losses, seconds, world)
 
 
 def _fit(job: Job, windows: LevelWindows, train_pairs: Pairs, val_pairs: Pairs | None, state: dict | None,
-         digest: str, slide_names: list[str]) -> tuple[int, int, list[float], float, int]:
+         digest: str, slide_names: list[str], mpp: float | None) -> tuple[int, int, list[float], float, int]:
     """Steps from the checkpoint (or 0) to ``job.steps``: (start, last step, losses, seconds, world size)."""
     from accelerate import Accelerator
     from ema_pytorch import EMA
@@ -180,7 +180,7 @@ def _fit(job: Job, windows: LevelWindows, train_pairs: Pairs, val_pairs: Pairs |
         if accelerator.is_main_process:
             save_checkpoint(checkpoint_path, {
                 "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "method": job.method, "level": job.level, "unet": job.unet,
-                "step": step, "seed": job.seed, "data": digest, "slides": slide_names,
+                "step": step, "seed": job.seed, "data": digest, "slides": slide_names, "slides_mpp": mpp,
                 "unet_state": accelerator.unwrap_model(prepared_unet).state_dict(),
                 "ema_state": ema.state_dict(), "ema_unet": ema.ema_model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()})

@@ -38,11 +38,14 @@ from zarr.codecs import BloscCodec
 from urcdm.config import PRESETS
 from urcdm.errors import OutputExistsError, UserError
 from urcdm.interrupts import ignore_interrupts
-from urcdm.training.index import build_index, data_digest, list_slides
+from urcdm.training.index import build_index, data_digest, list_slides, slides_mpp
 from urcdm.training.pairs import LevelWindows, Pairs, SlidePairs
 
 FORMAT = "urcdm-pairs/1"
 SHARD = 16  # windows per shard file: 100 MB of buffer at paper scale, and 16x fewer files than chunks
+
+
+MPP = "slides_mpp"  # the slides' microns per pixel, kept beside the identity of the pairs
 
 
 def pairs_folder(root: Path, method: str, level: int) -> Path:
@@ -89,6 +92,7 @@ def _open_for_writing(folder: Path, identity: dict, positions: np.ndarray, windo
         found = dict(group.attrs)
     except Exception:  # noqa: BLE001 - whatever is there, it is not our shards, and it is not ours to delete
         raise OutputExistsError(f"{folder}: exists and is not a pairs folder; choose another --out") from None
+    found.pop(MPP, None)  # not part of what the pairs are (and absent from folders of earlier versions)
     if found.get("format") != FORMAT or _normalised(found) != _normalised(identity):
         differences = _describe_mismatch(found, identity) or "another slide list"
         raise OutputExistsError(f"{folder}: holds other pairs ({differences}); choose another --out")
@@ -107,6 +111,7 @@ def prepare_pairs(config, level: int, method: str, data: Path, out: Path, worker
     folder = pairs_folder(out, method, level)
     folder.parent.mkdir(parents=True, exist_ok=True)
     group = _open_for_writing(folder, identity, positions, windows)
+    group.attrs[MPP] = slides_mpp(paths)
     flags = group["written"]
     written = flags[:]
     todo = [shard for shard in range(len(written)) if not written[shard]]
@@ -202,6 +207,10 @@ class ShardPairs(Pairs):
     @property
     def data_digest(self) -> str:
         return self.attrs["data_digest"]
+
+    @property
+    def mpp(self) -> float | None:
+        return self.attrs.get(MPP)  # None for pairs prepared before it was recorded
 
     def subset(self, keep: np.ndarray) -> "ShardPairs":
         return ShardPairs(self.folder, self.rows[keep])
