@@ -168,12 +168,14 @@ def _checkpoints(models: Path, config: URCDMConfig, method: str) -> tuple[dict[i
                         f"(train them with `urcdm train-all --method {method}`)")
     # All nine read (mapped: headers, not weights) and checked now, not a truncated or swapped one
     # found when its level starts, hours into the run.
+    states = {}
     for level, paths in found.items():
         for index, path in paths.items():
-            state = read_checkpoint(path)
-            check_checkpoint(state, path, config, level, index, method)
-    windows = LevelWindows.of(config, level, method)  # the last level's: the slide is made at its scale
-    slides_mpp = state.get("slides_mpp")  # None from checkpoints written before it was recorded
+            states[level, index] = read_checkpoint(path)
+            check_checkpoint(states[level, index], path, config, level, index, method)
+    last = max(found)  # the slide is made at the last level's scale, by its last unet
+    slides_mpp = states[last, max(found[last])].get("slides_mpp")  # None from checkpoints before it was recorded
+    windows = LevelWindows.of(config, last, method)
     return found, None if slides_mpp is None else slides_mpp * windows.span / windows.patch_px
 
 

@@ -3,6 +3,7 @@ not mostly glass (tissue detector), cached per slide and geometry in ``$URCDM_CA
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import sys
@@ -89,6 +90,11 @@ def slides_mpp(paths: Sequence[str | Path]) -> float | None:
     """The training slides' microns per pixel at full resolution, which a slide sampled from the models
     shares (scaled by span / patch_px): their median when every slide records it and they agree; None
     otherwise (a slide without it, or slides of several magnifications: no one scale is known to be right)."""
+    return _slides_mpp(tuple(str(path) for path in paths))
+
+
+@functools.lru_cache(maxsize=8)  # train-all checks nine jobs, then trains them, over the same slides
+def _slides_mpp(paths: tuple[str, ...]) -> float | None:
     recorded = []
     for path in paths:
         with open_slide(path) as slide:
