@@ -90,8 +90,8 @@ class CropProtocol:
                 level_downsample(self.level)
             except ValueError as exc:
                 raise UserError(str(exc)) from None
-        if self.mpp is not None and self.mpp <= 0:
-            raise UserError("--mpp must be positive")
+        if self.mpp is not None and not (np.isfinite(self.mpp) and self.mpp > 0):
+            raise UserError(f"--mpp must be a finite number > 0, got {self.mpp}")
         if not 0.0 <= self.min_tissue <= 1.0:
             raise UserError("--min-tissue must be in [0, 1]")
 

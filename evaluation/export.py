@@ -20,6 +20,7 @@ from urcdm.interrupts import ignore_interrupts
 from urcdm.pyramid import atomic_directory
 
 MANIFEST = "manifest.csv"
+EXPORTED_FILES = (MANIFEST, "crop-*.png")  # all an export writes: what --overwrite may replace
 MANIFEST_COLUMNS = ("file", "source", *CROP_COLUMNS, "pixels", "mode", "level", "mpp", "seed")
 
 
@@ -34,7 +35,7 @@ def export_crops(plan: CropPlan, protocol: CropProtocol, out_dir: Path, overwrit
     native = exported_protocol(protocol)
     dataset = CropDataset([image.path for image in plan.images], plan.crops, native)
     try:
-        with atomic_directory(out_dir, overwrite) as temp:
+        with atomic_directory(out_dir, overwrite, ours=EXPORTED_FILES) as temp:
             width = len(str(len(plan.crops)))
             with open(temp / MANIFEST, "w", newline="") as handle:
                 writer = csv.writer(handle)

@@ -72,6 +72,11 @@ def _read_list_file(path: Path) -> list[Path]:
     return listed
 
 
+# The memorisation audit has no --skip-bad: a slide left out of the training or held-out set would
+# bias the copy threshold or hide a copy.
+AUDIT_READS_ALL = " (the audit reads every slide of a set: repair or remove them)"
+
+
 def open_images(paths: Sequence[Path], skip_bad: bool = False, label: str = "images",
                 skip_hint: str = " (use --skip-bad to leave them out)") -> tuple[list[ImageInfo], list[tuple[str, str]]]:
     """Open every image once for its size and mpp. Returns (readable, skipped-with-reason).

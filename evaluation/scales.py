@@ -11,6 +11,7 @@ halvings is the bar drawn on every point.
 from __future__ import annotations
 
 import glob
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ def _numbers(text: str, option: str, kind: type, coarse_first_descending: bool) 
         raise UserError(f"{option} {text}: expected comma-separated {kind.__name__}s") from None
     if not values:
         raise UserError(f"{option}: no scales given")
+    if not all(math.isfinite(value) for value in values):  # nan and inf parse as floats
+        raise UserError(f"{option} {text}: expected finite numbers")
     if len(set(values)) != len(values):
         raise UserError(f"{option} {text}: a scale is named twice")
     return sorted(values, reverse=coarse_first_descending)
@@ -58,7 +61,8 @@ def parse_scales(levels: str | None = None, spans: str | None = None, mpps: str 
         return [Scale(f"{span} px", span=span) for span in _numbers(spans, "--spans", int, True)]
     if mpps is not None:
         return [Scale(f"{mpp:g} µm/px", mpp=mpp) for mpp in _numbers(mpps, "--mpp", float, True)]
-    return [Scale(f"level {level}", level=level) for level in _numbers(levels or "0,1,2", "--levels", int, False)]
+    return [Scale(f"level {level}", level=level)
+            for level in _numbers("0,1,2" if levels is None else levels, "--levels", int, False)]
 
 
 def fake_label(spec: str) -> str:

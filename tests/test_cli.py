@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -113,19 +115,71 @@ def test_usage_errors_and_debug(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def test_an_error_during_a_progress_bar_starts_a_line_of_its_own(capsys):
-    """The bar a failure leaves open is closed before the error line, not redrawn after it."""
+@pytest.mark.parametrize("leave", [True, False])
+def test_an_error_during_a_progress_bar_starts_a_line_of_its_own(capsys, leave):
+    """The bar a failure leaves open is closed before the error line, not redrawn after it; in a log
+    file (stderr not a terminal) the line starts with ``error:`` whether the bar stays or is cleared."""
     from tqdm import tqdm
 
     from urcdm.clikit import ArgumentParser, run_cli
     from urcdm.errors import UserError
 
     def fails_halfway(args):
-        bar = tqdm(total=4, desc="level 2")
+        bar = tqdm(total=4, desc="level 2", leave=leave)
         bar.update(2)
         raise UserError("the second half could not be read")
 
     assert run_cli(ArgumentParser(prog="demo"), [], fails_halfway) == 2
     err = capsys.readouterr().err
     assert err.endswith("\nerror: the second half could not be read\n"), repr(err)
-    assert "\r" not in err.split("\n")[-2]
+    assert "\r" not in err.split("\n")[-2] and "\n\n" not in err
+
+
+def test_sigterm_during_a_convert_is_one_line_and_leaves_nothing(real_data, tmp_path):
+    """A scheduler's SIGTERM (or `kill`) mid-write: Python's default action ended the process on the
+    spot, leaving the hidden partial output and the level canvases beside the target."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen([str(BIN / "urcdm"), "convert", real_data / "slides" / "tcga-cr-7395-01a-01-ts1.svs",
+                                out_dir / "slide.tiff", "--lossless"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(out_dir.glob(".slide.tiff.*.partial")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: terminated" and "Traceback" not in err and out == ""
+    assert list(out_dir.iterdir()) == []
+
+
+def test_an_address_this_computer_does_not_have_is_named_not_the_port():
+    from urcdm.clikit import check_port_free
+    from urcdm.errors import UserError
+
+    with pytest.raises(UserError, match="choose another --address") as refused:
+        check_port_free(0, "192.0.2.1")  # TEST-NET-1: documentation only, never a local address
+    assert "--port" not in str(refused.value)
+
+
+def test_a_bar_whose_constructor_was_interrupted_does_not_turn_the_error_into_a_traceback(capsys):
+    """A signal that lands inside tqdm's constructor leaves a bar registered without its attributes."""
+    from tqdm import tqdm
+
+    from urcdm.clikit import ArgumentParser, run_cli
+
+    class Interrupted(tqdm):
+        def __init__(self, *args, **kwargs):
+            self._instances.add(self)  # what tqdm does first, before the attributes are set
+            raise KeyboardInterrupt
+
+        def __del__(self):
+            pass
+
+    def interrupted_while_building_a_bar(args):
+        Interrupted(total=4)
+
+    try:
+        assert run_cli(ArgumentParser(prog="demo"), [], interrupted_while_building_a_bar) == 130
+    finally:
+        tqdm._instances.clear()
+    assert capsys.readouterr().err.endswith("error: interrupted\n")

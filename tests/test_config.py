@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -87,6 +90,30 @@ def test_the_cli_prints_presets_and_rejects_bad_config_files(tmp_path, capsys):
     assert main(["sample", "--config", str(empty), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {empty}: the file is empty") and err.count("\n") == 1
+
+
+def test_config_out_on_a_full_disk_leaves_nothing_and_an_existing_file_needs_overwrite(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "my.yaml"
+    real_write = Path.write_text
+
+    def disk_fills_halfway(self, text, *args, **kwargs):
+        real_write(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", disk_fills_halfway)
+        assert main(["config", "paper", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out}: not written, no space left on the device (No space left on device)\n"
+    assert list(tmp_path.iterdir()) == []  # no empty or half config to block the next try
+    assert main(["config", "paper", "-o", str(out)]) == 0
+    assert from_dict(yaml.safe_load(out.read_text())) == paper()
+    out.write_text("# the user's edits\n")
+    assert main(["config", "tiny", "-o", str(out)]) == 2
+    assert "already exists (use --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "# the user's edits\n"
+    assert main(["config", "tiny", "-o", str(out), "--overwrite"]) == 0
+    assert from_dict(yaml.safe_load(out.read_text())) == tiny()
 
 
 def test_train_all_prints_nine_one_gpu_jobs(tmp_path, capsys):

@@ -12,12 +12,13 @@ import time
 import numpy as np
 import openslide
 import pytest
+import tifffile
 from openslide.deepzoom import DeepZoomGenerator
 
 from browser import CHROMEDRIVER, CHROMIUM, MISSING, headless_chromium
 from urcdm.deepzoom.tiles import DeepZoomSlide
 from urcdm.deepzoom.views import SlideView
-from urcdm.errors import UserError
+from urcdm.errors import SlideError, UserError
 from urcdm.pyramid import ArraySource, write_pyramid
 from urcdm.slides import open_slide
 from urcdm.slides.image_slide import TiffSlide
@@ -95,6 +96,28 @@ def test_tile_addresses_outside_the_pyramid_are_refused(pyramid):
     for level, col, row in [(deep_zoom.level_count, 0, 0), (0, 1, 0), (deep_zoom.level_count - 1, cols, 0)]:
         with pytest.raises(UserError):
             deep_zoom.tile_image(level, col, row)
+
+
+def test_a_damaged_tile_fails_alone_and_the_rest_of_the_slide_still_reads(pyramid, tmp_path):
+    """OpenSlide's errors are sticky: after one damaged JPEG tile, the handle failed every later read,
+    so one bad tile turned the whole slide in `urcdm view` into failed tiles (HTTP 500 with a traceback)."""
+    damaged = tmp_path / "damaged.tiff"
+    data = bytearray(pyramid.read_bytes())
+    with openslide.OpenSlide(str(pyramid)) as reference, tifffile.TiffFile(pyramid) as tiff:
+        offset, count = tiff.pages[0].dataoffsets[0], tiff.pages[0].databytecounts[0]  # level 0, tile (0, 0)
+        data[offset : offset + count] = b"\xab" * count
+        damaged.write_bytes(bytes(data))
+        deep_zoom = DeepZoomSlide(open_slide(damaged))
+        top = deep_zoom.level_count - 1
+        expected = np.asarray(DeepZoomGenerator(reference, tile_size=254, overlap=1).get_tile(top, (2, 2)).convert("RGB"))
+    for _ in range(2):
+        with pytest.raises(SlideError, match=f"cannot read Deep Zoom tile {top}/0_0"):
+            deep_zoom.tile_jpeg(top, 0, 0)
+        np.testing.assert_array_equal(np.asarray(deep_zoom.tile_image(top, 2, 2)), expected)
+    slide = open_slide(damaged)
+    with pytest.raises(SlideError, match="cannot read level 0 at"):
+        slide.read_region(0, 0, 64, 64)
+    assert slide.read_region(600, 600, 64, 64).shape == (64, 64, 3)  # the handle met an error, and still reads
 
 
 def run_view(*args, env=None, cwd=None):

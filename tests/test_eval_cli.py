@@ -174,6 +174,20 @@ def test_crops_export_png_and_manifest(real_data, tmp_path, capsys):
             assert np.array_equal(pixels, read_crop(opened, crop, CropProtocol(patch_size=128, image_size=128)))
     capsys.readouterr()
     assert "already exists" in _error(capsys, ["crops", str(slide), "-o", str(out), "--n", "6"])
+    # --overwrite replaced the whole folder: a user's notes in it, or the input slides, were deleted.
+    (out / "notes.txt").write_text("mine")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / slide.name).symlink_to(slide)
+    for target in (out, inputs):
+        said = _error(capsys, ["crops", str(inputs), "-o", str(target), "--n", "3", "--workers", "0", "--overwrite"])
+        assert "which this command did not write" in said and "replaces only a folder of its own output" in said
+    assert (out / "notes.txt").read_text() == "mine" and len(list(out.glob("crop-*.png"))) == 6
+    (out / "notes.txt").unlink()
+    assert main(["crops", str(inputs), "-o", str(out), "--n", "3", "--patch-size", "128", "--workers", "0",
+                 "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["crop-0.png", "crop-1.png", "crop-2.png", "manifest.csv"]
+    capsys.readouterr()
     listed = tmp_path / "listed"
     assert main(["crops", str(slide), "-o", str(listed), "--n", "2", "--patch-size", "128", "--workers", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["protocol"]["image_size"] == 128  # the PNGs' size, not Inception's 299
@@ -239,3 +253,30 @@ def test_readers_default_to_feeding_a_gpu_from_every_core_but_one(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert reading_workers(None, torch.device("cuda", 0)) == 1
     assert reading_workers(None, torch.device("cpu")) == 2
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["kid", "--mpp", "nan"], "--mpp"), (["kid", "--mpp", "inf"], "--mpp"),  # were tracebacks after the features
+    (["kid", "--kid-subsets", "0"], "--kid-subsets"), (["kid", "--kid-subsets", "-1"], "--kid-subsets"),
+    (["kid", "--kid-subset-size", "0"], "--kid-subset-size"),  # was "KID needs at least 2 samples on each side"
+    (["prc", "--k", "0"], "--k"), (["prc", "--k", "-1"], "--k"), (["dc", "--dc-k", "0"], "--dc-k"),
+    (["all", "--dc-k", "0"], "--dc-k"),
+])
+def test_metric_settings_out_of_range_are_refused_while_parsing(argv, named, capsys):
+    """Refused before the inputs are even looked at (they do not exist here), not after the features."""
+    command, *options = argv
+    with pytest.raises(SystemExit) as stopped:  # argparse leaves through parser.exit
+        main([command, "no-real", "no-fake", *options])
+    captured = capsys.readouterr()
+    assert stopped.value.code == 2 and captured.out == ""
+    assert captured.err.startswith(f"error: argument {named}:") and captured.err.count("\n") == 1
+
+
+def test_an_empty_or_non_finite_list_of_scales_is_refused():
+    from evaluation.scales import parse_scales
+    from urcdm.errors import UserError
+
+    with pytest.raises(UserError, match="--levels: no scales given"):  # was the default levels, silently
+        parse_scales(levels="")
+    with pytest.raises(UserError, match="expected finite numbers"):
+        parse_scales(mpps="0.5,nan")

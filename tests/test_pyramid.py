@@ -9,7 +9,7 @@ import tifffile
 from skimage.transform import downscale_local_mean
 
 from conftest import psnr, tissue_image
-from urcdm.errors import OutputExistsError
+from urcdm.errors import OutputExistsError, UserError
 from urcdm.pyramid import ArraySource, DiskCanvas, halve, level_sizes, write_pyramid
 
 
@@ -175,3 +175,24 @@ def test_published_pyramids_get_ordinary_permissions(tmp_path, tissue_rgb):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("mpp", [1e-3, 1e4])
+def test_the_range_of_recordable_mpp_reaches_openslide_at_every_level(tmp_path, mpp):
+    out = tmp_path / "edge.tiff"
+    write_pyramid(ArraySource(tissue_image(1100, 1100, seed=5)), out, tile=256, mpp=mpp, progress=False)
+    slide = openslide.OpenSlide(out)
+    assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(mpp, rel=1e-6)
+    with tifffile.TiffFile(out) as tiff:
+        for page, downsample in zip(tiff.pages, slide.level_downsamples):
+            numerator, denominator = page.tags["XResolution"].value
+            assert 1e4 * denominator / numerator == pytest.approx(mpp * downsample, rel=1e-3)
+
+
+@pytest.mark.parametrize("mpp", [1e-9, 1e300])
+def test_an_mpp_a_tiff_cannot_record_is_refused_before_any_pixel(tmp_path, mpp):
+    """1e-9 needs a resolution past 2**32 (tifffile raised a ValueError traceback); 1e300 stored zero,
+    and the slide came out without its mpp and without a word."""
+    with pytest.raises(UserError, match="cannot be recorded in a TIFF"):
+        write_pyramid(ArraySource(tissue_image(300, 300, seed=5)), tmp_path / "never.tiff", mpp=mpp, progress=False)
+    assert list(tmp_path.iterdir()) == []

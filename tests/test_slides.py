@@ -148,6 +148,15 @@ def test_unreadable_inputs_raise_one_clear_slide_error(tmp_path, maker, tissue_r
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_name_that_promises_another_format_and_a_device_are_said_for_what_they_are(tmp_path):
+    png_named_svs = tmp_path / "scan.svs"
+    Image.fromarray(tissue_image(40, 40, seed=1)).save(png_named_svs, format="PNG")
+    with pytest.raises(SlideError, match=r"scan.svs: the file is a PNG image; a .svs slide \(Aperio\) is a TIFF"):
+        open_slide(png_named_svs)
+    with pytest.raises(SlideError, match="^/dev/zero: not a regular file$"):  # was "empty file (0 bytes)"
+        open_slide("/dev/zero")
+
+
 # -- the real slides in shared/data -----------------------------------------------------------------
 
 def test_cmu_aperio_single_level(real_data):
@@ -198,6 +207,29 @@ def test_a_slide_cut_short_is_a_slide_error_not_its_first_pages(real_data, tmp_p
     with pytest.raises(SlideError, match=said):
         open_slide(cut)
     assert "invalid page offset" not in capfd.readouterr().err  # gathered into the error, not printed
+
+
+@pytest.mark.parametrize("made_by", ["strips", "zlib strips", "our pyramid"])
+def test_a_tiff_whose_pixels_run_past_its_end_is_refused_not_read_as_fill(tmp_path, tissue_rgb, made_by):
+    """A TIFF cut in its pixel data, after its last page (OpenSlide refuses it: untiled, or "Short
+    read"): every page is still there, so tifffile opens it and reads the missing strips or tiles as
+    flat fill, a half-grey slide that would pass for a real one."""
+    whole = tmp_path / "whole.tif"
+    if made_by == "our pyramid":
+        write_pyramid(ArraySource(tissue_rgb), whole, tile=256, quality=None, mpp=0.5, progress=False)
+    else:
+        tifffile.imwrite(whole, tissue_rgb, compression="zlib" if "zlib" in made_by else None, rowsperstrip=64)
+    with tifffile.TiffFile(whole) as tiff:
+        pages = len(tiff.pages)
+        # the file without the strip or tile stored last, and all that follows it
+        offsets, ends = zip(*[(o, o + n) for page in tiff.pages for o, n in zip(page.dataoffsets, page.databytecounts)])
+        last_stored = offsets[int(np.argmax(ends))]
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[:last_stored])
+    assert len(tifffile.TiffFile(cut).pages) == pages  # the pages themselves survived the cut
+    with pytest.raises(SlideError, match="damaged TIFF, cut short .*is the file complete"):
+        with open_slide(cut) as slide:
+            slide.read_region(0, 0, *slide.dimensions)
 
 
 def test_open_slides_keeps_at_most_its_limit_and_closes_the_least_recently_used(tmp_path, monkeypatch):

@@ -176,20 +176,25 @@ def test_ctrl_c_while_a_command_line_is_imported_is_one_line(monkeypatch, capsys
 
 
 class SignalsItsOwnProcess(torch.utils.data.Dataset):
-    """Each item sends Ctrl-C's signal to the process reading it: a DataLoader worker, in the test."""
+    """Each item sends a stop signal to the process reading it: a DataLoader worker, in the test."""
+
+    def __init__(self, number: int):
+        self.number = number
 
     def __len__(self) -> int:
         return 4
 
     def __getitem__(self, index: int) -> int:
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), self.number)
         return index
 
 
-def test_a_dataloader_worker_leaves_ctrl_c_to_the_main_process():
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_dataloader_worker_leaves_ctrl_c_and_sigterm_to_the_main_process(number):
     # A worker that died of the terminal's Ctrl-C made the main process raise "DataLoader worker exited
-    # unexpectedly", a traceback, and hang (urcdm-eval pfid, 1 Ctrl-C in 20).
-    loader = torch.utils.data.DataLoader(SignalsItsOwnProcess(), batch_size=None, num_workers=1,
+    # unexpectedly", a traceback, and hang (urcdm-eval pfid, 1 Ctrl-C in 20); a scheduler's SIGTERM
+    # reaches every process of the job the same way.
+    loader = torch.utils.data.DataLoader(SignalsItsOwnProcess(number), batch_size=None, num_workers=1,
                                          worker_init_fn=ignore_interrupts)
     assert list(loader) == [0, 1, 2, 3]
 

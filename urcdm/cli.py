@@ -21,7 +21,7 @@ from urcdm.clikit import (
     shows_progress,
 )
 from urcdm.errors import UserError
-from urcdm.pyramid import SlideSource, check_pyramid_name, write_pyramid
+from urcdm.pyramid import SlideSource, check_pyramid_name, check_recordable_mpp, write_pyramid
 from urcdm.slides import SlideTissueMask, open_slide
 
 
@@ -69,6 +69,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with open_slide(source) as slide:
         mpp = args.mpp if args.mpp is not None else (sum(slide.mpp) / 2 if slide.mpp else None)
+        check_recordable_mpp(mpp, "--mpp" if args.mpp is not None else f"{source}: its mpp")
         info = write_pyramid(
             SlideSource(slide), target, tile=args.tile, quality=None if args.lossless else (90 if args.quality is None else args.quality),
             mpp=mpp, chroma_subsampling=not args.full_chroma, overwrite=args.overwrite, progress=shows_progress(args),

@@ -20,6 +20,7 @@ from urcdm.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # what a shell reports for a command ended by SIGINT
+EXIT_TERMINATED = 143  # ... and by SIGTERM
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOENT, errno.EISDIR}
 
 
@@ -74,7 +75,7 @@ def positive_int_list(text: str) -> tuple[int, ...]:
     except ValueError:
         values = ()
     if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1 (e.g. 256,64,64), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
     return values
 
 
@@ -103,9 +104,12 @@ def print_table(rows: Sequence[tuple[str, object]]) -> None:
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler: Callable[[argparse.Namespace], int | None]) -> int:
     """Parse, dispatch, and turn user errors into the ``error:`` contract."""
+    from urcdm.interrupts import Terminated, sigterm_as_interrupt
+
     args = parser.parse_args(argv)
     try:
-        return handler(args) or 0
+        with sigterm_as_interrupt():
+            return handler(args) or 0
     except BrokenPipeError:
         # `urcdm train-all --print | head`: the reader left; Python's docs' recipe, so the exit
         # flush does not raise a second time
@@ -124,10 +128,11 @@ def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler
         _close_progress_bars()
         print(f"error: {where}{exc.strerror}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         _close_progress_bars()
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(exc, Terminated)
+        print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _close_progress_bars() -> None:
@@ -135,8 +140,14 @@ def _close_progress_bars() -> None:
     redrawn after it when collected: closed first, the ``error:`` line starts a line of its own."""
     from tqdm import tqdm
 
-    for bar in list(getattr(tqdm, "_instances", ())):  # tqdm's own registry of the bars still open
+    bars = list(getattr(tqdm, "_instances", ()))  # tqdm's own registry of the bars still open
+    for bar in bars:
         bar.close()
+    # getattr: a bar whose constructor the signal interrupted is registered without its attributes
+    if any(not getattr(bar, "leave", True) for bar in bars) and not sys.stderr.isatty():
+        # In a log file a cleared bar (leave=False) ends in "\r   \r", no newline: the error line
+        # would not start a line of its own and `grep ^error:` would miss it.
+        sys.stderr.write("\n")
 
 
 def describe_only_main(prog: str, description: str) -> Callable[[Sequence[str] | None], int]:
@@ -160,4 +171,6 @@ def check_port_free(port: int, address: str) -> None:
         except socket.gaierror:
             raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
         except OSError as exc:
-            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); choose another --port") from None
+            advice = ("choose another --address: this computer has no such address"
+                      if exc.errno == errno.EADDRNOTAVAIL else "choose another --port")
+            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); {advice}") from None

@@ -183,6 +183,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from urcdm.models import load_cascade
+    from urcdm.pyramid.writer import check_recordable_mpp
     from urcdm.sampling.backends import DiffusionBackend, UpsampleBackend
     from urcdm.sampling.sampler import check_outputs, sample_slide
 
@@ -228,6 +229,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
               "diffusion path: the pixels are noise)", file=sys.stderr)
         backend = DiffusionBackend({level: partial(fresh_cascade, config, level, args.method, args.seed)
                                     for level in method_levels(config, args.method)}, device, **backend_options)
+    check_recordable_mpp(mpp, "--mpp" if args.mpp is not None else "the training slides' scale,")
     try:
         with _gpu_memory_as_user_error(device, kept="the finished patches are kept: rerun to resume"):
             manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,

@@ -23,14 +23,15 @@ from urcdm.config import (
     method_levels,
     run_folder,
 )
-from urcdm.errors import OutputExistsError, UserError
+from urcdm.errors import UserError
 from urcdm.training.run_files import check_run_folder
 
 
 def add_commands(commands) -> None:
     config = commands.add_parser("config", help="print a preset as YAML, to edit into your own config")
     config.add_argument("preset", choices=sorted(PRESETS), help="which preset")
-    config.add_argument("-o", "--out", type=Path, help="write it to this file instead (never overwritten)")
+    config.add_argument("-o", "--out", type=Path, help="write it to this file instead")
+    config.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_output_options(config, json_output=False)
     config.set_defaults(handler=cmd_config)
 
@@ -91,9 +92,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.out is None:
         sys.stdout.write(text)
         return 0
-    if args.out.exists():
-        raise OutputExistsError(f"{args.out}: already exists")
-    args.out.write_text(text)
+    from urcdm.pyramid.writer import atomic_output
+
+    with atomic_output(args.out, overwrite=args.overwrite) as temp:  # a full disk leaves no empty config behind
+        temp.write_text(text)
     return 0
 
 

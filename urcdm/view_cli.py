@@ -41,7 +41,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     else:
         names = ", ".join(slide.slide.path.name for slide in slides)
         print(f"urcdm view: {url}  ({names}); Ctrl-C stops", file=sys.stderr, flush=True)
-    if args.open:
-        webbrowser.open(url)
+    if args.open and not webbrowser.open(url):
+        print(f"note: no browser found to open; open {url} yourself", file=sys.stderr)
     uvicorn.run(app, host=args.address, port=port, log_level="warning")
     return 0

@@ -19,7 +19,7 @@ from evaluation.defaults import (
     PRC_NEIGHBOURHOOD,
     STANDARD_EXTRACTOR,
 )
-from urcdm.clikit import positive_int
+from urcdm.clikit import bounded_int, positive_float, positive_int
 
 
 def add_crop_options(parser: argparse.ArgumentParser, command: str) -> argparse._ArgumentGroup:
@@ -37,7 +37,7 @@ def add_crop_options(parser: argparse.ArgumentParser, command: str) -> argparse.
         scale = group.add_mutually_exclusive_group()
         scale.add_argument("--whole", action="store_true", help="whole images (centred square), one per image")
         scale.add_argument("--level", type=int, default=None, help="fixed-scale crops at URCDM magnification level 0, 1 or 2")
-        scale.add_argument("--mpp", type=float, default=None, help="fixed-scale crops at this many microns per pixel")
+        scale.add_argument("--mpp", type=positive_float, default=None, help="fixed-scale crops at this many microns per pixel")
         scale.add_argument("--span", type=int, default=None,
                            help="fixed-scale crops covering this many level-0 pixels (e.g. a tiny-config level's span)")
     group.add_argument("--min-tissue", type=float, default=0.0, help="redraw crops with less tissue than this fraction (default 0: off)")
@@ -71,10 +71,13 @@ def add_metric_settings(parser: argparse.ArgumentParser, choose: bool = True) ->
     if choose:
         parser.add_argument("--metric", default=None, help=f"comma-separated, from {', '.join(METRICS)} "
                                                            f"(default: the command's own; all: every one the space allows)")
-    parser.add_argument("--kid-subsets", type=int, default=KID_SUBSETS)
-    parser.add_argument("--kid-subset-size", type=int, default=KID_SUBSET_SIZE)
-    parser.add_argument("--k", type=int, default=PRC_NEIGHBOURHOOD, help="precision/recall neighbourhood (default 3)")
-    parser.add_argument("--dc-k", type=int, default=DENSITY_NEIGHBOURHOOD, help="density/coverage neighbourhood (default 5)")
+    parser.add_argument("--kid-subsets", type=positive_int, default=KID_SUBSETS,
+                        help=f"KID: random subsets averaged (default {KID_SUBSETS})")
+    # an unbiased MMD² needs two samples per side in a subset
+    parser.add_argument("--kid-subset-size", type=bounded_int(2), default=KID_SUBSET_SIZE,
+                        help=f"KID: samples per subset, at most --n (default {KID_SUBSET_SIZE})")
+    parser.add_argument("--k", type=positive_int, default=PRC_NEIGHBOURHOOD, help="precision/recall neighbourhood (default 3)")
+    parser.add_argument("--dc-k", type=positive_int, default=DENSITY_NEIGHBOURHOOD, help="density/coverage neighbourhood (default 5)")
     parser.add_argument("--cmmd-estimator", choices=("unbiased", "reference"), default="unbiased",
                         help="CMMD's MMD² estimator: the paper's unbiased one (default), or the reference code's "
                              "average over all pairs (biased by < 1.3e-3 at 30k), to match numbers published with it")
@@ -118,7 +121,7 @@ def add_memorization_options(parser: argparse.ArgumentParser) -> None:
                        help=f"tissue fraction a crop or lattice cell needs (default {AUDIT_MIN_TISSUE})")
     crops.add_argument("--seed", type=int, default=0)
     search = parser.add_argument_group("search")
-    search.add_argument("--k", type=int, default=5, help="nearest training crops kept per crop (default 5)")
+    search.add_argument("--k", type=positive_int, default=5, help="nearest training crops kept per crop (default 5)")
     search.add_argument("--threshold-quantile", type=float, default=COPY_QUANTILE,
                         help=f"the held-out similarity quantile above which a crop counts as a copy (default {COPY_QUANTILE})")
     search.add_argument("--no-dihedral", action="store_true", help="do not search the 8 flips/quarter turns of each crop")

@@ -7,13 +7,13 @@ import time
 
 from evaluation.commands.options import check_inputs, crop_mode, crop_protocol, image_size_for, load_run_extractor, run_options
 from evaluation.comparison import MetricSettings, compare, parse_metrics
-from evaluation.export import export_crops, exported_protocol
+from evaluation.export import EXPORTED_FILES, export_crops, exported_protocol
 from evaluation.features import registered_space
 from evaluation.pipeline import plan_crops, prepare_side, side_statistics
 from evaluation.report import print_result, result_dict
 from urcdm.clikit import print_json
 from urcdm.errors import UserError
-from urcdm.pyramid import check_output_path
+from urcdm.pyramid import check_output_directory, check_output_path
 
 
 def metric_settings(args: argparse.Namespace) -> MetricSettings:
@@ -65,12 +65,13 @@ def cmd_stats(args: argparse.Namespace, ranks) -> int:
         if args.json:
             print_json(summary)
         else:
-            print(f"wrote {args.output}: {stats.n} x {stats.dim} features, {options.protocol.describe()}, {extractor.id}")
+            kept = "mean and covariance only" if args.no_features else "features"
+            print(f"wrote {args.output}: {stats.n} x {stats.dim} {kept}, {options.protocol.describe()}, {extractor.id}")
     return 0
 
 
 def cmd_crops(args: argparse.Namespace, ranks) -> int:
-    check_output_path(args.output, args.overwrite, directory=True)
+    check_output_directory(args.output, args.overwrite, EXPORTED_FILES)  # before the crops are planned
     protocol = crop_protocol(args, args.image_size or 299)
     plan = plan_crops(args.input, "input", run_options(args, protocol, ranks))
     out = export_crops(plan, protocol, args.output, args.overwrite, args.workers)

@@ -23,8 +23,9 @@ from evaluation.pipeline import prepare_side, side_statistics
 from evaluation.scales import REAL_VS_REAL, fake_label, parse_scales, scale_rows
 from urcdm.clikit import print_json, print_table
 from urcdm.errors import UserError
-from urcdm.pyramid import atomic_directory, check_output_path
+from urcdm.pyramid import atomic_directory, check_output_directory
 
+SCALES_FILES = ("scales.json", "scales.csv", "scales.png", "scales.svg")
 TABLE_COLUMNS = ("scale", "level", "span", "mpp", "set", "metric", "mean", "std", "n_reference", "n_compared")
 
 
@@ -47,7 +48,7 @@ def _labels(args: argparse.Namespace) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    check_output_path(args.output, args.overwrite, directory=True)  # before the features, not after
+    check_output_directory(args.output, args.overwrite, SCALES_FILES)  # before the features, not after
     if args.splits < 1:
         raise UserError("--splits must be at least 1")
     if args.n is not None and args.n < 2:
@@ -90,10 +91,10 @@ def cmd_scales(args: argparse.Namespace, ranks) -> int:
               "n": n, "n_real_read": 2 * n, "splits": args.splits, "extractor": extractor.id, "space": extractor.space,
               "standard_extractor": extractor.standard, "patch_size": args.patch_size, "image_size": image_size,
               "real": args.real, "fake": dict(zip(labels, args.fake)), "seed": args.seed}
-    with atomic_directory(args.output, args.overwrite) as folder:
+    with atomic_directory(args.output, args.overwrite, ours=SCALES_FILES) as folder:
         _write_table(rows, folder / "scales.csv")
         plot_scales(rows, result["scales"], extractor.id, [folder / "scales.png", folder / "scales.svg"])
-        result |= {"output": str(args.output), "files": ["scales.json", "scales.csv", "scales.png", "scales.svg"],
+        result |= {"output": str(args.output), "files": list(SCALES_FILES),
                    "seconds": round(time.perf_counter() - started, 2)}
         (folder / "scales.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:

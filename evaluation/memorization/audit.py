@@ -27,7 +27,7 @@ import torch
 from evaluation.defaults import AUDIT_MIN_TISSUE as DEFAULT_MIN_TISSUE, AUDIT_PAIRS as DEFAULT_PAIRS
 from evaluation.distributed import resolve_device
 from evaluation.features import Extractor
-from evaluation.inputs import list_images, open_images
+from evaluation.inputs import AUDIT_READS_ALL, list_images, open_images
 from evaluation.memorization.calibration import DEFAULT_QUANTILE
 from evaluation.memorization.crop_sets import check_disjoint, sampled_crops, scale_protocols, training_lattices
 from evaluation.memorization.dihedral import TRANSFORMS
@@ -72,7 +72,7 @@ def run_audit(synthetic: str, training: str, heldout: str, extractor: Extractor,
         raise UserError(f"--threshold-quantile must be in (0, 1), got {threshold_quantile:g}")
     check_disjoint(training, heldout)
     for spec, side in ((synthetic, "synthetic"), (heldout, "held-out")):
-        open_images(list_images(spec), label=side)  # an empty folder or a corrupt file: said now, not after the lattice
+        open_images(list_images(spec), label=side, skip_hint=AUDIT_READS_ALL)  # an empty folder or a corrupt file: said now, not after the lattice
     lattices = training_lattices(training, protocols, stride_fraction, options.progress)
     results = []
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".memorization-") as scratch:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from evaluation.crops import CropProtocol
-from evaluation.inputs import ImageInfo, list_images, open_images
+from evaluation.inputs import AUDIT_READS_ALL, ImageInfo, list_images, open_images
 from evaluation.memorization.lattice import lattice_crops, lattice_stride
 from evaluation.pipeline import RunOptions, plan_crops
 from urcdm.errors import UserError
@@ -52,7 +52,7 @@ def scale_protocols(spans: Sequence[int], patch_size: int, image_size: int, min_
 def training_lattices(spec: str, protocols: Sequence[CropProtocol], stride_fraction: float,
                       progress: bool = True) -> list[CropSet]:
     """The tissue cells of the lattice at every scale, over every training slide."""
-    images, _ = open_images(list_images(spec), label="training")
+    images, _ = open_images(list_images(spec), label="training", skip_hint=AUDIT_READS_ALL)
     strides = [lattice_stride(p.span, stride_fraction) for p in protocols]
     tables: list[list[np.ndarray]] = [[] for _ in protocols]
     tissue_found = False

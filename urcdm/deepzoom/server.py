@@ -10,6 +10,7 @@ bounded tile cache per slide, whatever the slide's size.
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from urcdm.deepzoom.assets import STATIC, openseadragon_folder
 from urcdm.deepzoom.tiles import DeepZoomSlide
-from urcdm.errors import UserError
+from urcdm.errors import SlideError, UserError
 from urcdm.slides import open_slide
 
 
@@ -56,7 +57,10 @@ def viewer_app(slides: Sequence[DeepZoomSlide]) -> Starlette:
         level, col, row = (request.path_params[k] for k in ("level", "col", "row"))
         try:
             data = slide.tile_jpeg(level, col, row)
-        except UserError as exc:
+        except SlideError as exc:  # damaged data in the file: one line in the server's output, no traceback
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return PlainTextResponse(str(exc), status_code=500)
+        except UserError as exc:  # an address outside the pyramid
             return PlainTextResponse(str(exc), status_code=404)
         # The files do not change while the viewer runs: let the browser keep what it has seen.
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -13,11 +13,12 @@ from __future__ import annotations
 import io
 from functools import lru_cache
 
+import openslide
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
 from urcdm.deepzoom.views import SlideView
-from urcdm.errors import UserError
+from urcdm.errors import SlideError, UserError
 from urcdm.slides import Slide
 from urcdm.slides.openslide_slide import OpenSlideSlide
 
@@ -33,24 +34,34 @@ class DeepZoomSlide:
     def __init__(self, slide: Slide, tile_size: int = TILE_SIZE, overlap: int = OVERLAP, quality: int = JPEG_QUALITY):
         self.slide = slide
         self.quality = quality
-        # OpenSlide's own handle keeps its exact level downsamples (2.0005, not 2) and level choice.
-        source = slide.openslide if isinstance(slide, OpenSlideSlide) else SlideView(slide)
-        self.generator = DeepZoomGenerator(source, tile_size=tile_size, overlap=overlap)
         self.tile_size, self.overlap = tile_size, overlap
+        self.generator = self._generator()
         self.tile_jpeg = lru_cache(maxsize=CACHED_TILES)(self._encode)
+
+    def _generator(self) -> DeepZoomGenerator:
+        # OpenSlide's own handle keeps its exact level downsamples (2.0005, not 2) and level choice.
+        source = self.slide.openslide if isinstance(self.slide, OpenSlideSlide) else SlideView(self.slide)
+        return DeepZoomGenerator(source, tile_size=self.tile_size, overlap=self.overlap)
 
     @property
     def level_count(self) -> int:
         return self.generator.level_count
 
     def tile_image(self, level: int, col: int, row: int) -> Image.Image:
-        """The RGB tile; ``UserError`` for an address outside the pyramid."""
+        """The RGB tile; ``UserError`` for an address outside the pyramid, ``SlideError`` for a tile
+        the file cannot give (damaged data)."""
         if not 0 <= level < self.generator.level_count:
             raise UserError(f"no Deep Zoom level {level} (the slide has {self.generator.level_count})")
         cols, rows = self.generator.level_tiles[level]
         if not (0 <= col < cols and 0 <= row < rows):
             raise UserError(f"no tile ({col}, {row}) at Deep Zoom level {level} ({cols} x {rows} tiles)")
-        return self.generator.get_tile(level, (col, row))
+        try:
+            return self.generator.get_tile(level, (col, row))
+        except openslide.OpenSlideError as exc:
+            # The handle is now in OpenSlide's sticky error state: a new one, or every later tile fails.
+            self.slide.reopen()
+            self.generator = self._generator()
+            raise SlideError(f"{self.slide.path.name}: cannot read Deep Zoom tile {level}/{col}_{row}: {exc}") from exc
 
     def _encode(self, level: int, col: int, row: int) -> bytes:
         buffer = io.BytesIO()

@@ -13,9 +13,11 @@ from urcdm.pyramid.writer import (
     SlideSource,
     atomic_directory,
     atomic_output,
+    check_output_directory,
     check_output_path,
+    check_recordable_mpp,
     check_pyramid_name,
     write_pyramid,
 )
 
-__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_path", "check_pyramid_name", "halve", "level_sizes", "write_pyramid"]
+__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_directory", "check_output_path", "check_recordable_mpp", "check_pyramid_name", "halve", "level_sizes", "write_pyramid"]

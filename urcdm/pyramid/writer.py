@@ -10,13 +10,15 @@ goes into a disk canvas that becomes the next level. Memory is a few tiles, what
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 import tifffile
@@ -127,19 +129,39 @@ def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
         yield temp_path
         umask_permissions(temp_path)
         os.replace(temp_path, out_path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A write deep in a library names no file: say which output the full disk stopped.
+        raise UserError(f"{out_path}: not written, no space left on the device ({exc.strerror})") from exc
     finally:
         temp_path.unlink(missing_ok=True)
 
 
-@contextmanager
-def atomic_directory(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; it becomes ``out_dir`` only if the block succeeds.
-
-    A result made of several files (a table, its plot) appears whole or not at all, and an existing
-    folder is replaced only with ``overwrite``.
-    """
+def check_output_directory(out_dir: Path, overwrite: bool, ours: Sequence[str]) -> None:
+    """``check_output_path`` for a folder output; with ``overwrite``, an existing folder must hold only
+    files named as this output names its own (``ours``: glob patterns). Run it before the work."""
     out_dir = Path(out_dir)
     check_output_path(out_dir, overwrite, directory=True)
+    if out_dir.is_dir():
+        foreign = sorted(entry.name for entry in out_dir.iterdir()
+                         if not (entry.is_file() and any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in ours)))
+        if foreign:
+            more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+            raise UserError(f"{out_dir}: holds {foreign[0]!r}{more}, which this command did not write; --overwrite "
+                            "replaces only a folder of its own output: choose a new folder")
+
+
+@contextmanager
+def atomic_directory(out_dir: Path, overwrite: bool, ours: Sequence[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; it becomes ``out_dir`` only if the block succeeds.
+
+    A result made of several files (a table, its plot) appears whole or not at all. An existing
+    folder is replaced only with ``overwrite``, and only if it holds nothing but files named as this
+    output names its files (``ours``: glob patterns): never the user's notes, nor the inputs.
+    """
+    check_output_directory(out_dir, overwrite, ours)
+    out_dir = Path(out_dir).absolute()  # `-o .`: the folder is renamed into place by its full name
     temp = Path(_temporary_beside(out_dir, tempfile.mkdtemp))
     try:
         yield temp
@@ -159,14 +181,29 @@ def umask_permissions(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
-def _check_disk_space(directory: Path, width: int, height: int, lossless: bool) -> None:
+# The microns per pixel a TIFF can record for every level: its resolution tags are 32-bit rationals
+# (pixels per cm), which neither 1e-9 µm/px (a numerator past 2**32) nor 1e300 (zero) fits.
+RECORDABLE_MPP = (1e-3, 1e4)
+
+
+def check_recordable_mpp(mpp: float | None, what: str = "--mpp") -> None:
+    low, high = RECORDABLE_MPP
+    if mpp is not None and not low <= mpp <= high:
+        raise UserError(f"{what} {mpp:g} µm per pixel cannot be recorded in a TIFF (from {low:g} to {high:g})")
+
+
+def _check_disk_space(out_path: Path, workdir: Path, width: int, height: int, lossless: bool) -> None:
     raw = width * height * 3
     # Level canvases (a quarter of level 0, then a sixteenth...) plus a pessimistic output size.
     needed = raw * 0.34 + raw * (0.6 if lossless else 0.15)
-    free = shutil.disk_usage(directory).free
+    free = shutil.disk_usage(workdir).free
     if needed > free:
-        raise UserError(f"{directory}: not enough disk space to write a {width} x {height} pyramid "
-                        f"(needs about {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free)")
+        raise UserError(f"{out_path}: not enough disk space in {out_path.parent} to write a {width} x {height} "
+                        f"pyramid (needs about {_megabytes(needed)}, {_megabytes(free)} free)")
+
+
+def _megabytes(count: float) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 def _tiles(source: PixelSource, tile: int, next_level: DiskCanvas | None, progress) -> Iterator[np.ndarray]:
@@ -208,6 +245,7 @@ def write_pyramid(
         raise UserError(f"tile size must be one of {TILE_SIZES}, got {tile}")
     if quality is not None and not 1 <= quality <= 100:
         raise UserError(f"JPEG quality must be between 1 and 100, got {quality}")
+    check_recordable_mpp(mpp, "mpp")
     out_path = Path(out_path)
     sizes = level_sizes(source.width, source.height, tile)
     lossless = quality is None
@@ -222,7 +260,7 @@ def write_pyramid(
     with atomic_output(out_path, overwrite) as temp_path, tempfile.TemporaryDirectory(
         dir=workdir or out_path.parent, prefix=".urcdm-levels-"
     ) as level_dir:
-        _check_disk_space(Path(level_dir), source.width, source.height, lossless)
+        _check_disk_space(out_path, Path(level_dir), source.width, source.height, lossless)
         total_tiles = sum(-(-w // tile) * -(-h // tile) for w, h in sizes)
         with tifffile.TiffWriter(temp_path, bigtiff=True) as tiff, tqdm(
             total=total_tiles, desc=f"pyramid {out_path.name}", unit="tile", disable=not progress, leave=False

@@ -42,6 +42,20 @@ def _tiff_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
     return microns_per_unit * xd / xn, microns_per_unit * yd / yn
 
 
+def _check_complete(path: Path, series: tifffile.TiffPageSeries) -> None:
+    """Refuse a TIFF whose strips or tiles point past the end of the file: tifffile would read the
+    missing ones as flat fill without a word, and a half-grey slide would pass for a real one."""
+    size = path.stat().st_size
+    for level in series.levels:
+        for page in level.pages:
+            if page is None or not page.dataoffsets:
+                continue
+            ends = np.asarray(page.dataoffsets, dtype=np.int64) + np.asarray(page.databytecounts, dtype=np.int64)
+            if int(ends.max()) > size:
+                raise SlideError(f"{path}: damaged TIFF, cut short (its pixel data runs to byte {int(ends.max())}, "
+                                 f"the file has {size}); is the file complete?")
+
+
 class TiffSlide(Slide):
     """Any TIFF tifffile understands, with the pyramid levels tifffile finds (SubIFDs, OME)."""
 
@@ -53,6 +67,7 @@ class TiffSlide(Slide):
         if axes not in ("YX", "YXS", "SYX"):
             raise SlideError(f"{path}: unsupported TIFF layout (axes {axes!r}); expected a 2-D RGB or grey image")
         self._planar = axes == "SYX"
+        _check_complete(path, series)
         self._levels = [self._level_array(series, i) for i in range(len(series.levels))]
         self._level_dimensions = tuple(self._xy_size(level) for level in self._levels)
         self._mpp = _tiff_mpp(series.levels[0].keyframe)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import openslide
 import tifffile
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from urcdm.errors import SlideError
 from urcdm.slides.base import Slide
@@ -23,6 +23,7 @@ _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # first pages and would give level 0 without the rest of the pyramid or the mpp.
 _VENDOR_SUFFIXES = {".svs": "Aperio", ".ndpi": "Hamamatsu", ".scn": "Leica", ".bif": "Ventana", ".mrxs": "MIRAX",
                     ".vms": "Hamamatsu", ".vmu": "Hamamatsu", ".svslide": "Sakura"}
+_TIFF_BASED = {".svs", ".ndpi", ".scn", ".bif", ".svslide"}  # the others are index or text files
 
 
 def open_slide(path: str | os.PathLike) -> Slide:
@@ -36,6 +37,8 @@ def open_slide(path: str | os.PathLike) -> Slide:
         raise SlideError(f"{path}: no such file")
     if path.is_dir():
         raise SlideError(f"{path}: is a directory, not a slide")
+    if not path.is_file():  # a device or pipe: its size says nothing, and it cannot be read at random
+        raise SlideError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise SlideError(f"{path}: empty file (0 bytes)")
     with open(path, "rb") as handle:
@@ -49,6 +52,8 @@ def open_slide(path: str | os.PathLike) -> Slide:
             openslide_reason = f"OpenSlide: {exc}"
 
     vendor = _VENDOR_SUFFIXES.get(path.suffix.lower())
+    if vendor is not None and path.suffix.lower() in _TIFF_BASED and magic not in _TIFF_MAGIC:
+        raise SlideError(f"{path}: {_what_it_is(path)}; a {path.suffix} slide ({vendor}) is a TIFF")
     if vendor is not None:
         raise SlideError(f"{path}: damaged {vendor} slide ({openslide_reason}); is the file complete?")
     if magic in _TIFF_MAGIC:
@@ -70,6 +75,15 @@ def open_slide(path: str | os.PathLike) -> Slide:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SlideError(f"{path}: not a readable slide or image ({openslide_reason}; Pillow: {_first_line(exc)})") from exc
+
+
+def _what_it_is(path: Path) -> str:
+    """A file's real kind, for a name that promised another."""
+    try:
+        with Image.open(path) as image:
+            return f"the file is a {image.format} image"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return "the file is neither an image nor a slide"
 
 
 @contextmanager

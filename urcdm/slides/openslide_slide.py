@@ -51,9 +51,16 @@ class OpenSlideSlide(Slide):
         try:
             rgba = np.asarray(self._osr.read_region(origin, level, (w, h)))
         except openslide.OpenSlideError as exc:
+            self.reopen()
             raise SlideError(f"{self.path}: cannot read level {level} at ({x}, {y}): {exc}") from exc
         # Regions the scanner never imaged come back transparent: show them as glass.
         return composite_over_fill(rgba)
+
+    def reopen(self) -> None:
+        """A fresh handle after a read failed: OpenSlide's errors are sticky, and the handle that met
+        one damaged tile fails every later read, the intact regions' included. The old handle is not
+        closed here, as another thread may still be reading through it; it closes when collected."""
+        self._osr = openslide.OpenSlide(str(self.path))
 
     def close(self) -> None:
         self._osr.close()
