@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import urcdm.training.loop as loop
 from urcdm.cli import main
-from urcdm.config import tiny
+from urcdm.config import from_dict, tiny
 from urcdm.errors import UserError
 from urcdm.interrupts import ignore_interrupts, stop_between_steps
 from urcdm.models import read_checkpoint
@@ -173,6 +174,19 @@ def test_ctrl_c_while_a_command_line_is_imported_is_one_line(monkeypatch, capsys
     for script in (urcdm.entry_points.urcdm, urcdm.entry_points.urcdm_eval, urcdm.entry_points.urcdm_study):
         assert script(["--help"]) == 130
         assert capsys.readouterr().err == "error: interrupted\n"
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_a_finished_command_shuts_down_keeps_its_status_and_says_nothing(number):
+    """Ctrl-C just after "wrote ..." landed in the interpreter's exit hooks: a traceback from tqdm's or
+    threading's hook, or exit 130 for a command whose output was complete."""
+    probe = ("import atexit, os, signal, time\n"
+             f"atexit.register(lambda: (os.kill(os.getpid(), {int(number)}), time.sleep(1)))  # during shutdown\n"
+             "from urcdm.entry_points import urcdm\n"
+             "raise SystemExit(urcdm(['config', 'tiny']))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert from_dict(yaml.safe_load(done.stdout)) == tiny()  # the whole result reached stdout
 
 
 class SignalsItsOwnProcess(torch.utils.data.Dataset):

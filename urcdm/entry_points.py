@@ -8,7 +8,10 @@ later, not a traceback from inside an import.
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from urcdm.clikit import EXIT_INTERRUPTED  # light: the standard library only
@@ -20,7 +23,29 @@ def _run(module: str, argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return main(argv)
+    status = main(argv)
+    _exit_at_once_on_a_late_signal(status)
+    return status
+
+
+def _exit_at_once_on_a_late_signal(status: int) -> None:
+    """The command is done and its status decided. A Ctrl-C or SIGTERM while the interpreter shuts down
+    (tqdm's and threading's exit hooks) printed a traceback after "wrote ...", or exit 130 for a file
+    that was complete; now it ends the process with the status already decided."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def leave(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+                pass
+        os._exit(status)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, leave)
 
 
 def urcdm(argv: Sequence[str] | None = None) -> int:
