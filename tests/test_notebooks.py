@@ -98,6 +98,29 @@ def test_table1_with_an_unreadable_answers_file_stops_with_one_error_line(real_d
     assert any(text.startswith("error: ") and "missing column" in text for text in stderr)
 
 
+def test_run_py_keeps_the_committed_notebook_on_failure_and_writes_a_stable_one_on_success(real_data, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """`notebooks/run.py` with a bad parameter wrote the failed run over the committed .ipynb and hid the
+    toolkit's error line in a papermill traceback; a good rerun changed ids, timings and paths."""
+    source = tmp_path / TABLE1.name
+    source.write_text(TABLE1.read_text())
+    committed = source.with_suffix(".ipynb")
+    committed.write_bytes(TABLE1.with_suffix(".ipynb").read_bytes())
+    before = committed.read_bytes()
+    monkeypatch.setattr(notebooks, "sources", lambda: [source])
+    where = ["-p", "out_dir", str(tmp_path / "build"), "-p", "figures", str(tmp_path / "figures")]
+    missing = tmp_path / "none.csv"
+    assert notebooks.main([source.stem, *where, "-p", "answers", str(missing)]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {missing}: no such file"
+    assert committed.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [committed.name, source.name]
+    assert notebooks.main([source.stem, *where]) == 0
+    written = nbformat.read(str(committed), 4)
+    assert [cell.id for cell in written.cells] == [f"cell-{i}" for i in range(len(written.cells))]
+    run = written.metadata["papermill"]
+    assert (run["input_path"], run["output_path"]) == (source.name, committed.name)  # not this machine's paths
+    assert "start_time" not in committed.read_text() and "duration" not in committed.read_text()
+
+
 # Notebooks 02-04 share one build folder, as `make notebooks` runs them; CI-sized parameters: the
 # tiny unets on a smaller slide (3 x 3 last-level patches instead of 9 x 9, a config YAML like any
 # user's), a few training and sampling steps, two slides per method, few crops, and the tests' small
