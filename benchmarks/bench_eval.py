@@ -42,6 +42,7 @@ from evaluation.extraction import extract_features
 from evaluation.features import load_extractor
 from evaluation.inputs import open_images
 from evaluation.reading import CropDataset, read_crop
+from urcdm.clikit import positive_int, run_script
 from urcdm.pyramid import DiskCanvas, write_pyramid
 from urcdm.slides import open_slide
 
@@ -235,7 +236,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes and counts: a smoke run in about a minute")
     parser.add_argument("--size", type=int, default=8192, help="side of the crops_8192 image")
     parser.add_argument("--big-size", type=int, default=41344, help="side of the crops_41344 image")
-    parser.add_argument("--n", type=int, default=2000, help="crops per reading method (ours)")
+    parser.add_argument("--n", type=positive_int, default=2000, help="crops per reading method (ours)")
     parser.add_argument("--whole-n", type=int, default=20, help="crops for the (slow) whole-image method")
     parser.add_argument("--e2e-n", type=int, default=256, help="crops for end_to_end_cpu")
     parser.add_argument("--e2e-gpu-n", type=int, default=2048, help="crops for end_to_end_gpu")
@@ -318,4 +319,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -24,6 +24,8 @@ import time
 import torch
 
 from evaluation.features import FOUNDATION_MODELS, load_extractor
+from urcdm.clikit import positive_int, run_script
+from urcdm.errors import UserError
 
 GIANT = ("dinov2-vitg14", "h-optimus-0", "virchow2")
 REFERENCE = ("inception-v3",)  # the FID Inception, for scale
@@ -75,7 +77,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--all", action="store_true", help=f"include the giant models ({', '.join(GIANT)})")
     parser.add_argument("--only", default=None, help="comma-separated registry names (without -random)")
-    parser.add_argument("--cpu-batch", type=int, default=4)
+    parser.add_argument("--cpu-batch", type=positive_int, default=4)
     parser.add_argument("--gpu-batch", type=int, default=64)
     parser.add_argument("--min-seconds", type=float, default=3.0, help="timed batches run at least this long")
     parser.add_argument("--max-batches", type=int, default=5)
@@ -90,7 +92,7 @@ def main() -> None:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(wanted) - set(names))
         if unknown:
-            raise SystemExit(f"unknown extractor(s): {', '.join(unknown)}; known: {', '.join(names)}")
+            raise UserError(f"unknown extractor(s): {', '.join(unknown)}; known: {', '.join(names)}")
         names = wanted
     elif not args.all:
         names = [n for n in names if n not in GIANT]
@@ -113,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

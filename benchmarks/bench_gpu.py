@@ -50,7 +50,9 @@ import numpy as np
 import torch
 from gpu_parts import pfid_rates, training_rates
 
+from urcdm.clikit import run_script
 from urcdm.config import LevelSpec, load_config, method_levels
+from urcdm.pyramid import check_output_path
 from urcdm.sample_cli import batch_size_option, fresh_cascade, resolve_precision
 from urcdm.sampling import held_dtype
 from urcdm.sampling.backends import DiffusionBackend
@@ -292,8 +294,11 @@ def main() -> int:
     parser.add_argument("--pfid-full", type=int, help="also time `urcdm-eval pfid` with this many crops a side (e.g. 50000)")
     parser.add_argument("--train-steps", type=int, help="timed training steps per unet (default 20 on CUDA, 1 on the CPU)")
     parser.add_argument("--quick", action="store_true", help="small peak matmul, fewest timings (CI-sized)")
-    parser.add_argument("--out", type=Path, help="also write the report here, after every part")
+    parser.add_argument("--out", type=Path, help="also write the report here, after every part (a new file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = parser.parse_args()
+    if args.out is not None:
+        check_output_path(args.out, args.overwrite)  # a report is not written over one already there
     device = torch.device(args.device)
     config = load_config(args.config)
     cuda = device.type == "cuda"
@@ -340,4 +345,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from urcdm.clikit import run_script
 from urcdm.config import load_config
 from urcdm.imagen_compat import import_imagen
 from urcdm.models import CHECKPOINT_FORMAT, build_imagen, load_cascade
@@ -100,4 +101,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(run_script(main))

@@ -60,6 +60,7 @@ from evaluation.memorization.planting import SourceArea, crop_blocks, plant_slid
 from evaluation.memorization.scale_audit import SearchOptions, search_queries, training_features  # noqa: E402
 from evaluation.memorization.search import cosine_topk, euclidean_nearest  # noqa: E402
 from evaluation.memorization.verification import verified_matches  # noqa: E402
+from urcdm.clikit import comma_choices, positive_int, run_script  # noqa: E402
 from urcdm.slides import SlideTissueMask, open_slide  # noqa: E402
 
 TCGA, CMU = "tcga-cr-7395-01a-01-ts1.svs", "cmu-1-small-region.svs"
@@ -261,14 +262,14 @@ def bench_planted(args) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="search,planted")
+    parser.add_argument("--only", type=comma_choices("search", "planted"), default="search,planted")
     parser.add_argument("--data", default=os.environ.get("URCDM_TEST_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--extractors", default="resnet18-random",
                         help="comma-separated: resnet18-random (tests' plug-in), inception-v3-random, or module:factory")
     parser.add_argument("--scenarios", default="same-slide,cross-slide")
     parser.add_argument("--spans", type=lambda text: [int(s) for s in text.split(",")], default=[128, 256])
     parser.add_argument("--patch", type=int, default=128)
-    parser.add_argument("--n", type=int, default=200, help="random crops per set (synthetic, held-out, test) and scale")
+    parser.add_argument("--n", type=positive_int, default=200, help="random crops per set (synthetic, held-out, test) and scale")
     parser.add_argument("--stride-fraction", type=float, default=0.5, help="training lattice step as a share of the span")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
@@ -279,7 +280,7 @@ def main() -> int:
     parser.add_argument("--search-dim", type=int, default=2048)
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    sections = args.only.split(",")
+    sections = args.only
     result = {}
     if "search" in sections:
         result["search"] = bench_search(args.search_n, args.search_dim, 5)
@@ -290,4 +291,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

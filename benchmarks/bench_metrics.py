@@ -35,6 +35,7 @@ import torch
 
 from evaluation.metrics import cmmd, density_coverage
 from evaluation.metrics._blocks import DEFAULT_BLOCK_SIZE
+from urcdm.clikit import comma_choices, positive_int_list, run_script
 
 METRICS = ("cmmd", "density_coverage", "prdc")
 SEED = 0
@@ -104,9 +105,9 @@ def extrapolate(measured: dict, n: int, dim: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,20000,50000", help="samples per side, comma-separated, ascending")
+    parser.add_argument("--sizes", type=positive_int_list, default="10000,20000,50000", help="samples per side, comma-separated, ascending")
     parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--metrics", default="cmmd,density_coverage")
+    parser.add_argument("--metrics", type=comma_choices(*METRICS), default="cmmd,density_coverage")
     parser.add_argument("--max-seconds", type=float, default=180.0,
                         help="skip sizes predicted to take longer (per run)")
     parser.add_argument("--prdc-up-to", type=int, default=10000, help="also run prdc at sizes up to this (0: never)")
@@ -116,8 +117,8 @@ def main() -> None:
         metric, n = args.child.split(":")
         print(json.dumps(run_case(metric, int(n), args.dim)))
         return
-    sizes = sorted(int(size) for size in args.sizes.split(","))
-    metrics = [m for m in args.metrics.split(",") if m] + (["prdc"] if args.prdc_up_to else [])
+    sizes = sorted(args.sizes)
+    metrics = [m for m in args.metrics if m != "prdc"] + (["prdc"] if args.prdc_up_to else [])
     result = {"machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "torch": torch.__version__, "python": platform.python_version()},
               "dim": args.dim, "block_size": DEFAULT_BLOCK_SIZE, "max_seconds": args.max_seconds,
@@ -139,4 +140,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -72,6 +72,7 @@ from study_app.statistics.roe_metz import (
     simulate,
     split_plot_mask,
 )
+from urcdm.clikit import bounded_int, positive_int, run_script
 
 DESIGNS = ("crossed", "split-plot", "random")
 FIELDS = ("estimate", "variance", "df", "low", "high", "p")
@@ -265,25 +266,31 @@ def timings(seed: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--studies", type=int, default=2000, help="simulated studies per design and AUC")
-    parser.add_argument("--readers", type=int, default=8)
-    parser.add_argument("--cases", type=int, default=200, help="half negative, half positive")
-    parser.add_argument("--groups", type=int, default=2, help="split-plot groups")
-    parser.add_argument("--per-reader", type=int, help="cases per reader, random design (default: cases / 2)")
+    parser.add_argument("--studies", type=positive_int, default=None, help="simulated studies per design and AUC (default 2000; --fast 300)")
+    parser.add_argument("--readers", type=bounded_int(2), default=8)
+    parser.add_argument("--cases", type=bounded_int(4), default=200, help="half negative, half positive")
+    parser.add_argument("--groups", type=bounded_int(2), default=2, help="split-plot groups")
+    parser.add_argument("--per-reader", type=bounded_int(4), help="cases per reader, random design (default: cases / 2)")
     parser.add_argument("--auc", type=float, default=0.75, help="population AUC for the coverage")
     parser.add_argument("--power-auc", type=float, default=0.6)
-    parser.add_argument("--pilots", type=int, default=200, help="10 x 400 crossed pilots averaged for power")
+    parser.add_argument("--pilots", type=positive_int, default=None, help="10 x 400 crossed pilots averaged for power (default 200; --fast 50)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--designs", default=",".join(DESIGNS))
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--fast", action="store_true", help="300 studies per design and AUC, 50 pilots")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--fast", action="store_true", help="300 studies per design and AUC, 50 pilots, unless given")
     parser.add_argument("--no-timing", action="store_true", help="skip the 10 x 400 and CLI timings")
     args = parser.parse_args()
     designs = [d.strip() for d in args.designs.split(",") if d.strip()]
     unknown = set(designs) - set(DESIGNS)
     if unknown:
         parser.error(f"unknown design(s) {', '.join(sorted(unknown))}; choose from {', '.join(DESIGNS)}")
-    studies, pilots = (300, 50) if args.fast else (args.studies, args.pilots)
+    for name in ("auc", "power_auc"):
+        if not 0 < getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")
+    if "split-plot" in designs and args.readers % args.groups:  # said now, not after the other designs' studies
+        parser.error(f"split-plot with {args.groups} groups: {args.readers} readers do not make {args.groups} equal groups")
+    studies = args.studies or (300 if args.fast else 2000)
+    pilots = args.pilots or (50 if args.fast else 200)
     sizes = Sizes(args.readers, args.cases, args.groups, args.per_reader or args.cases // 2)
     aucs = {"coverage": args.auc, "type_I": 0.5, "power": args.power_auc}
 
@@ -358,4 +365,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -27,6 +27,7 @@ import psutil
 import torch
 from torch.utils.data import DataLoader
 
+from urcdm.clikit import run_script
 from urcdm.config import load_config
 from urcdm.training.index import build_index, list_slides
 from urcdm.training.pairs import LevelWindows, SlidePairs, StepBatches
@@ -121,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

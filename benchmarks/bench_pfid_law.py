@@ -39,6 +39,7 @@ from evaluation.features import Extractor  # noqa: E402
 from evaluation.metrics import frechet_distance  # noqa: E402
 from evaluation.pipeline import RunOptions, side_statistics  # noqa: E402
 from tiny_extractors import detail_energy, resnet18_random  # noqa: E402
+from urcdm.clikit import run_script  # noqa: E402
 from urcdm.slides import open_slide, tissue_fraction  # noqa: E402
 
 STAIN_SHIFT = np.array([25, -15, 10], dtype=np.int16)
@@ -108,7 +109,9 @@ def side_stats(law: str, folder: Path, seed: int, fn, args) -> tuple[np.ndarray,
 
 
 def summary(values: list[float]) -> dict:
-    return {"mean": round(float(np.mean(values)), 6), "sd": round(float(np.std(values, ddof=1)), 6),
+    # one seed has no spread: null in the JSON, not NaN (which strict JSON parsers refuse)
+    sd = round(float(np.std(values, ddof=1)), 6) if len(values) > 1 else None
+    return {"mean": round(float(np.mean(values)), 6), "sd": sd,
             "values": [round(v, 6) for v in values]}
 
 
@@ -156,4 +159,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

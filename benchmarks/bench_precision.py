@@ -40,6 +40,7 @@ from bench_solvers import (  # noqa: E402
     trained_tiny,
 )
 
+from urcdm.clikit import run_script  # noqa: E402
 from urcdm.config import run_folder, tiny  # noqa: E402
 from urcdm.models import load_cascade  # noqa: E402
 from urcdm.sampling.backends import DiffusionBackend  # noqa: E402
@@ -118,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -48,6 +48,7 @@ from evaluation.features import load_extractor  # noqa: E402
 from evaluation.metrics import frechet_distance  # noqa: E402
 from evaluation.pipeline import RunOptions, plan_crops, side_statistics  # noqa: E402
 from evaluation.reading import resize_square  # noqa: E402
+from urcdm.clikit import comma_choices, positive_int, run_script  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -168,9 +169,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("URCDM_TEST_DATA", str(ROOT.parent / "shared" / "data")))
     parser.add_argument("--images", type=int, default=24, help="real 1024^2 regions (and as many blurred)")
-    parser.add_argument("--n", type=int, default=256, help="crops per side for fixed and pfid")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--only", default="whole,fixed,pfid")
+    parser.add_argument("--n", type=positive_int, default=256, help="crops per side for fixed and pfid")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--only", type=comma_choices("whole", "fixed", "pfid"), default="whole,fixed,pfid")
     args = parser.parse_args()
     extractor = load_extractor("inception-v3-random")
     result = {"extractor": extractor.id}
@@ -184,7 +185,7 @@ def main() -> int:
         for index, pixels in enumerate(tissue_regions(Path(args.data), 1024, args.images)):
             Image.fromarray(pixels).save(real / f"{index:03d}.png")
             Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(1.5)).save(fake / f"{index:03d}.png")
-        sections = args.only.split(",")
+        sections = args.only
         if "whole" in sections:
             result["whole"] = whole_section(real, fake, extractor, weights, args.batch_size)
         if "fixed" in sections:
@@ -198,4 +199,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

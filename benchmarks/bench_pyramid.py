@@ -14,6 +14,7 @@ import argparse
 import json
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from skimage import data as skimage_data
 from tqdm import tqdm
 
+from urcdm.clikit import bounded_int, positive_int, run_script
 from urcdm.pyramid import DiskCanvas, write_pyramid
 from urcdm.slides import open_slide
 
@@ -48,10 +50,10 @@ def random_reads(slide, size: int, downsample: float, count: int, rng) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=41344)
+    parser.add_argument("--size", type=positive_int, default=41344)
     parser.add_argument("--patch", type=int, default=1024)
     parser.add_argument("--stride", type=int, default=896)
-    parser.add_argument("--quality", type=int, default=90)
+    parser.add_argument("--quality", type=bounded_int(1, 100), default=90)
     parser.add_argument("--reads", type=int, default=1000)
     parser.add_argument("--workdir", default=None, help="where the canvas and pyramid go (needs ~size^2*3.6 bytes)")
     parser.add_argument("--keep", action="store_true", help="keep the pyramid")
@@ -95,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import torch
 
+from urcdm.clikit import positive_int_list, run_script
 from urcdm.config import load_config
 from urcdm.models import build_imagen, sample
 from urcdm.sampling.geometry import LevelGrid
@@ -58,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="paper")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-sizes", default="1,4,8")
+    parser.add_argument("--batch-sizes", type=positive_int_list, default="1,4,8")
     parser.add_argument("--steps", type=int, nargs=2, default=(2, 10), metavar=("FEW", "MORE"),
                         help="the two step counts whose difference is timed (default 2 10)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
@@ -72,7 +73,7 @@ def main() -> None:
         return
     few, more = args.steps
     rows = []
-    for batch in (int(b) for b in args.batch_sizes.split(",")):
+    for batch in args.batch_sizes:
         for unet, spec in enumerate(config.unets):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -99,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

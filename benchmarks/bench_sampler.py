@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from urcdm.clikit import run_script
 from urcdm.config import paper
 from urcdm.sampling.geometry import LevelGrid
 from urcdm.sampling.schedule import SCHEDULERS, waves
@@ -59,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from urcdm.clikit import run_script
 from urcdm.config import tiny
 from urcdm.sampling.geometry import LevelGrid
 from urcdm.sampling.seams import seam_score
@@ -108,4 +109,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plugins"
 from tiny_extractors import colour_texture, detail_energy  # noqa: E402
 
 from evaluation.metrics import frechet_distance  # noqa: E402
+from urcdm.clikit import run_script  # noqa: E402
 from urcdm.config import load_config, run_folder, tiny  # noqa: E402
 from urcdm.training.index import build_index, list_slides  # noqa: E402
 from urcdm.training.pairs import LevelWindows, SlidePairs, unit_float  # noqa: E402
@@ -238,4 +239,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -17,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from study_app.store.database import AnswerStore
+from urcdm.clikit import positive_int, run_script
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--readers", type=int, default=20)
+    parser.add_argument("--readers", type=positive_int, default=20)
     parser.add_argument("--answers", type=int, default=200, help="answers per reader")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-store-") as tmp:
@@ -60,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -24,6 +24,7 @@ from study_builder import build_study
 
 from study_app.preparation.prepare import prepare
 from study_app.preparation.study import load_study
+from urcdm.clikit import run_script
 
 
 def peak_rss_mb() -> float:
@@ -80,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -25,6 +25,7 @@ from study_app.preparation.demo import build_demo
 from study_app.preparation.parity import parity_report, served_attributes
 from study_app.preparation.prepare import MANIFEST, STATIC, prepare
 from study_app.preparation.study import load_study
+from urcdm.clikit import run_script
 
 
 def analyse(workdir: Path) -> dict:
@@ -67,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

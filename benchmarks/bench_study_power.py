@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from study_app.statistics.roe_metz import RoeMetz, mu_for_auc, population_auc, simulate
+from urcdm.clikit import run_script
+from urcdm.pyramid import check_output_path
 
 READERS = "2,5,10,20"
 CASES = "8,16,50,100,200,400"
@@ -63,12 +65,18 @@ def table(result: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", type=Path, help="keep the pilot CSV here (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, help="keep the pilot CSV in this folder (default: not kept)")
     args = parser.parse_args()
-    folder = args.out or Path(tempfile.mkdtemp(prefix="bench-study-power-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    pilot = folder / "pilot-5x100.csv"
-    auc = write_pilot(pilot, args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench-study-power-") as scratch:
+        pilot = Path(scratch) / "pilot-5x100.csv"
+        if args.out is not None:
+            pilot = args.out / pilot.name
+            check_output_path(pilot, overwrite=False)  # an earlier pilot is kept, never written over
+        print(json.dumps(run(pilot, args.seed), indent=1))
+
+
+def run(pilot: Path, seed: int) -> dict:
+    auc = write_pilot(pilot, seed)
     crossed = {q: table(power(pilot, flags)) for q, flags in QUESTIONS.items()}
     out = {"pilot": {"file": str(pilot), "readers": 5, "cases": 100, "population_auc": round(auc, 4)},
            "crossed": crossed,
@@ -81,8 +89,8 @@ def main() -> None:
            "random subsets of a pool of 400 (cases = per reader)": {
                q: table(power(pilot, flags, "--design", "random", "--pool", "400", readers="5,10,20",
                               cases="40,80,160")) for q, flags in QUESTIONS.items()}}
-    print(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -26,6 +26,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpu_parts import training_rates
+from urcdm.clikit import comma_choices, run_script
+from urcdm.errors import UserError
 from urcdm.config import load_config, paper, tiny
 from urcdm.training.index import build_index, list_slides
 from urcdm.training.pairs import LevelWindows, SlidePairs, StepBatches
@@ -85,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--only", default="tiny_cpu,loader,paper_gpu")
+    parser.add_argument("--only", type=comma_choices("tiny_cpu", "loader", "paper_gpu"), default="tiny_cpu,loader,paper_gpu")
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
@@ -93,15 +95,15 @@ def main() -> None:
         json.dump(one_tiny_job(level, unet, args.data, args.steps), sys.stdout)
         return
     if not args.data.is_dir():
-        sys.exit(f"error: {args.data}: no slides (set URCDM_TEST_DATA or --data)")
+        raise UserError(f"{args.data}: no slides (set URCDM_TEST_DATA or --data)")
     sections = {"tiny_cpu": lambda: bench_tiny_cpu(args.data, args.steps), "loader": lambda: bench_loader(args.data),
                 "paper_gpu": lambda: bench_paper_gpu(args.steps)}
     result = {"torch_threads": torch.get_num_threads()}
-    for name in args.only.split(","):
+    for name in args.only:
         result[name] = sections[name]()
     json.dump(result, sys.stdout, indent=1)
     print()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -31,6 +31,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plugins"))
 from browser import headless_chromium  # noqa: E402  (its own TMPDIR, removed on quit)
 
+from urcdm.clikit import run_script  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -159,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_script(main))

@@ -50,7 +50,7 @@ nproc > "$out/cores.txt"
 # --out rewrites the report after every part: cut short by LIMIT (seconds), the run keeps what it measured.
 status=0
 timeout "${LIMIT:-540}" python benchmarks/bench_gpu.py --memory-cap-gb 24 \
-  --level0 "$carry/slides/tcga-cr-7395-01a-01-ts1.svs" --slides "$carry/slides" --out "$out/bench_gpu.json" "$@" \
+  --level0 "$carry/slides/tcga-cr-7395-01a-01-ts1.svs" --slides "$carry/slides" --out "$out/bench_gpu.json" --overwrite "$@" \
   > /dev/null 2> "$out/bench_gpu.err" || status=$?
 grep -o 'bench_gpu: .*' "$out/bench_gpu.err" || tail -n 20 "$out/bench_gpu.err"
 exit $status

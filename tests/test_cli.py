@@ -14,6 +14,7 @@ import pytest
 import tifffile
 
 from conftest import tissue_image
+from urcdm.errors import UserError
 
 BIN = Path(sys.executable).parent
 
@@ -183,3 +184,26 @@ def test_a_bar_whose_constructor_was_interrupted_does_not_turn_the_error_into_a_
     finally:
         tqdm._instances.clear()
     assert capsys.readouterr().err.endswith("error: interrupted\n")
+
+
+@pytest.mark.parametrize("failure, code, line", [
+    (lambda: (_ for _ in ()).throw(UserError("--size 0: too small")), 2, "error: --size 0: too small"),
+    (lambda: subprocess.run([sys.executable, "-c", "raise SystemExit(2)"], check=True), 2,
+     f"error: {sys.executable} -c raise SystemExit(2) ... failed (exit 2)"),
+    (lambda: (_ for _ in ()).throw(KeyboardInterrupt()), 130, "error: interrupted"),
+    (lambda: open("/nonexistent/folder/report.json", "w"), 2, "error: /nonexistent/folder/report.json: No such file or directory"),
+])
+def test_a_benchmark_script_fails_as_a_command_does(failure, code, line, capsys):
+    """The benchmarks printed tracebacks for bad values, a failed child command, a missing --workdir and
+    Ctrl-C; run as `sys.exit(run_script(main))` they keep the commands' contract."""
+    from urcdm.clikit import run_script
+
+    assert run_script(failure) == code
+    assert capsys.readouterr().err == line + "\n"
+
+
+def test_benchmark_options_are_checked_while_parsing():
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pyramid.py"
+    done = subprocess.run([sys.executable, str(bench), "--quality", "500"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("bench_pyramid.py: error: argument --quality")
+    assert "Traceback" not in done.stderr and done.stdout == ""

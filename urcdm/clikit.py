@@ -68,6 +68,18 @@ def positive_float(text: str) -> float:
     return value
 
 
+def comma_choices(*choices: str) -> Callable[[str], list[str]]:
+    """Comma-separated names, each one of ``choices`` (a benchmark's ``--only`` sections)."""
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in choices]
+        if not names or unknown:
+            raise argparse.ArgumentTypeError(f"expected comma-separated names from {', '.join(choices)}, got {text!r}")
+        return names
+
+    return parse
+
+
 def positive_int_list(text: str) -> tuple[int, ...]:
     """Comma-separated integers >= 1, e.g. ``256,64,64``; how many is the caller's to check."""
     try:
@@ -104,25 +116,46 @@ def print_table(rows: Sequence[tuple[str, object]]) -> None:
 
 def run_cli(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handler: Callable[[argparse.Namespace], int | None]) -> int:
     """Parse, dispatch, and turn user errors into the ``error:`` contract."""
+    args = parser.parse_args(argv)
+    return run_guarded(lambda: handler(args), debug=getattr(args, "debug", False))
+
+
+def run_script(main: Callable[[], int | None]) -> int:
+    """A script's ``main`` (the benchmarks) under the commands' contract; a child command that failed
+    has printed its own error line, and is named in one more."""
+    import subprocess
+
+    def main_with_children() -> int | None:
+        try:
+            return main()
+        except subprocess.CalledProcessError as exc:
+            command = exc.cmd if isinstance(exc.cmd, str) else " ".join(map(str, exc.cmd[:4]))
+            raise UserError(f"{command} ... failed (exit {exc.returncode})") from None
+
+    return run_guarded(main_with_children, debug=False)
+
+
+def run_guarded(work: Callable[[], int | None], debug: bool) -> int:
+    """Run ``work`` and turn user errors, the environment's OS errors, Ctrl-C and SIGTERM into one
+    line and an exit status; ``debug`` keeps the tracebacks of errors."""
     from urcdm.interrupts import Terminated, sigterm_as_interrupt
 
-    args = parser.parse_args(argv)
     try:
         with sigterm_as_interrupt():
-            return handler(args) or 0
+            return work() or 0
     except BrokenPipeError:
         # `urcdm train-all --print | head`: the reader left; Python's docs' recipe, so the exit
         # flush does not raise a second time
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except UserError as exc:
-        if getattr(args, "debug", False):
+        if debug:
             raise
         _close_progress_bars()
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:
-        if getattr(args, "debug", False) or exc.errno not in _ENVIRONMENT_ERRNOS:
+        if debug or exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         _close_progress_bars()
