@@ -113,6 +113,11 @@ def test_run_py_keeps_the_committed_notebook_on_failure_and_writes_a_stable_one_
     assert notebooks.main([source.stem, *where, "-p", "answers", str(missing)]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"error: {missing}: no such file"
     assert committed.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [committed.name, source.name]
+    # A successful run, without a kernel: the committed notebook's last run, as papermill wrote it.
+    ran = nbformat.read(str(TABLE1.with_suffix(".ipynb")), 4)
+    ran.metadata["papermill"].update(start_time="2026-12-05T07:22:52", duration=6.3, input_path=str(tmp_path / "in"))
+    ran.cells[0].id, ran.cells[0].metadata["execution"] = "6d6da2dd", {"iopub.status.busy": "2026-12-05T07:22:53Z"}
+    monkeypatch.setattr(notebooks, "execute", lambda source, output, parameters: nbformat.write(ran, str(output)) or 1.0)
     assert notebooks.main([source.stem, *where]) == 0
     written = nbformat.read(str(committed), 4)
     assert [cell.id for cell in written.cells] == [f"cell-{i}" for i in range(len(written.cells))]
