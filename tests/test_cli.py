@@ -207,3 +207,17 @@ def test_benchmark_options_are_checked_while_parsing():
     done = subprocess.run([sys.executable, str(bench), "--quality", "500"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("bench_pyramid.py: error: argument --quality")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+@pytest.mark.parametrize("module, argv, hint", [
+    ("urcdm.cli", ["convert", "in.svs", "out.tiff", "--bogus"], "urcdm convert --help"),
+    ("evaluation.cli", ["kid", "real", "fake", "--bogus"], "urcdm-eval kid --help"),
+    ("study_app.cli", ["score", "answers.csv", "--bogus"], "urcdm-study score --help"),
+])
+def test_an_unknown_option_points_to_the_help_of_the_command_it_was_given_to(module, argv, hint, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as stopped:
+        importlib.import_module(module).main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"error: unrecognized arguments: --bogus (see {hint})\n"  # was "urcdm --help"

@@ -30,6 +30,22 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is reported by the subcommand it was given to, so the
+        hint is ``urcdm convert --help``, whose options the user needs, not ``urcdm --help``."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._chosen_subcommand(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _chosen_subcommand(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):  # argparse has no public accessor for it
+                chosen = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if chosen is not None:
+                    return chosen
+        return self
+
 
 # argparse ``type=`` functions. A bad value then fails while the command line is parsed, before any
 # slide is opened or model built, as one line: "error: argument --batch-size: expected an integer
