@@ -221,3 +221,17 @@ def test_an_unknown_option_points_to_the_help_of_the_command_it_was_given_to(mod
         importlib.import_module(module).main(argv)
     assert stopped.value.code == 2
     assert capsys.readouterr().err == f"error: unrecognized arguments: --bogus (see {hint})\n"  # was "urcdm --help"
+
+
+def test_a_garbled_compressed_tiff_is_one_line_not_zarrs_dying_tasks(tmp_path, small_tiff):
+    """Read through zarr (stripped, compressed: OpenSlide refuses it), a damaged strip failed the read
+    while zarr's other chunk reads were still pending; at exit they printed about 230 lines."""
+    strips = tmp_path / "strips.tif"
+    tifffile.imwrite(strips, tifffile.imread(small_tiff), compression="zlib", rowsperstrip=16)
+    data = bytearray(strips.read_bytes())
+    with tifffile.TiffFile(strips) as tiff:
+        start = tiff.pages[0].dataoffsets[len(tiff.pages[0].dataoffsets) // 2]
+    data[start:-200:7] = b"\xab" * len(data[start:-200:7])
+    garbled = tmp_path / "garbled.tif"
+    garbled.write_bytes(bytes(data))
+    assert_user_error(run("urcdm", "info", garbled), "cannot decode TIFF data")

@@ -6,12 +6,14 @@ decoded. Pillow formats have no random access; they are decoded once, on first r
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
 import tifffile
 import zarr
 from PIL import Image
+from zarr.core.sync import sync  # zarr's own loop, where its reads run
 
 from urcdm.errors import SlideError
 from urcdm.slides.base import Slide, composite_over_fill
@@ -54,6 +56,17 @@ def _check_complete(path: Path, series: tifffile.TiffPageSeries) -> None:
             if int(ends.max()) > size:
                 raise SlideError(f"{path}: damaged TIFF, cut short (its pixel data runs to byte {int(ends.max())}, "
                                  f"the file has {size}); is the file complete?")
+
+
+def _settle_zarr_reads() -> None:
+    """Let the other chunk reads of a failed zarr read finish. zarr gathers a read's chunks on its own
+    event loop and, when one fails, leaves the rest running; stopped at exit, each printed "Task was
+    destroyed but it is pending!" with a stack (about 230 lines after the one error line)."""
+    async def others_done() -> None:
+        current = asyncio.current_task()
+        await asyncio.gather(*(task for task in asyncio.all_tasks() if task is not current), return_exceptions=True)
+
+    sync(others_done())
 
 
 class TiffSlide(Slide):
@@ -103,6 +116,7 @@ class TiffSlide(Slide):
             else:
                 pixels = np.asarray(array[y : y + h, x : x + w])
         except Exception as exc:  # codec errors surface as many types; all mean a damaged file
+            _settle_zarr_reads()
             raise SlideError(f"{self.path}: cannot decode TIFF data: {exc}") from exc
         return _to_rgb(pixels)
 
