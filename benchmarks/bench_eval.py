@@ -42,7 +42,7 @@ from evaluation.extraction import extract_features
 from evaluation.features import load_extractor
 from evaluation.inputs import open_images
 from evaluation.reading import CropDataset, read_crop
-from urcdm.clikit import positive_int, run_script
+from urcdm.clikit import comma_choices, positive_int, run_script
 from urcdm.pyramid import DiskCanvas, write_pyramid
 from urcdm.slides import open_slide
 
@@ -232,7 +232,7 @@ def end_to_end(path: Path, device: torch.device, n: int, workers: int, batch: in
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections (default: all)")
+    parser.add_argument("--only", type=comma_choices(*SECTIONS), default=",".join(SECTIONS), help="comma-separated sections (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes and counts: a smoke run in about a minute")
     parser.add_argument("--size", type=int, default=8192, help="side of the crops_8192 image")
     parser.add_argument("--big-size", type=int, default=41344, help="side of the crops_41344 image")
@@ -247,10 +247,6 @@ def parse_args() -> argparse.Namespace:
     if args.quick:
         args.size, args.big_size, args.n, args.whole_n = 2048, 4096, 200, 5
         args.e2e_n, args.e2e_gpu_n, args.batches = 64, 512, 2
-    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = set(args.only) - set(SECTIONS)
-    if unknown:
-        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     return args
 
 

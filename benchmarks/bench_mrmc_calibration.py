@@ -72,7 +72,7 @@ from study_app.statistics.roe_metz import (
     simulate,
     split_plot_mask,
 )
-from urcdm.clikit import bounded_int, positive_int, run_script
+from urcdm.clikit import bounded_int, comma_choices, positive_int, run_script
 
 DESIGNS = ("crossed", "split-plot", "random")
 FIELDS = ("estimate", "variance", "df", "low", "high", "p")
@@ -275,15 +275,12 @@ def main() -> int:
     parser.add_argument("--power-auc", type=float, default=0.6)
     parser.add_argument("--pilots", type=positive_int, default=None, help="10 x 400 crossed pilots averaged for power (default 200; --fast 50)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--designs", default=",".join(DESIGNS))
+    parser.add_argument("--designs", type=comma_choices(*DESIGNS), default=",".join(DESIGNS))
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--fast", action="store_true", help="300 studies per design and AUC, 50 pilots, unless given")
     parser.add_argument("--no-timing", action="store_true", help="skip the 10 x 400 and CLI timings")
     args = parser.parse_args()
-    designs = [d.strip() for d in args.designs.split(",") if d.strip()]
-    unknown = set(designs) - set(DESIGNS)
-    if unknown:
-        parser.error(f"unknown design(s) {', '.join(sorted(unknown))}; choose from {', '.join(DESIGNS)}")
+    designs = args.designs
     for name in ("auc", "power_auc"):
         if not 0 < getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be between 0 and 1, got {getattr(args, name)}")

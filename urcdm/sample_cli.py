@@ -229,8 +229,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
               "diffusion path: the pixels are noise)", file=sys.stderr)
         backend = DiffusionBackend({level: partial(fresh_cascade, config, level, args.method, args.seed)
                                     for level in method_levels(config, args.method)}, device, **backend_options)
-    check_recordable_mpp(mpp, "--mpp" if args.mpp is not None else "the training slides' scale,")
     try:
+        check_recordable_mpp(mpp, "--mpp" if args.mpp is not None else "the training slides' scale,")
         with _gpu_memory_as_user_error(device, kept="the finished patches are kept: rerun to resume"):
             manifest = sample_slide(config, backend, args.out, seed=args.seed, scheduler=args.scheduler,
                                     batch_size=args.batch_size, blend=args.blend, overwrite=args.overwrite,

@@ -21,7 +21,8 @@ def memorization_spans(args: argparse.Namespace) -> list[int]:
         return [level.span for level in load_config(args.config).levels]
     if args.spans is not None:
         return [scale.span for scale in parse_scales(spans=args.spans)]
-    return [round(args.patch_size * level_downsample(scale.level)) for scale in parse_scales(levels="1,2" if args.levels is None else args.levels)]
+    levels = parse_scales(levels="1,2" if args.levels is None else args.levels)
+    return [round(args.patch_size * level_downsample(scale.level)) for scale in levels]
 
 
 def cmd_memorization(args: argparse.Namespace, ranks) -> int:

@@ -15,9 +15,9 @@ from urcdm.pyramid.writer import (
     atomic_output,
     check_output_directory,
     check_output_path,
-    check_recordable_mpp,
     check_pyramid_name,
+    check_recordable_mpp,
     write_pyramid,
 )
 
-__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_directory", "check_output_path", "check_recordable_mpp", "check_pyramid_name", "halve", "level_sizes", "write_pyramid"]
+__all__ = ["ArraySource", "DiskCanvas", "PyramidInfo", "SlideSource", "atomic_directory", "atomic_output", "check_output_directory", "check_output_path", "check_pyramid_name", "check_recordable_mpp", "halve", "level_sizes", "write_pyramid"]

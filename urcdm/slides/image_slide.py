@@ -52,9 +52,9 @@ def _check_complete(path: Path, series: tifffile.TiffPageSeries) -> None:
         for page in level.pages:
             if page is None or not page.dataoffsets:
                 continue
-            ends = np.asarray(page.dataoffsets, dtype=np.int64) + np.asarray(page.databytecounts, dtype=np.int64)
-            if int(ends.max()) > size:
-                raise SlideError(f"{path}: damaged TIFF, cut short (its pixel data runs to byte {int(ends.max())}, "
+            end = int((np.asarray(page.dataoffsets, dtype=np.int64) + np.asarray(page.databytecounts, dtype=np.int64)).max())
+            if end > size:
+                raise SlideError(f"{path}: damaged TIFF, cut short (its pixel data runs to byte {end}, "
                                  f"the file has {size}); is the file complete?")
 
 
