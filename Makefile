@@ -29,8 +29,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import urcdm, openslide, tifffile, imagecodecs, zarr, torch, torchvision; print('setup ok: torch', torch.__version__, 'openslide', openslide.__library_version__)"
 	touch $(STAMP)
 
+# Two worker processes with one thread each, each test file kept in one worker (its module fixtures
+# train their models once). Alone, the suite left one of CI's 2 cores idle half the time, waiting on
+# subprocesses, servers and browsers: 1025 s in one process, 622 s in two. Two workers of two threads
+# each spent 70 % more CPU time on oversubscribed threads and were no faster than one.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The main job on embedded data: pFID of degraded versions of a real micrograph against the original,
 # with the best extractor this machine has (the standard FID Inception when its weights are found).

@@ -113,7 +113,9 @@ def test_usage_errors_and_debug(tmp_path):
     assert_user_error(run("urcdm", "convert", tmp_path / "only-one-arg"), "required")
     assert_user_error(run("urcdm", "convert", "a", "b", "--quality", "90", "--lossless"), "not allowed")
     debug = run("urcdm", "info", tmp_path / "nope.svs", "--debug")
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    # the traceback above the same last line and status as without --debug
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert debug.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 @pytest.mark.parametrize("leave", [True, False])

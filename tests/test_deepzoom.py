@@ -147,6 +147,36 @@ def test_view_without_openseadragon_says_how_to_install_it(tmp_path, pyramid):
     assert result.returncode == 2 and "make setup" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+def assert_served_only_to_this_computer_with_security_headers(url: str) -> None:
+    """Every answer carries the headers that stop framing, sniffing and cross-origin reads; a request
+    naming another host, as a DNS-rebinding page's would, is refused before it reaches a slide."""
+    import urllib.error
+    import urllib.request
+
+    from urcdm.deepzoom.server import SECURITY_HEADERS
+
+    for path in ("", "slides.json", "slide/0_files/0/0_0.jpeg", "osd/openseadragon.min.js", "nope"):
+        try:
+            response = urllib.request.urlopen(url + path, timeout=30)
+        except urllib.error.HTTPError as refused:  # the 404 too
+            response = refused
+        assert {name: response.headers[name] for name in SECURITY_HEADERS} == SECURITY_HEADERS, path
+    for host in ("attacker.example", "attacker.example:8765"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url + "slide/0_files/0/0_0.jpeg", headers={"Host": host}))
+        assert refused.value.code == 400 and refused.value.read() == b"Invalid host header"
+    assert urllib.request.urlopen(url.replace("127.0.0.1", "localhost") + "slides.json", timeout=30).status == 200
+
+
+@pytest.mark.parametrize("address, hosts", [("127.0.0.1", ["127.0.0.1", "localhost"]),
+                                            ("localhost", ["127.0.0.1", "localhost"]),
+                                            ("0.0.0.0", ["*"])])
+def test_only_a_loopback_server_checks_the_host_it_is_asked_for(address, hosts):
+    from urcdm.deepzoom.server import allowed_hosts
+
+    assert allowed_hosts(address) == hosts
+
+
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)
 def test_view_page_shows_two_slides_in_step(tmp_path, pyramid, tissue_rgb):
     """``urcdm view A B`` as a user runs it (relative paths, another folder): the page loads in
@@ -158,9 +188,10 @@ def test_view_page_shows_two_slides_in_step(tmp_path, pyramid, tissue_rgb):
     (tmp_path / "work").mkdir()
     server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", "../tissue.tiff", "../other.tiff",
                                "--port", "0", "--json"], cwd=tmp_path / "work", stdout=subprocess.PIPE, text=True)
-    driver = headless_chromium()
+    driver = headless_chromium(capabilities={"goog:loggingPrefs": {"browser": "ALL"}})
     try:
         url = json.loads(server.stdout.readline())["url"]
+        assert_served_only_to_this_computer_with_security_headers(url)
         driver.get(url)
         deadline = time.time() + 60
         while not driver.execute_script("return document.body.dataset.firstViewMs") and time.time() < deadline:
@@ -187,6 +218,8 @@ def test_view_page_shows_two_slides_in_step(tmp_path, pyramid, tissue_rgb):
             time.sleep(0.05)
         assert first == pytest.approx(6 * before, rel=1e-6) and second == pytest.approx(first, rel=1e-6)
         assert centres[0] == pytest.approx(centres[1], abs=0.5) and centres[0] == pytest.approx([450, 350], abs=0.5)
+        # the page works under its Content-Security-Policy: chromium reported no violation, no error
+        assert [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         driver.quit()
         server.terminate()

@@ -59,7 +59,8 @@ def _unbiased_mmd2_poly(x, y):
 def test_kid_on_the_full_set_matches_clean_fid_and_the_formula():
     a, b = _features(4, n=300), _features(5, n=300, shift=0.2)
     kid, std, size = kernel_inception_distance(a, b, subsets=3, subset_size=300)
-    assert size == 300 and std == pytest.approx(0.0, abs=1e-12)  # every subset is the whole set
+    # every subset is the whole set, in another order: torch-fidelity sums in float32, so only rounding
+    assert size == 300 and std <= 1e-6 * kid
     assert kid == pytest.approx(_unbiased_mmd2_poly(a, b), rel=1e-6)
     assert kid == pytest.approx(cleanfid_kernel_distance(a, b, num_subsets=1, max_subset_size=300), rel=1e-5)
 

@@ -14,6 +14,7 @@ import math
 import os
 import socket
 import sys
+import traceback
 from typing import Callable, Sequence
 
 from urcdm.errors import UserError
@@ -165,23 +166,27 @@ def run_guarded(work: Callable[[], int | None], debug: bool) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except UserError as exc:
-        if debug:
-            raise
-        _close_progress_bars()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _report_user_error(f"{exc}", debug)
     except OSError as exc:
-        if debug or exc.errno not in _ENVIRONMENT_ERRNOS:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        _close_progress_bars()
-        print(f"error: {where}{exc.strerror}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return _report_user_error(f"{where}{exc.strerror}", debug)
     except KeyboardInterrupt as exc:
         _close_progress_bars()
         terminated = isinstance(exc, Terminated)
         print(f"error: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _report_user_error(message: str, debug: bool) -> int:
+    """One ``error:`` line and exit 2; ``--debug`` adds the traceback above it but keeps the line and
+    the status, so a script that checks for 2 behaves the same when someone debugs it."""
+    _close_progress_bars()
+    if debug:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def _close_progress_bars() -> None:
@@ -211,15 +216,25 @@ def describe_only_main(prog: str, description: str) -> Callable[[Sequence[str] |
 
 def check_port_free(port: int, address: str) -> None:
     """Fail with one line before a server starts, not with a traceback from inside it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OverflowError:  # a port past 65535 from a caller that did not bound it
-            raise UserError(f"--port {port}: ports are 0..65535") from None
-        except socket.gaierror:
-            raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
-        except OSError as exc:
-            advice = ("choose another --address: this computer has no such address"
-                      if exc.errno == errno.EADDRNOTAVAIL else "choose another --port")
-            raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); {advice}") from None
+    bound_socket(port, address).close()
+
+
+def bound_socket(port: int, address: str) -> socket.socket:
+    """A socket bound to ``address:port`` (port 0: a free one), for a server to listen on; a port in
+    use, an address this computer lacks or a name that does not resolve is one ``error:`` line."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+    except OverflowError:  # a port past 65535 from a caller that did not bound it
+        sock.close()
+        raise UserError(f"--port {port}: ports are 0..65535") from None
+    except socket.gaierror:
+        sock.close()
+        raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
+    except OSError as exc:
+        sock.close()
+        advice = ("choose another --address: this computer has no such address"
+                  if exc.errno == errno.EADDRNOTAVAIL else "choose another --port")
+        raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); {advice}") from None
+    return sock

@@ -7,7 +7,7 @@ import json
 import sys
 import webbrowser
 
-from urcdm.clikit import add_output_options, bounded_int, check_port_free
+from urcdm.clikit import add_output_options, bound_socket, bounded_int
 
 
 def add_commands(commands) -> None:
@@ -29,13 +29,15 @@ def cmd_view(args: argparse.Namespace) -> int:
     # Imported here: the web stack is only needed by this command.
     import uvicorn
 
-    from urcdm.deepzoom.server import free_port, open_slides, viewer_app
+    from urcdm.deepzoom.server import allowed_hosts, open_slides, viewer_app
 
     slides = open_slides(args.slides)
-    app = viewer_app(slides)
-    check_port_free(args.port, args.address)  # with --port 0 too: an address that is not this computer's
-    port = args.port or free_port(args.address)
-    url = f"http://{args.address}:{port}/"
+    app = viewer_app(slides, allowed_hosts(args.address))
+    # Listening before the address is printed: a script that reads the URL (--json) and fetches it at
+    # once is answered, not refused, and --port 0's free port cannot be taken in between.
+    listening = bound_socket(args.port, args.address)
+    listening.listen(2048)  # uvicorn's default backlog
+    url = f"http://{args.address}:{listening.getsockname()[1]}/"
     if args.json:
         print(json.dumps({"url": url, "slides": [slide.describe() for slide in slides]}), flush=True)
     else:
@@ -43,5 +45,5 @@ def cmd_view(args: argparse.Namespace) -> int:
         print(f"urcdm view: {url}  ({names}); Ctrl-C stops", file=sys.stderr, flush=True)
     if args.open and not webbrowser.open(url):
         print(f"note: no browser found to open; open {url} yourself", file=sys.stderr)
-    uvicorn.run(app, host=args.address, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
     return 0

@@ -9,12 +9,15 @@ bounded tile cache per slide, whatever the slide's size.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
@@ -25,13 +28,57 @@ from urcdm.deepzoom.tiles import DeepZoomSlide
 from urcdm.errors import SlideError, UserError
 from urcdm.slides import open_slide
 
+# Slides are patient data. The page and OpenSeadragon need nothing from another origin and no inline
+# script; no other site may frame the viewer, read its tiles, or learn the page's address.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'", "img-src 'self' data: blob:",
+    "connect-src 'self'", "object-src 'none'", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"])
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+
+
+def allowed_hosts(address: str) -> list[str]:
+    """The Host headers the server answers. Listening on this computer only, a page from another site
+    could still reach it through a name that resolves to 127.0.0.1 (DNS rebinding) and read the
+    slides: only the loopback names are served. Listening on the network, any name may be the server's."""
+    try:
+        loopback = ipaddress.ip_address(socket.gethostbyname(address)).is_loopback
+    except (OSError, ValueError):
+        loopback = False
+    return list(dict.fromkeys([*LOOPBACK_NAMES, address])) if loopback else ["*"]
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware (not BaseHTTPMiddleware, which buffers each response through a task)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
 
 def open_slides(paths: Sequence[str | Path]) -> list[DeepZoomSlide]:
     """Every slide opened before the server starts: a bad one is an ``error:`` line, not a broken page."""
     return [DeepZoomSlide(open_slide(path)) for path in paths]
 
 
-def viewer_app(slides: Sequence[DeepZoomSlide]) -> Starlette:
+def viewer_app(slides: Sequence[DeepZoomSlide], hosts: Sequence[str] = LOOPBACK_NAMES) -> Starlette:
     osd = openseadragon_folder()
 
     def slide_at(request: Request) -> DeepZoomSlide | None:
@@ -65,7 +112,8 @@ def viewer_app(slides: Sequence[DeepZoomSlide]) -> Starlette:
         # The files do not change while the viewer runs: let the browser keep what it has seen.
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
-    return Starlette(routes=[
+    middleware = [Middleware(_SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))]
+    return Starlette(middleware=middleware, routes=[
         Route("/", page),
         Route("/slides.json", listing),
         Route("/slide/{index:int}.dzi", dzi),
@@ -74,8 +122,3 @@ def viewer_app(slides: Sequence[DeepZoomSlide]) -> Starlette:
         Mount("/osd", StaticFiles(directory=osd)),
     ])
 
-
-def free_port(address: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
