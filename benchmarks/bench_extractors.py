@@ -23,8 +23,9 @@ import time
 
 import torch
 
-from evaluation.features import FOUNDATION_MODELS, load_extractor
-from urcdm.clikit import positive_int, run_script
+from evaluation.extractors.registry import FOUNDATION_MODELS
+from evaluation.features import load_extractor
+from urcdm.clikit import positive_float, positive_int, run_script
 from urcdm.errors import UserError
 
 GIANT = ("dinov2-vitg14", "h-optimus-0", "virchow2")
@@ -78,9 +79,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--all", action="store_true", help=f"include the giant models ({', '.join(GIANT)})")
     parser.add_argument("--only", default=None, help="comma-separated registry names (without -random)")
     parser.add_argument("--cpu-batch", type=positive_int, default=4)
-    parser.add_argument("--gpu-batch", type=int, default=64)
-    parser.add_argument("--min-seconds", type=float, default=3.0, help="timed batches run at least this long")
-    parser.add_argument("--max-batches", type=int, default=5)
+    parser.add_argument("--gpu-batch", type=positive_int, default=64)
+    parser.add_argument("--min-seconds", type=positive_float, default=3.0, help="timed batches run at least this long")
+    parser.add_argument("--max-batches", type=positive_int, default=5)
     parser.add_argument("--no-gpu", action="store_true")
     return parser.parse_args()
 

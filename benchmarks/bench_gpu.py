@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from gpu_parts import pfid_rates, training_rates
 
-from urcdm.clikit import run_script
+from urcdm.clikit import positive_float, positive_int, run_script
 from urcdm.config import LevelSpec, load_config, method_levels
 from urcdm.pyramid import check_output_path
 from urcdm.sample_cli import batch_size_option, fresh_cascade, resolve_precision
@@ -287,12 +287,12 @@ def main() -> int:
     parser.add_argument("--steps", default=None, help="end-to-end steps per unet (default 32,8,8; 2,1,1 with --quick)")
     parser.add_argument("--batch-size", type=batch_size_option, default=None, metavar="auto|N",
                         help="end-to-end patches per call (default auto, as urcdm sample)")
-    parser.add_argument("--memory-cap-gb", type=float, help="cap the process's GPU memory, e.g. 24")
+    parser.add_argument("--memory-cap-gb", type=positive_float, help="cap the process's GPU memory, e.g. 24")
     parser.add_argument("--level0", type=Path, help="a slide whose layout judges the white skip (e.g. the TCGA slide)")
     parser.add_argument("--slides", type=Path, default=DEFAULT_SLIDES, help="real slides for the pFID part")
-    parser.add_argument("--pfid-n", type=int, help="crops in the pFID rate measurement (default 4096 on CUDA, 16 on the CPU)")
-    parser.add_argument("--pfid-full", type=int, help="also time `urcdm-eval pfid` with this many crops a side (e.g. 50000)")
-    parser.add_argument("--train-steps", type=int, help="timed training steps per unet (default 20 on CUDA, 1 on the CPU)")
+    parser.add_argument("--pfid-n", type=positive_int, help="crops in the pFID rate measurement (default 4096 on CUDA, 16 on the CPU)")
+    parser.add_argument("--pfid-full", type=positive_int, help="also time `urcdm-eval pfid` with this many crops a side (e.g. 50000)")
+    parser.add_argument("--train-steps", type=positive_int, help="timed training steps per unet (default 20 on CUDA, 1 on the CPU)")
     parser.add_argument("--quick", action="store_true", help="small peak matmul, fewest timings (CI-sized)")
     parser.add_argument("--out", type=Path, help="also write the report here, after every part (a new file)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

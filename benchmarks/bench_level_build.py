@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from urcdm.clikit import run_script
+from urcdm.clikit import bounded_int, run_script
 from urcdm.config import load_config
 from urcdm.imagen_compat import import_imagen
 from urcdm.models import CHECKPOINT_FORMAT, build_imagen, load_cascade
@@ -73,7 +73,7 @@ def one_way(config_name: str, level: int, way: str, precision: str, device: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="paper")
-    parser.add_argument("--level", type=int, default=1)
+    parser.add_argument("--level", type=bounded_int(0, 2), default=1)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--folder", type=Path, help="where the checkpoints are written (default: a temporary folder)")
     parser.add_argument("--one", nargs=2, metavar=("WAY", "PRECISION"), help=argparse.SUPPRESS)  # a child's job

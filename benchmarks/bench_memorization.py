@@ -60,7 +60,7 @@ from evaluation.memorization.planting import SourceArea, crop_blocks, plant_slid
 from evaluation.memorization.scale_audit import SearchOptions, search_queries, training_features  # noqa: E402
 from evaluation.memorization.search import cosine_topk, euclidean_nearest  # noqa: E402
 from evaluation.memorization.verification import verified_matches  # noqa: E402
-from urcdm.clikit import comma_choices, positive_int, run_script  # noqa: E402
+from urcdm.clikit import comma_choices, non_negative_int, positive_float, positive_int, random_seed, run_script  # noqa: E402
 from urcdm.slides import SlideTissueMask, open_slide  # noqa: E402
 
 TCGA, CMU = "tcga-cr-7395-01a-01-ts1.svs", "cmu-1-small-region.svs"
@@ -268,16 +268,16 @@ def main() -> int:
                         help="comma-separated: resnet18-random (tests' plug-in), inception-v3-random, or module:factory")
     parser.add_argument("--scenarios", default="same-slide,cross-slide")
     parser.add_argument("--spans", type=lambda text: [int(s) for s in text.split(",")], default=[128, 256])
-    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--patch", type=positive_int, default=128)
     parser.add_argument("--n", type=positive_int, default=200, help="random crops per set (synthetic, held-out, test) and scale")
-    parser.add_argument("--stride-fraction", type=float, default=0.5, help="training lattice step as a share of the span")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--stride-fraction", type=positive_float, default=0.5, help="training lattice step as a share of the span")
+    parser.add_argument("--seed", type=random_seed, default=0)
+    parser.add_argument("--workers", type=non_negative_int, default=2)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--k", type=int, default=5, help="candidates per crop (nearest training cells)")
+    parser.add_argument("--k", type=positive_int, default=5, help="candidates per crop (nearest training cells)")
     parser.add_argument("--no-verify", action="store_true", help="rates from the feature similarity only")
-    parser.add_argument("--search-n", type=int, default=50_000)
-    parser.add_argument("--search-dim", type=int, default=2048)
+    parser.add_argument("--search-n", type=positive_int, default=50_000)
+    parser.add_argument("--search-dim", type=positive_int, default=2048)
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sections = args.only

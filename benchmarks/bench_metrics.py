@@ -35,7 +35,7 @@ import torch
 
 from evaluation.metrics import cmmd, density_coverage
 from evaluation.metrics._blocks import DEFAULT_BLOCK_SIZE
-from urcdm.clikit import comma_choices, positive_int_list, run_script
+from urcdm.clikit import comma_choices, non_negative_int, positive_float, positive_int, positive_int_list, run_script
 
 METRICS = ("cmmd", "density_coverage", "prdc")
 SEED = 0
@@ -106,11 +106,11 @@ def extrapolate(measured: dict, n: int, dim: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=positive_int_list, default="10000,20000,50000", help="samples per side, comma-separated, ascending")
-    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--dim", type=positive_int, default=2048)
     parser.add_argument("--metrics", type=comma_choices(*METRICS), default="cmmd,density_coverage")
-    parser.add_argument("--max-seconds", type=float, default=180.0,
+    parser.add_argument("--max-seconds", type=positive_float, default=180.0,
                         help="skip sizes predicted to take longer (per run)")
-    parser.add_argument("--prdc-up-to", type=int, default=10000, help="also run prdc at sizes up to this (0: never)")
+    parser.add_argument("--prdc-up-to", type=non_negative_int, default=10000, help="also run prdc at sizes up to this (0: never)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -72,7 +72,7 @@ from study_app.statistics.roe_metz import (
     simulate,
     split_plot_mask,
 )
-from urcdm.clikit import bounded_int, comma_choices, positive_int, run_script
+from urcdm.clikit import bounded_int, comma_choices, positive_int, random_seed, run_script
 
 DESIGNS = ("crossed", "split-plot", "random")
 FIELDS = ("estimate", "variance", "df", "low", "high", "p")
@@ -274,7 +274,7 @@ def main() -> int:
     parser.add_argument("--auc", type=float, default=0.75, help="population AUC for the coverage")
     parser.add_argument("--power-auc", type=float, default=0.6)
     parser.add_argument("--pilots", type=positive_int, default=None, help="10 x 400 crossed pilots averaged for power (default 200; --fast 50)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=random_seed, default=1)
     parser.add_argument("--designs", type=comma_choices(*DESIGNS), default=",".join(DESIGNS))
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
     parser.add_argument("--fast", action="store_true", help="300 studies per design and AUC, 50 pilots, unless given")

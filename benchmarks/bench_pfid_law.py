@@ -39,7 +39,7 @@ from evaluation.features import Extractor  # noqa: E402
 from evaluation.metrics import frechet_distance  # noqa: E402
 from evaluation.pipeline import RunOptions, side_statistics  # noqa: E402
 from tiny_extractors import detail_energy, resnet18_random  # noqa: E402
-from urcdm.clikit import run_script  # noqa: E402
+from urcdm.clikit import non_negative_int, positive_int, run_script  # noqa: E402
 from urcdm.slides import open_slide, tissue_fraction  # noqa: E402
 
 STAIN_SHIFT = np.array([25, -15, 10], dtype=np.int16)
@@ -146,12 +146,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("URCDM_TEST_DATA", str(ROOT.parent / "shared" / "data")),
                         help="the real test data folder (default: $URCDM_TEST_DATA, else ../shared/data)")
-    parser.add_argument("--n", type=int, default=500, help="patches per side and seed")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--patch", type=int, default=128, help="P")
-    parser.add_argument("--side", type=int, default=1024, help="side of the square real regions")
-    parser.add_argument("--regions", type=int, default=6)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--n", type=positive_int, default=500, help="patches per side and seed")
+    parser.add_argument("--seeds", type=positive_int, default=5)
+    parser.add_argument("--patch", type=positive_int, default=128, help="P")
+    parser.add_argument("--side", type=positive_int, default=1024, help="side of the square real regions")
+    parser.add_argument("--regions", type=positive_int, default=6)
+    parser.add_argument("--workers", type=non_negative_int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     print(json.dumps(run(args), indent=1))

@@ -40,7 +40,7 @@ from bench_solvers import (  # noqa: E402
     trained_tiny,
 )
 
-from urcdm.clikit import run_script  # noqa: E402
+from urcdm.clikit import positive_int, run_script  # noqa: E402
 from urcdm.config import run_folder, tiny  # noqa: E402
 from urcdm.models import load_cascade  # noqa: E402
 from urcdm.sampling.backends import DiffusionBackend  # noqa: E402
@@ -74,9 +74,9 @@ def sample_patches(backend: DiffusionBackend, level: int, contexts: np.ndarray |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-steps", type=int, default=300, help="training steps per unet")
-    parser.add_argument("--n", type=int, default=48, help="patches per level and precision")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train-steps", type=positive_int, default=300, help="training steps per unet")
+    parser.add_argument("--n", type=positive_int, default=48, help="patches per level and precision")
+    parser.add_argument("--batch", type=positive_int, default=16)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models", type=Path, help="keep the trained models here (reused when present)")
     args = parser.parse_args()

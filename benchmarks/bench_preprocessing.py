@@ -168,7 +168,7 @@ def _with_differences(result: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("URCDM_TEST_DATA", str(ROOT.parent / "shared" / "data")))
-    parser.add_argument("--images", type=int, default=24, help="real 1024^2 regions (and as many blurred)")
+    parser.add_argument("--images", type=positive_int, default=24, help="real 1024^2 regions (and as many blurred)")
     parser.add_argument("--n", type=positive_int, default=256, help="crops per side for fixed and pfid")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--only", type=comma_choices("whole", "fixed", "pfid"), default="whole,fixed,pfid")

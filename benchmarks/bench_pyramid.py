@@ -23,7 +23,7 @@ import numpy as np
 from skimage import data as skimage_data
 from tqdm import tqdm
 
-from urcdm.clikit import bounded_int, positive_int, run_script
+from urcdm.clikit import bounded_int, positive_float, positive_int, run_script
 from urcdm.pyramid import DiskCanvas, write_pyramid
 from urcdm.slides import open_slide
 
@@ -51,13 +51,13 @@ def random_reads(slide, size: int, downsample: float, count: int, rng) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=positive_int, default=41344)
-    parser.add_argument("--patch", type=int, default=1024)
-    parser.add_argument("--stride", type=int, default=896)
+    parser.add_argument("--patch", type=positive_int, default=1024)
+    parser.add_argument("--stride", type=positive_int, default=896)
     parser.add_argument("--quality", type=bounded_int(1, 100), default=90)
-    parser.add_argument("--reads", type=int, default=1000)
+    parser.add_argument("--reads", type=positive_int, default=1000)
     parser.add_argument("--workdir", default=None, help="where the canvas and pyramid go (needs ~size^2*3.6 bytes)")
     parser.add_argument("--keep", action="store_true", help="keep the pyramid")
-    parser.add_argument("--mpp", type=float, help="microns per pixel to record (default: none)")
+    parser.add_argument("--mpp", type=positive_float, help="microns per pixel to record (default: none)")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="urcdm-bench-", dir=args.workdir))

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 import torch
 
-from urcdm.clikit import positive_int_list, run_script
+from urcdm.clikit import positive_int, positive_int_list, run_script
 from urcdm.config import load_config
 from urcdm.models import build_imagen, sample
 from urcdm.sampling.geometry import LevelGrid
@@ -60,9 +60,9 @@ def main() -> None:
     parser.add_argument("--config", default="paper")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-sizes", type=positive_int_list, default="1,4,8")
-    parser.add_argument("--steps", type=int, nargs=2, default=(2, 10), metavar=("FEW", "MORE"),
+    parser.add_argument("--steps", type=positive_int, nargs=2, default=(2, 10), metavar=("FEW", "MORE"),
                         help="the two step counts whose difference is timed (default 2 10)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the fastest counts")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed runs per measurement; the fastest counts")
     args = parser.parse_args()
     device = torch.device(args.device)
     config = load_config(args.config)

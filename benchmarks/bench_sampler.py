@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from urcdm.clikit import run_script
+from urcdm.clikit import positive_int, run_script
 from urcdm.config import paper
 from urcdm.sampling.geometry import LevelGrid
 from urcdm.sampling.schedule import SCHEDULERS, waves
@@ -25,7 +25,7 @@ from urcdm.sampling.schedule import SCHEDULERS, waves
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scheduler", choices=SCHEDULERS, default="checkerboard")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=4)
     parser.add_argument("--level0", type=Path, help="take level 0 from this slide's tissue layout (e.g. the TCGA slide)")
     args = parser.parse_args()
     config = paper()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from urcdm.clikit import run_script
+from urcdm.clikit import positive_int, run_script
 from urcdm.config import tiny
 from urcdm.sampling.geometry import LevelGrid
 from urcdm.sampling.seams import seam_score
@@ -72,8 +72,8 @@ def save_montage(slides: list[Path], out: Path, gap: int = 16) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=300, help="training steps per unet")
-    parser.add_argument("--seeds", type=int, default=3, help="slides sampled per variant")
+    parser.add_argument("--steps", type=positive_int, default=300, help="training steps per unet")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="slides sampled per variant")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--montage", type=Path, help="also save seed 0 of every variant side by side as this PNG")
     args = parser.parse_args()

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plugins"
 from tiny_extractors import colour_texture, detail_energy  # noqa: E402
 
 from evaluation.metrics import frechet_distance  # noqa: E402
-from urcdm.clikit import run_script  # noqa: E402
+from urcdm.clikit import positive_int, run_script  # noqa: E402
 from urcdm.config import load_config, run_folder, tiny  # noqa: E402
 from urcdm.training.index import build_index, list_slides  # noqa: E402
 from urcdm.training.pairs import LevelWindows, SlidePairs, unit_float  # noqa: E402
@@ -177,10 +177,10 @@ def plot(rows: list[dict], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-steps", type=int, default=300, help="training steps per unet")
-    parser.add_argument("--n", type=int, default=48, help="images per level, solver, steps and seed")
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train-steps", type=positive_int, default=300, help="training steps per unet")
+    parser.add_argument("--n", type=positive_int, default=48, help="images per level, solver, steps and seed")
+    parser.add_argument("--seeds", type=positive_int, default=2)
+    parser.add_argument("--batch", type=positive_int, default=16)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--models", type=Path, help="keep the trained models here (reused when present)")
     parser.add_argument("--plot", type=Path, help="FD against unet evaluations, PNG (and SVG beside it)")

@@ -24,7 +24,7 @@ from urcdm.clikit import positive_int, run_script
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readers", type=positive_int, default=20)
-    parser.add_argument("--answers", type=int, default=200, help="answers per reader")
+    parser.add_argument("--answers", type=positive_int, default=200, help="answers per reader")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-store-") as tmp:
         path = Path(tmp) / "answers.sqlite"

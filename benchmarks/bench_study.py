@@ -24,7 +24,7 @@ from study_builder import build_study
 
 from study_app.preparation.prepare import prepare
 from study_app.preparation.study import load_study
-from urcdm.clikit import run_script
+from urcdm.clikit import positive_int, run_script
 
 
 def peak_rss_mb() -> float:
@@ -63,10 +63,10 @@ def bench_browser(prepared, answers: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--display", type=int, default=4096, help="display size of each case (px)")
-    parser.add_argument("--cases", type=int, default=12, help="cases in all (half real, half synthetic)")
-    parser.add_argument("--slide-size", type=int, default=16384, help="side of the two benchmark slides")
-    parser.add_argument("--answers", type=int, default=5, help="answers timed in the browser")
+    parser.add_argument("--display", type=positive_int, default=4096, help="display size of each case (px)")
+    parser.add_argument("--cases", type=positive_int, default=12, help="cases in all (half real, half synthetic)")
+    parser.add_argument("--slide-size", type=positive_int, default=16384, help="side of the two benchmark slides")
+    parser.add_argument("--answers", type=positive_int, default=5, help="answers timed in the browser")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="urcdm-bench-study-") as tmp:
         root = Path(tmp)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from study_app.statistics.roe_metz import RoeMetz, mu_for_auc, population_auc, simulate
-from urcdm.clikit import run_script
+from urcdm.clikit import random_seed, run_script
 from urcdm.pyramid import check_output_path
 
 READERS = "2,5,10,20"
@@ -64,7 +64,7 @@ def table(result: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=random_seed, default=1)
     parser.add_argument("--out", type=Path, help="keep the pilot CSV in this folder (default: not kept)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-study-power-") as scratch:

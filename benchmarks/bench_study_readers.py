@@ -40,7 +40,7 @@ from study_builder import build_study as build_bench_study  # noqa: E402
 from study_app.preparation.prepare import prepare  # noqa: E402
 from study_app.preparation.study import load_study  # noqa: E402
 from study_app.web.server import streamlit_command  # noqa: E402
-from urcdm.clikit import positive_int_list, run_script  # noqa: E402
+from urcdm.clikit import positive_int, positive_int_list, run_script  # noqa: E402
 
 WINDOW = (1366, 768)
 
@@ -167,9 +167,9 @@ def bench(url: str, server: psutil.Process, readers: int, answers: int, look_s: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readers", type=positive_int_list, default="1,5,20", help="reader counts to run, one after another")
-    parser.add_argument("--answers", type=int, default=10, help="answers timed per reader")
+    parser.add_argument("--answers", type=positive_int, default=10, help="answers timed per reader")
     parser.add_argument("--look", type=float, default=1.0, help="mean seconds a reader looks before answering")
-    parser.add_argument("--display", type=int, default=1024, help="case image side (px)")
+    parser.add_argument("--display", type=positive_int, default=1024, help="case image side (px)")
     parser.add_argument("--format", default="auto", choices=("auto", "raw", "jpeg", "png"), help="display.format")
     args = parser.parse_args()
     if not (shutil.which("chromium") and shutil.which("chromedriver")):

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from gpu_parts import training_rates
-from urcdm.clikit import comma_choices, run_script
+from urcdm.clikit import comma_choices, positive_int, run_script
 from urcdm.errors import UserError
 from urcdm.config import load_config, paper, tiny
 from urcdm.training.index import build_index, list_slides
@@ -85,7 +85,7 @@ def bench_paper_gpu(steps: int) -> list[dict] | dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=positive_int, default=30)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--only", type=comma_choices("tiny_cpu", "loader", "paper_gpu"), default="tiny_cpu,loader,paper_gpu")
     parser.add_argument("--job", help=argparse.SUPPRESS)

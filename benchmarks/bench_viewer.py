@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "plugins"))
 from browser import headless_chromium  # noqa: E402  (its own TMPDIR, removed on quit)
 
-from urcdm.clikit import run_script  # noqa: E402
+from urcdm.clikit import positive_int, run_script  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,7 +106,7 @@ def study_tiling(slide: Path, workdir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slide", type=Path, help="pyramid to view (default: build bench_pyramid's 41344^2 one)")
-    parser.add_argument("--tiles", type=int, default=1000, help="random tiles per client setting")
+    parser.add_argument("--tiles", type=positive_int, default=1000, help="random tiles per client setting")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-study-tiling", action="store_true", help="skip part 5")
     args = parser.parse_args()

@@ -48,22 +48,13 @@ import numpy as np
 import torch
 
 from evaluation.defaults import STANDARD_EXTRACTOR as STANDARD
+from evaluation.extractors.registry import (
+    BUILTINS,
+    FOUNDATION_MODELS,
+    foundation_base,
+    unknown_extractor_message,
+)
 from urcdm.errors import UserError
-
-BUILTINS = ("inception-v3", "inception-v3-random")
-RANDOM_SUFFIX = "-random"
-# Registry name -> the module under evaluation.extractors that builds it (imported only when used,
-# so --help and the Inception path never import timm, open_clip or transformers).
-FOUNDATION_MODELS = {
-    "dinov2-vits14": "dinov2", "dinov2-vitb14": "dinov2", "dinov2-vitl14": "dinov2", "dinov2-vitg14": "dinov2",
-    "clip-vitb32": "clip", "clip-vitl14-336": "clip",
-    "uni": "uni", "phikon": "phikon", "phikon-v2": "phikon", "conch": "conch",
-    "virchow2": "virchow2", "h-optimus-0": "h_optimus",
-}
-
-
-def registered_names() -> list[str]:
-    return [*BUILTINS, *FOUNDATION_MODELS, *(name + RANDOM_SUFFIX for name in FOUNDATION_MODELS)]
 
 
 def sanitised_space(text: str) -> str:
@@ -112,8 +103,8 @@ def registered_space(spec: str) -> str | None:
     metric the space does not allow is refused before weights are looked for); None for a plug-in."""
     if spec in BUILTINS:
         return "inception"
-    base = spec[:-len(RANDOM_SUFFIX)] if spec.endswith(RANDOM_SUFFIX) else spec
-    if base not in FOUNDATION_MODELS:
+    base = foundation_base(spec)
+    if base is None:
         return None
     return importlib.import_module(f"evaluation.extractors.{FOUNDATION_MODELS[base]}").RECIPE.cards[base].space
 
@@ -122,12 +113,11 @@ def load_extractor(spec: str, weights: str | None = None, device: torch.device |
     device = device or torch.device("cpu")
     if spec in BUILTINS:
         return _load_inception(spec, weights, device)
-    base = spec[:-len(RANDOM_SUFFIX)] if spec.endswith(RANDOM_SUFFIX) else spec
-    if base in FOUNDATION_MODELS:
+    base = foundation_base(spec)
+    if base is not None:
         return _load_foundation(base, weights, spec != base, device)
-    if ":" not in spec:
-        raise UserError(f"--extractor {spec}: not a registered name ({', '.join(registered_names())}) "
-                        f"nor a module:factory plug-in")
+    if (unknown := unknown_extractor_message(spec)) is not None:
+        raise UserError(f"--extractor {spec}: {unknown}")
     if weights:
         raise UserError("--weights applies to the registered extractors only; plug-ins load their own")
     return _load_plugin(spec, device)

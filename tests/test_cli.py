@@ -204,10 +204,15 @@ def test_a_benchmark_script_fails_as_a_command_does(failure, code, line, capsys)
     assert capsys.readouterr().err == line + "\n"
 
 
-def test_benchmark_options_are_checked_while_parsing():
-    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_pyramid.py"
-    done = subprocess.run([sys.executable, str(bench), "--quality", "500"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("bench_pyramid.py: error: argument --quality")
+@pytest.mark.parametrize("script, option, value", [
+    ("bench_pyramid.py", "--quality", "500"),
+    ("bench_mrmc_calibration.py", "--seed", "-1"),  # were numpy's traceback
+    ("bench_study_power.py", "--seed", "-1"),
+])
+def test_benchmark_options_are_checked_while_parsing(script, option, value):
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    done = subprocess.run([sys.executable, str(bench), option, value], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith(f"{script}: error: argument {option}")
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 

@@ -261,8 +261,19 @@ def test_readers_default_to_feeding_a_gpu_from_every_core_but_one(monkeypatch):
     (["kid", "--kid-subset-size", "0"], "--kid-subset-size"),  # was "KID needs at least 2 samples on each side"
     (["prc", "--k", "0"], "--k"), (["prc", "--k", "-1"], "--k"), (["dc", "--dc-k", "0"], "--dc-k"),
     (["all", "--dc-k", "0"], "--dc-k"),
+    (["pfid", "--seed", "-1"], "--seed"),  # was numpy's traceback, after both sets were listed
+    (["pfid", "--extractor", "random-inception"], "--extractor"),  # was found after torch loaded
+    (["pfid", "--n", "0"], "--n"), (["fid", "--n", "-3"], "--n"), (["pfid", "--patch-size", "0"], "--patch-size"),
+    (["pfid", "--batch-size", "0"], "--batch-size"), (["pfid", "--workers", "-1"], "--workers"),
+    (["pfid", "--min-tissue", "2"], "--min-tissue"), (["pfid", "--min-tissue", "nan"], "--min-tissue"),
+    (["fid", "--level", "3"], "--level"), (["fid", "--span", "0"], "--span"),
+    (["scales", "-o", "out", "--splits", "0"], "--splits"),
+    (["memorization", "--heldout", "h", "-o", "out", "--seed", "-1"], "--seed"),
+    (["memorization", "--heldout", "h", "-o", "out", "--n-heldout", "0"], "--n-heldout"),
+    (["memorization", "--heldout", "h", "-o", "out", "--stride", "0"], "--stride"),
+    (["memorization", "--heldout", "h", "-o", "out", "--pairs", "-1"], "--pairs"),
 ])
-def test_metric_settings_out_of_range_are_refused_while_parsing(argv, named, capsys):
+def test_out_of_range_options_are_refused_while_parsing(argv, named, capsys):
     """Refused before the inputs are even looked at (they do not exist here), not after the features."""
     command, *options = argv
     with pytest.raises(SystemExit) as stopped:  # argparse leaves through parser.exit

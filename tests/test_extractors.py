@@ -25,7 +25,8 @@ from evaluation import features
 from evaluation.extractors import clip, conch, dinov2, h_optimus, phikon, uni, virchow2
 from evaluation.extractors.foundation import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build,
                                               to_network_input)
-from evaluation.features import FOUNDATION_MODELS, load_extractor, registered_names
+from evaluation.extractors.registry import FOUNDATION_MODELS, registered_names
+from evaluation.features import load_extractor
 from evaluation.reading import resize_square
 from urcdm.errors import UserError
 

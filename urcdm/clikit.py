@@ -85,6 +85,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_fraction(text: str) -> float:
+    """A number in [0, 1], such as a tissue fraction (``nan`` parses as a float and compares as neither)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def comma_choices(*choices: str) -> Callable[[str], list[str]]:
     """Comma-separated names, each one of ``choices`` (a benchmark's ``--only`` sections)."""
     def parse(text: str) -> list[str]:
