@@ -44,9 +44,10 @@ def execute(source: Path, output: Path, parameters: dict | None = None, cwd: Pat
     unexecuted = output.with_name(f".{output.stem}.in.ipynb")
     nbformat.write(notebook, unexecuted)
     started = time.perf_counter()
-    try:
+    try:  # the kernel logs a TCP warning and the interrupt that stops it on our terminal, above our error line
         papermill.execute_notebook(str(unexecuted), str(output), parameters=parameters or {}, cwd=str(cwd),
-                                   kernel_name="python3", progress_bar=False)
+                                   kernel_name="python3", progress_bar=False,
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     finally:
         unexecuted.unlink(missing_ok=True)
     return time.perf_counter() - started
