@@ -113,8 +113,7 @@ def test_blur_shows_at_full_resolution_not_zoomed_out(halves, tmp_path, capsys):
     (["--mpp", "0.1"], "finer than the image's own"),
     (["--labels", "a,b"], "names 2 sets for 1"),
     (["--metric", "cmmd"], "CLIP"),
-    (["--splits", "0"], "--splits"),
-])
+])  # --splits 0 is refused while parsing: test_eval_cli
 def test_bad_scale_requests_stop_with_one_line(real_data, halves, tmp_path, capsys, extra, message):
     # --mpp needs a slide with a recorded resolution (0.499 µm/px): the real slide itself.
     real = str(real_data / "slides" / "cmu-1-small-region.svs") if "--mpp" in extra else str(halves / "real")
