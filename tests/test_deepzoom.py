@@ -168,13 +168,59 @@ def assert_served_only_to_this_computer_with_security_headers(url: str) -> None:
     assert urllib.request.urlopen(url.replace("127.0.0.1", "localhost") + "slides.json", timeout=30).status == 200
 
 
-@pytest.mark.parametrize("address, hosts", [("127.0.0.1", ["127.0.0.1", "localhost"]),
-                                            ("localhost", ["127.0.0.1", "localhost"]),
-                                            ("0.0.0.0", ["*"])])
+@pytest.mark.parametrize("address, hosts", [("127.0.0.1", ["127.0.0.1", "localhost", "[::1]"]),
+                                            ("localhost", ["127.0.0.1", "localhost", "[::1]"]),
+                                            ("127.0.0.2", ["127.0.0.1", "localhost", "[::1]", "127.0.0.2"]),
+                                            ("::1", ["127.0.0.1", "localhost", "[::1]"]),
+                                            ("0.0.0.0", ["*"]), ("::", ["*"])])
 def test_only_a_loopback_server_checks_the_host_it_is_asked_for(address, hosts):
     from urcdm.deepzoom.server import allowed_hosts
 
     assert allowed_hosts(address) == hosts
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_view_listens_on_an_ipv6_address_and_checks_its_host_there(pyramid):
+    """`--address ::1` was refused as "not a host name or address this computer can resolve" (an IPv4
+    socket); Starlette before 1.7 refused every bracketed IPv6 Host header."""
+    import urllib.error
+    import urllib.request
+
+    server = subprocess.Popen([sys.executable, "-m", "urcdm.cli", "view", str(pyramid), "--address", "::1",
+                               "--port", "0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        found = json.loads(server.stdout.readline())
+        url = found["url"]
+        assert url.startswith("http://[::1]:") and "network_url" not in found  # one address, this computer's
+        assert urllib.request.urlopen(url + "slides.json", timeout=30).status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url + "slides.json", headers={"Host": "attacker.example"}))
+        assert refused.value.code == 400
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("address, local", [("127.0.0.1", "http://127.0.0.1:80/"), ("::1", "http://[::1]:80/"),
+                                            ("0.0.0.0", "http://127.0.0.1:80/"), ("::", "http://[::1]:80/")])
+def test_the_printed_url_is_one_a_browser_can_open(address, local):
+    import socket
+
+    from urcdm.clikit import server_urls
+
+    url, network_url = server_urls(address, 80)
+    assert url == local
+    assert network_url == (f"http://{socket.gethostname()}:80/" if address in ("0.0.0.0", "::") else None)
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=MISSING)

@@ -196,3 +196,56 @@ def test_an_mpp_a_tiff_cannot_record_is_refused_before_any_pixel(tmp_path, mpp):
     with pytest.raises(UserError, match="cannot be recorded in a TIFF"):
         write_pyramid(ArraySource(tissue_image(300, 300, seed=5)), tmp_path / "never.tiff", mpp=mpp, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def _signal_as_it_is_made(make, nth):
+    """``make`` (mkstemp, mkdtemp) whose ``nth`` call is followed at once by a SIGTERM: the worst
+    moment, before the caller has taken charge of removing what was made."""
+    import signal
+
+    calls = []
+
+    def made_then_signalled(*args, **kwargs):
+        made = make(*args, **kwargs)
+        calls.append(made)
+        if len(calls) == nth:
+            signal.raise_signal(signal.SIGTERM)
+        return made
+    return made_then_signalled
+
+
+@pytest.mark.parametrize("made_by, nth", [("mkstemp", 1), ("mkstemp", 2), ("mkdtemp", 1)],
+                         ids=["the probe of the folder", "the temporary output", "the levels' scratch folder"])
+def test_a_sigterm_while_a_temporary_is_made_leaves_nothing(tmp_path, tissue_rgb, monkeypatch, made_by, nth):
+    """A SIGTERM between making a temporary and the ``try`` that removes it left it beside the target
+    (a probe or a levels folder after 3 of 100 converts killed under load)."""
+    import tempfile
+
+    from urcdm.interrupts import Terminated, sigterm_as_interrupt
+
+    monkeypatch.setattr(tempfile, made_by, _signal_as_it_is_made(getattr(tempfile, made_by), nth))
+    with pytest.raises(Terminated), sigterm_as_interrupt():
+        write_pyramid(ArraySource(tissue_rgb[:512, :512].copy()), tmp_path / "out.tiff", tile=256, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_signals_deferred_acts_once_the_block_ends_and_leaves_ignored_signals_ignored():
+    import signal
+
+    from urcdm.interrupts import signals_deferred
+
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("after the signal, inside the block")
+        steps.append("after the block")  # never: the Ctrl-C acts as the block ends
+    assert steps == ["after the signal, inside the block"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `nohup` or a script's `&`
+    try:
+        with signals_deferred():
+            signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

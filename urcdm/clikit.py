@@ -231,21 +231,41 @@ def check_port_free(port: int, address: str) -> None:
 
 
 def bound_socket(port: int, address: str) -> socket.socket:
-    """A socket bound to ``address:port`` (port 0: a free one), for a server to listen on; a port in
-    use, an address this computer lacks or a name that does not resolve is one ``error:`` line."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A socket bound to ``address:port`` (port 0: a free one), for a server to listen on; an IPv6
+    address (``::1``, ``::``) as well as IPv4 and names. A port in use, an address this computer lacks
+    or a name that does not resolve is one ``error:`` line."""
+    if not 0 <= port <= 65535:  # from a caller that did not bound it
+        raise UserError(f"--port {port}: ports are 0..65535")
+    try:  # the address's own family: a socket made for IPv4 cannot bind ::1
+        family, kind, protocol, _, where = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
+                                                                   flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError):
+        raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
+    sock = socket.socket(family, kind, protocol)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((address, port))
-    except OverflowError:  # a port past 65535 from a caller that did not bound it
-        sock.close()
-        raise UserError(f"--port {port}: ports are 0..65535") from None
-    except socket.gaierror:
-        sock.close()
-        raise UserError(f"--address {address}: not a host name or address this computer can resolve") from None
+        sock.bind(where)
     except OSError as exc:
         sock.close()
         advice = ("choose another --address: this computer has no such address"
                   if exc.errno == errno.EADDRNOTAVAIL else "choose another --port")
         raise UserError(f"cannot listen on {address}:{port} ({exc.strerror}); {advice}") from None
     return sock
+
+
+# A server listening on every address is opened in a browser on this computer through loopback:
+# browsers refuse to ask for 0.0.0.0 or :: themselves.
+_WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def http_url(host: str, port: int) -> str:
+    """``http://host:port/``; an IPv6 address in brackets, as URLs write it."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def server_urls(address: str, port: int) -> tuple[str, str | None]:
+    """The URL a browser on this computer opens, and, for a server listening on every address, the URL
+    other computers open (through this computer's name); None for a server on one address."""
+    if address in _WILDCARD_TO_LOOPBACK:
+        return http_url(_WILDCARD_TO_LOOPBACK[address], port), http_url(socket.gethostname(), port)
+    return http_url(address, port), None

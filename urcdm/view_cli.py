@@ -7,7 +7,7 @@ import json
 import sys
 import webbrowser
 
-from urcdm.clikit import add_output_options, bound_socket, bounded_int
+from urcdm.clikit import add_output_options, bound_socket, bounded_int, server_urls
 
 
 def add_commands(commands) -> None:
@@ -37,12 +37,15 @@ def cmd_view(args: argparse.Namespace) -> int:
     # once is answered, not refused, and --port 0's free port cannot be taken in between.
     listening = bound_socket(args.port, args.address)
     listening.listen(2048)  # uvicorn's default backlog
-    url = f"http://{args.address}:{listening.getsockname()[1]}/"
+    url, network_url = server_urls(args.address, listening.getsockname()[1])
     if args.json:
-        print(json.dumps({"url": url, "slides": [slide.describe() for slide in slides]}), flush=True)
+        found = {"url": url, **({"network_url": network_url} if network_url else {})}
+        print(json.dumps({**found, "slides": [slide.describe() for slide in slides]}), flush=True)
     else:
         names = ", ".join(slide.slide.path.name for slide in slides)
         print(f"urcdm view: {url}  ({names}); Ctrl-C stops", file=sys.stderr, flush=True)
+        if network_url:
+            print(f"urcdm view: from other computers {network_url}", file=sys.stderr, flush=True)
     if args.open and not webbrowser.open(url):
         print(f"note: no browser found to open; open {url} yourself", file=sys.stderr)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from study_app.preparation.prepared import PreparedStudy
-from urcdm.clikit import check_port_free
+from urcdm.clikit import check_port_free, server_urls
 
 
 def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
@@ -32,8 +32,11 @@ def serve(prepared: PreparedStudy, port: int, address: str) -> int:
     study = prepared.study
     if study.admin_secret_env and not os.environ.get(study.admin_secret_env):
         print(f"note: {study.admin_secret_env} is not set, so the organiser view stays closed", file=sys.stderr)
-    print(f"reader study: http://{address}:{port}/  ({len(prepared.cases)} cases; answers in {prepared.store_path})",
+    url, network_url = server_urls(address, port)
+    print(f"reader study: {url}  ({len(prepared.cases)} cases; answers in {prepared.store_path})",
           file=sys.stderr, flush=True)
+    if network_url:
+        print(f"reader study: readers on other computers open {network_url}", file=sys.stderr, flush=True)
     # Absolute before the chdir: a relative study path would no longer lead to the entry from there.
     command = streamlit_command(prepared.entry.resolve(), port, address)
     os.chdir(prepared.workdir)

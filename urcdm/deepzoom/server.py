@@ -40,7 +40,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def allowed_hosts(address: str) -> list[str]:
@@ -48,10 +48,12 @@ def allowed_hosts(address: str) -> list[str]:
     could still reach it through a name that resolves to 127.0.0.1 (DNS rebinding) and read the
     slides: only the loopback names are served. Listening on the network, any name may be the server's."""
     try:
-        loopback = ipaddress.ip_address(socket.gethostbyname(address)).is_loopback
-    except (OSError, ValueError):
+        resolved = {info[4][0] for info in socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)}
+        loopback = all(ipaddress.ip_address(ip).is_loopback for ip in resolved)
+    except (OSError, UnicodeError, ValueError):
         loopback = False
-    return list(dict.fromkeys([*LOOPBACK_NAMES, address])) if loopback else ["*"]
+    as_host = f"[{address}]" if ":" in address else address  # an IPv6 address, as a Host header writes it
+    return list(dict.fromkeys([*LOOPBACK_NAMES, as_host.lower()])) if loopback else ["*"]
 
 
 class _SecurityHeaders:

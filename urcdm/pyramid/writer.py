@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from urcdm import __version__
 from urcdm.errors import OutputExistsError, UserError
+from urcdm.interrupts import signals_deferred
 from urcdm.pyramid.canvas import DiskCanvas
 from urcdm.pyramid.levels import halve, level_sizes
 
@@ -102,9 +103,10 @@ def check_output_path(out_path: Path, overwrite: bool, directory: bool = False) 
         raise UserError(f"{out_path}: is a directory")
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path.parent}: no such directory")
-    fd, probe = _temporary_beside(out_path, tempfile.mkstemp)
-    os.close(fd)
-    os.unlink(probe)
+    with signals_deferred():  # a Ctrl-C between making the probe and removing it would leave it
+        fd, probe = _temporary_beside(out_path, tempfile.mkstemp)
+        os.close(fd)
+        os.unlink(probe)
 
 
 def _temporary_beside(out_path: Path, make):
@@ -122,10 +124,12 @@ def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
     unless ``overwrite`` is set.
     """
     check_output_path(out_path, overwrite)
-    fd, temp = _temporary_beside(out_path, tempfile.mkstemp)
-    os.close(fd)
-    temp_path = Path(temp)
+    temp_path = None
     try:
+        with signals_deferred():  # the file exists only once `finally` is in charge of removing it
+            fd, temp = _temporary_beside(out_path, tempfile.mkstemp)
+            os.close(fd)
+            temp_path = Path(temp)
         yield temp_path
         umask_permissions(temp_path)
         os.replace(temp_path, out_path)
@@ -135,7 +139,23 @@ def atomic_output(out_path: Path, overwrite: bool) -> Iterator[Path]:
         # A write deep in a library names no file: say which output the full disk stopped.
         raise UserError(f"{out_path}: not written, no space left on the device ({exc.strerror})") from exc
     finally:
-        temp_path.unlink(missing_ok=True)
+        if temp_path is not None:
+            temp_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def scratch_directory(where: Path, prefix: str) -> Iterator[Path]:
+    """``tempfile.TemporaryDirectory``, but a SIGTERM while it is made cannot leave it behind: one
+    that landed between its mkdtemp and its cleanup's registration left ``.urcdm-levels-*`` beside a
+    converted slide (2 of 60 SIGTERMs on a loaded machine)."""
+    folder = None
+    try:
+        with signals_deferred():
+            folder = Path(tempfile.mkdtemp(dir=where, prefix=prefix))
+        yield folder
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_output_directory(out_dir: Path, overwrite: bool, ours: Sequence[str]) -> None:
@@ -162,15 +182,18 @@ def atomic_directory(out_dir: Path, overwrite: bool, ours: Sequence[str]) -> Ite
     """
     check_output_directory(out_dir, overwrite, ours)
     out_dir = Path(out_dir).absolute()  # `-o .`: the folder is renamed into place by its full name
-    temp = Path(_temporary_beside(out_dir, tempfile.mkdtemp))
+    temp = None
     try:
+        with signals_deferred():  # as in atomic_output
+            temp = Path(_temporary_beside(out_dir, tempfile.mkdtemp))
         yield temp
         if out_dir.exists():
             shutil.rmtree(out_dir)
         umask_permissions(temp, directory=True)
         os.replace(temp, out_dir)
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def umask_permissions(path: Path, directory: bool = False) -> None:
@@ -257,8 +280,8 @@ def write_pyramid(
         codec = {"compression": "jpeg", "compressionargs": {"level": quality}, "photometric": "rgb",
                  "subsampling": (2, 2) if chroma_subsampling else (1, 1)}
 
-    with atomic_output(out_path, overwrite) as temp_path, tempfile.TemporaryDirectory(
-        dir=workdir or out_path.parent, prefix=".urcdm-levels-"
+    with atomic_output(out_path, overwrite) as temp_path, scratch_directory(
+        workdir or out_path.parent, prefix=".urcdm-levels-"
     ) as level_dir:
         _check_disk_space(out_path, Path(level_dir), source.width, source.height, lossless)
         total_tiles = sum(-(-w // tile) * -(-h // tile) for w, h in sizes)
