@@ -1,4 +1,5 @@
 import json
+import signal
 import subprocess
 import sys
 
@@ -201,8 +202,6 @@ def test_an_mpp_a_tiff_cannot_record_is_refused_before_any_pixel(tmp_path, mpp):
 def _signal_as_it_is_made(make, nth):
     """``make`` (mkstemp, mkdtemp) whose ``nth`` call is followed at once by a SIGTERM: the worst
     moment, before the caller has taken charge of removing what was made."""
-    import signal
-
     calls = []
 
     def made_then_signalled(*args, **kwargs):
@@ -224,28 +223,32 @@ def test_a_sigterm_while_a_temporary_is_made_leaves_nothing(tmp_path, tissue_rgb
     from urcdm.interrupts import Terminated, sigterm_as_interrupt
 
     monkeypatch.setattr(tempfile, made_by, _signal_as_it_is_made(getattr(tempfile, made_by), nth))
-    with pytest.raises(Terminated), sigterm_as_interrupt():
-        write_pyramid(ArraySource(tissue_rgb[:512, :512].copy()), tmp_path / "out.tiff", tile=256, progress=False)
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL)  # what sigterm_as_interrupt takes over
+    try:
+        with pytest.raises(Terminated), sigterm_as_interrupt():
+            write_pyramid(ArraySource(tissue_rgb[:512, :512].copy()), tmp_path / "out.tiff", tile=256, progress=False)
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_signals_deferred_acts_once_the_block_ends_and_leaves_ignored_signals_ignored():
-    import signal
-
     from urcdm.interrupts import signals_deferred
 
-    steps = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            signal.raise_signal(signal.SIGINT)
-            steps.append("after the signal, inside the block")
-        steps.append("after the block")  # never: the Ctrl-C acts as the block ends
-    assert steps == ["after the signal, inside the block"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under `nohup` or a script's `&`
+    inherited = signal.getsignal(signal.SIGINT)  # SIG_IGN where the tests run in a background job
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        steps = []
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                signal.raise_signal(signal.SIGINT)
+                steps.append("after the signal, inside the block")
+            steps.append("after the block")  # never: the Ctrl-C acts as the block ends
+        assert steps == ["after the signal, inside the block"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under a script's `&`
         with signals_deferred():
             signal.raise_signal(signal.SIGINT)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, inherited)

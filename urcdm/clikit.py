@@ -254,7 +254,7 @@ def bound_socket(port: int, address: str) -> socket.socket:
 
 
 # A server listening on every address is opened in a browser on this computer through loopback:
-# browsers refuse to ask for 0.0.0.0 or :: themselves.
+# 0.0.0.0 and :: are addresses to listen on, not to open (from other computers, or on Windows).
 _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
