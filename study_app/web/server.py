@@ -23,6 +23,9 @@ def streamlit_command(entry: Path, port: int, address: str) -> list[str]:
         "--client.toolbarMode", "minimal",
         "--global.developmentMode", "false",
         "--browser.gatherUsageStats", "false",        # hospital networks: no calls home
+        # nor Streamlit's own banner: on 0.0.0.0 or :: it asks a web service for this computer's
+        # public address (checkip.amazonaws.com); our own lines say where the study is
+        "--logger.hideWelcomeMessage", "true",
     ]
 
 
