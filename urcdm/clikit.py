@@ -258,9 +258,13 @@ def bound_socket(port: int, address: str) -> socket.socket:
 _WILDCARD_TO_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
+def url_host(host: str) -> str:
+    """``host`` as a URL or a Host header writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def http_url(host: str, port: int) -> str:
-    """``http://host:port/``; an IPv6 address in brackets, as URLs write it."""
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    return f"http://{url_host(host)}:{port}/"
 
 
 def server_urls(address: str, port: int) -> tuple[str, str | None]:

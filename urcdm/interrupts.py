@@ -84,7 +84,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def signals_deferred() -> Iterator[None]:
     """Ctrl-C and SIGTERM that land inside the block take effect as it ends, each as it would have.
     For the few statements between making a temporary file and the ``try`` that removes it: a signal
-    there left the file behind (a convert killed by SIGTERM, 2 of 40 times on a loaded machine)."""
+    there left the file behind (3 of 100 converts killed by SIGTERM on a loaded machine)."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
         yield
         return

@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from urcdm.clikit import url_host
 from urcdm.deepzoom.assets import STATIC, openseadragon_folder
 from urcdm.deepzoom.tiles import DeepZoomSlide
 from urcdm.errors import SlideError, UserError
@@ -52,8 +53,7 @@ def allowed_hosts(address: str) -> list[str]:
         loopback = all(ipaddress.ip_address(ip).is_loopback for ip in resolved)
     except (OSError, UnicodeError, ValueError):
         loopback = False
-    as_host = f"[{address}]" if ":" in address else address  # an IPv6 address, as a Host header writes it
-    return list(dict.fromkeys([*LOOPBACK_NAMES, as_host.lower()])) if loopback else ["*"]
+    return list(dict.fromkeys([*LOOPBACK_NAMES, url_host(address).lower()])) if loopback else ["*"]
 
 
 class _SecurityHeaders:
